@@ -1,0 +1,5 @@
+"""Datasets: every loader returns a SegmentationData held in memory."""
+
+from segact.data.base import SegmentationData
+
+__all__ = ["SegmentationData"]

@@ -1,0 +1,105 @@
+"""Output heads: the model's raw output channels -> foreground probability.
+
+``sigmoid1``: 1 channel of logits z, p = f(z) for the chosen activation f.
+``softmax2``: 2 channels, p = softmax(z)[:, 1] = sigmoid(z1 - z0); argmax == (p > 0.5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from segact import activations
+from segact.activations import EPS, Activation, LogProbs
+
+
+class Head(Protocol):
+    name: str
+    out_channels: int
+
+    def probability(self, logits: Tensor) -> Tensor:
+        """Foreground probability, shape (N, 1, H, W)."""
+
+    def log_probs(self, logits: Tensor) -> LogProbs:
+        """(log p, log(1 - p)), shape (N, 1, H, W) each; stable where a closed form exists."""
+
+    def mask(self, logits: Tensor) -> Tensor:
+        """The binary mask the head predicts at its natural decision point (p >= 0.5)."""
+
+
+def clamped_log_probs(prob: Tensor, eps: float = EPS) -> LogProbs:
+    """Log-probabilities of an activation without a closed with-logits form: clamp, then log."""
+    p = prob.clamp(eps, 1 - eps)
+    return torch.log(p), torch.log1p(-p)
+
+
+@dataclass(frozen=True)
+class Sigmoid1:
+    activation: Activation
+    name: str = "sigmoid1"
+    out_channels: int = 1
+
+    def probability(self, logits: Tensor) -> Tensor:
+        return self.activation(logits)
+
+    def log_probs(self, logits: Tensor) -> LogProbs:
+        if self.activation.log_probs is not None:
+            return self.activation.log_probs(logits)
+        return clamped_log_probs(self.probability(logits))
+
+    def mask(self, logits: Tensor) -> Tensor:
+        return self.probability(logits) >= 0.5
+
+
+@dataclass(frozen=True)
+class Softmax2:
+    name: str = "softmax2"
+    out_channels: int = 2
+
+    def probability(self, logits: Tensor) -> Tensor:
+        return torch.softmax(logits, dim=1)[:, 1:2]
+
+    def log_probs(self, logits: Tensor) -> LogProbs:
+        log_p = F.log_softmax(logits, dim=1)
+        return log_p[:, 1:2], log_p[:, 0:1]
+
+    def mask(self, logits: Tensor) -> Tensor:
+        # argmax over the two channels; ties (p == 0.5) go to foreground, like p >= 0.5.
+        return logits[:, 1:2] >= logits[:, 0:1]
+
+
+def build_activation(cfg: DictConfig | dict[str, Any]) -> Activation:
+    """An activation from its config: a registered ``name``, or any callable via ``_target_``."""
+    cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
+    if "_target_" not in cfg:
+        return activations.get(cfg.name)
+    target = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "name"}
+    fn = instantiate(target)
+    if not callable(fn):
+        raise TypeError(
+            f"activation._target_={cfg._target_} gave a {type(fn).__name__}, not a callable "
+            "(set activation._partial_=true for a plain function)"
+        )
+    return activations.custom(cfg.name, fn)
+
+
+HEADS: dict[str, type[Sigmoid1] | type[Softmax2]] = {"sigmoid1": Sigmoid1, "softmax2": Softmax2}
+
+
+def names() -> list[str]:
+    return sorted(HEADS)
+
+
+def build_head(head_cfg: DictConfig, activation_cfg: DictConfig) -> Head:
+    """The head named by ``head.name``; only sigmoid1 takes an output activation."""
+    if head_cfg.name not in HEADS:
+        raise KeyError(f"unknown head {head_cfg.name!r}; choose one of {', '.join(names())}")
+    if head_cfg.name == "softmax2":
+        return Softmax2()
+    return Sigmoid1(build_activation(activation_cfg))

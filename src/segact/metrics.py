@@ -1,0 +1,213 @@
+"""Threshold-sweep evaluation from histograms.
+
+One pass over the pixels puts each pixel in the bucket of thresholds it reaches
+(``torch.bucketize``) and counts buckets per image and truth with one ``bincount``; a reverse
+cumulative sum then gives TP/FP/FN/TN at every threshold. The cost does not grow with the number
+of thresholds, and the counts equal those of thresholding the array once per threshold.
+torchmetrics' binned curves come closest, but they neither keep per-image counts nor split the NLL
+by TP/FP/TN/FN, and they re-apply a sigmoid to inputs outside [0, 1]; hence this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from segact.activations import EPS
+
+DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
+CHUNK_PIXELS = 1 << 22
+"""Pixels processed at once: bounds the temporary index arrays (int64) to a few tens of MiB."""
+
+
+def _as_tensor(x: Tensor | np.ndarray) -> Tensor:
+    return x if isinstance(x, Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+
+
+def decision_boundaries(thresholds: Sequence[float], dtype: torch.dtype) -> Tensor:
+    """Thresholds in ``dtype`` such that ``p >= boundary`` in that dtype iff ``p >= t`` exactly.
+
+    A float32 probability is compared with the float64 threshold t through the smallest float32
+    that is >= t (rounding t to nearest float32 could round it down and flip ties).
+    """
+    exact = np.asarray(thresholds, dtype=np.float64)
+    if dtype == torch.float64:
+        return torch.from_numpy(exact)
+    rounded = exact.astype(np.float32)
+    below = rounded.astype(np.float64) < exact
+    rounded[below] = np.nextafter(rounded[below], np.float32(np.inf))
+    return torch.from_numpy(rounded)
+
+
+def dice_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """2TP / (2TP + FP + FN); 1 where nothing is predicted and nothing is true."""
+    denominator = 2 * tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 1.0)
+
+
+def _mean_or_nan(total: np.ndarray, count: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+@dataclass
+class SweepResult:
+    """Everything the evaluation of one validation fold reports."""
+
+    table: pd.DataFrame  # one row per threshold of the grid
+    summary: dict[str, float]
+
+
+class ThresholdSweep:
+    """Accumulates confusion counts of a whole fold at every threshold, batch by batch.
+
+    Memory is O(images x thresholds); a pixel is foreground at threshold t when ``prob >= t``.
+    """
+
+    def __init__(
+        self,
+        thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+        calibration_bins: int = 15,
+        eps: float = EPS,
+    ) -> None:
+        grid = np.asarray(thresholds, dtype=np.float64)
+        if grid.ndim != 1 or grid.size == 0:
+            raise ValueError("thresholds must be a non-empty list")
+        if np.any(np.diff(grid) <= 0):
+            raise ValueError("thresholds must be strictly increasing")
+        # 0.5 always takes part, so that Dice at 0.5 is reported whatever the grid.
+        self.all_thresholds = np.union1d(grid, [0.5])
+        self.in_grid = np.isin(self.all_thresholds, grid)
+        self.grid = grid
+        self.calibration_bins = calibration_bins
+        self.eps = eps
+        n_buckets = len(self.all_thresholds) + 1
+        self._n_buckets = n_buckets
+        self._per_image: list[Tensor] = []  # (n_images, n_buckets, 2) counts, [.., 0]=neg, 1=pos
+        self._nll = torch.zeros(n_buckets, 2, dtype=torch.float64)
+        self._calibration = torch.zeros(3, calibration_bins, dtype=torch.float64)
+
+    def update(self, prob: Tensor | np.ndarray, target: Tensor | np.ndarray) -> None:
+        """Add a batch: ``prob`` in [0, 1] and ``target`` in {0, 1}, equal shapes, images first."""
+        prob, target = _as_tensor(prob), _as_tensor(target)
+        if prob.shape != target.shape:
+            raise ValueError(f"prob {tuple(prob.shape)} and target {tuple(target.shape)} differ")
+        prob = prob.detach()
+        if prob.dtype not in (torch.float32, torch.float64):
+            prob = prob.float()
+        prob = prob.reshape(prob.shape[0], -1) if prob.dim() > 1 else prob.reshape(1, -1)
+        truth = target.detach().reshape(prob.shape).to(device=prob.device) > 0.5
+        boundaries = decision_boundaries(self.all_thresholds, prob.dtype).to(prob.device)
+        images_per_chunk = max(1, CHUNK_PIXELS // max(1, prob.shape[1]))
+        for start in range(0, prob.shape[0], images_per_chunk):
+            self._update_chunk(
+                prob[start : start + images_per_chunk],
+                truth[start : start + images_per_chunk],
+                boundaries,
+            )
+
+    def _update_chunk(self, prob: Tensor, truth: Tensor, boundaries: Tensor) -> None:
+        n_images = prob.shape[0]
+        bucket = torch.bucketize(prob, boundaries, right=True)  # = number of thresholds <= p
+        truth_index = truth.long()
+        key = bucket.mul_(2).add_(truth_index)  # bucket * 2 + truth, reuses bucket's memory
+        image_offset = torch.arange(n_images, device=prob.device).mul_(2 * self._n_buckets)
+        counts = torch.bincount(
+            (key + image_offset[:, None]).flatten(), minlength=n_images * 2 * self._n_buckets
+        )
+        self._per_image.append(counts.view(n_images, self._n_buckets, 2).cpu())
+
+        clamped = prob.clamp(self.eps, 1 - self.eps)
+        nll = torch.where(truth, clamped.log(), torch.log1p(-clamped)).neg_()
+        self._nll += (
+            torch.bincount(
+                key.flatten(), weights=nll.flatten().double(), minlength=2 * self._n_buckets
+            )
+            .view(self._n_buckets, 2)
+            .cpu()
+        )
+
+        cal_bin = (
+            (prob * self.calibration_bins).long().clamp_(0, self.calibration_bins - 1).flatten()
+        )
+        n = self.calibration_bins
+        for row, weights in enumerate((None, prob.flatten().double(), truth.flatten().double())):
+            self._calibration[row] += torch.bincount(cal_bin, weights=weights, minlength=n).cpu()
+
+    def result(self) -> SweepResult:
+        if not self._per_image:
+            raise ValueError("no predictions were added to the sweep")
+        per_image = torch.cat(self._per_image).numpy().astype(np.int64)  # (images, buckets, 2)
+        # Bucket b holds pixels that reach exactly the first b thresholds: a pixel is predicted
+        # foreground at threshold k iff its bucket is > k.
+        below = np.cumsum(per_image, axis=1)[:, :-1, :]  # (images, K, 2): bucket <= k
+        totals = per_image.sum(axis=1)[:, None, :]
+        tn_i, fn_i = below[..., 0], below[..., 1]
+        fp_i, tp_i = totals[..., 0] - tn_i, totals[..., 1] - fn_i
+        tp, fp, fn, tn = (a.sum(axis=0) for a in (tp_i, fp_i, fn_i, tn_i))
+        dice = dice_from_counts(tp, fp, fn)
+        dice_per_image = dice_from_counts(tp_i, fp_i, fn_i).mean(axis=0)
+
+        nll = self._nll.numpy()
+        nll_below = np.cumsum(nll, axis=0)[:-1]
+        nll_total = nll.sum(axis=0)
+        nll_tn, nll_fn = nll_below[:, 0], nll_below[:, 1]
+        nll_fp, nll_tp = nll_total[0] - nll_tn, nll_total[1] - nll_fn
+
+        table = pd.DataFrame(
+            {
+                "threshold": self.all_thresholds,
+                "tp": tp,
+                "fp": fp,
+                "fn": fn,
+                "tn": tn,
+                "dice": dice,
+                "dice_per_image": dice_per_image,
+                "nll_tp": _mean_or_nan(nll_tp, tp),
+                "nll_fp": _mean_or_nan(nll_fp, fp),
+                "nll_tn": _mean_or_nan(nll_tn, tn),
+                "nll_fn": _mean_or_nan(nll_fn, fn),
+            }
+        )
+        at_05 = table.loc[np.isclose(self.all_thresholds, 0.5)].iloc[0]
+        table = table.loc[self.in_grid].reset_index(drop=True)
+        best = int(np.argmax(table["dice"].to_numpy()))
+        n_pixels = int(tp[0] + fp[0] + fn[0] + tn[0])
+        _, sum_prob, sum_truth = self._calibration.numpy()
+        ece = float(np.sum(np.abs(sum_prob - sum_truth)) / n_pixels)
+        summary = {
+            "best_dice": float(table["dice"].iloc[best]),
+            "best_threshold": float(table["threshold"].iloc[best]),
+            "mean_dice": float(table["dice"].mean()),
+            "dice_at_05": float(at_05["dice"]),
+            "dice_per_image": float(table["dice_per_image"].iloc[best]),
+            "dice_per_image_at_05": float(at_05["dice_per_image"]),
+            "nll": float(nll_total.sum() / n_pixels),
+            "ece": ece,
+            "n_images": int(per_image.shape[0]),
+            "n_pixels": n_pixels,
+        }
+        return SweepResult(table=table, summary=summary)
+
+    def dice_at(self, threshold: float) -> tuple[float, float]:
+        """Pooled and per-image Dice at one threshold of the grid."""
+        table = self.result().table
+        row = table.loc[np.isclose(table["threshold"], threshold)]
+        if row.empty:
+            raise ValueError(f"threshold {threshold} is not in the grid")
+        return float(row["dice"].iloc[0]), float(row["dice_per_image"].iloc[0])
+
+
+def threshold_sweep(
+    prob: Tensor | np.ndarray, target: Tensor | np.ndarray, thresholds: Sequence[float]
+) -> pd.DataFrame:
+    """One row per threshold: ``threshold, tp, fp, fn, tn, dice``; foreground: prob >= t."""
+    sweep = ThresholdSweep(thresholds)
+    sweep.update(prob, target)
+    return sweep.result().table[["threshold", "tp", "fp", "fn", "tn", "dice"]]

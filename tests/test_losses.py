@@ -1,0 +1,133 @@
+import pytest
+import torch
+
+from segact import activations
+from segact.heads import Sigmoid1, Softmax2
+from segact.losses import (
+    BCELoss,
+    CrossEntropyLoss,
+    DiceLoss,
+    MSELoss,
+    TverskyLoss,
+    binarize,
+    soft_dice_score,
+    soft_tversky_score,
+)
+
+
+def head(name: str) -> Sigmoid1:
+    return Sigmoid1(activations.get(name))
+
+
+def naive_bce(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "softsign", "inv_sqrt", "arctan", "normal_cdf"])
+def test_stable_bce_equals_naive_where_naive_is_finite(name):
+    z = torch.linspace(-6, 6, 97, dtype=torch.float64).view(1, 1, 1, -1)
+    y = (torch.arange(97) % 2).to(z.dtype).view_as(z)
+    h = head(name)
+    torch.testing.assert_close(BCELoss()(h, z, y), naive_bce(h.probability(z), y))
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "softsign", "inv_sqrt"])
+def test_stable_bce_stays_finite_where_naive_is_not(name):
+    z = torch.tensor([[[[-1e6, 1e6]]]], requires_grad=True)
+    y = torch.tensor([[[[1.0, 0.0]]]])  # both confidently wrong
+    h = head(name)
+    assert not torch.isfinite(naive_bce(h.probability(z.detach()), y))
+    loss = BCELoss()(h, z, y)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(z.grad).all() and loss > 0
+
+
+def test_bce_clamps_activations_without_closed_form():
+    z = torch.tensor([[[[-1e6, 1e6]]]])
+    y = torch.tensor([[[[1.0, 0.0]]]])
+    assert torch.isfinite(BCELoss()(head("hardtanh"), z, y))
+
+
+def test_softmax2_bce_and_ce_agree():
+    z = torch.randn(2, 2, 8, 8, dtype=torch.float64)
+    y = (torch.rand(2, 1, 8, 8) > 0.5).double()
+    torch.testing.assert_close(CrossEntropyLoss()(Softmax2(), z, y), BCELoss()(Softmax2(), z, y))
+
+
+def test_ce_refuses_one_channel_head():
+    with pytest.raises(ValueError, match="softmax2"):
+        CrossEntropyLoss()(head("sigmoid"), torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))
+
+
+def test_dice_by_hand():
+    p = torch.tensor([[[[0.5, 1.0], [0.0, 0.25]]]])
+    y = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]])
+    # 2 * (0.5 + 1) / (1.75 + 2) = 0.8
+    assert soft_dice_score(p, y).item() == pytest.approx(0.8)
+    assert DiceLoss()(
+        head("sigmoid"), torch.logit(p.clamp(1e-6, 1 - 1e-6)), y
+    ).item() == pytest.approx(0.2, abs=1e-5)
+    assert soft_dice_score(p, y, smooth=1.0).item() == pytest.approx(4.0 / 4.75)
+
+
+def test_dice_batch_versus_per_image():
+    p = torch.tensor([[[[1.0, 0.0]]], [[[1.0, 1.0]]]])
+    y = torch.tensor([[[[1.0, 0.0]]], [[[1.0, 0.0]]]])
+    assert soft_dice_score(p, y).item() == pytest.approx(2 * 2 / (3 + 2))
+    assert soft_dice_score(p, y, per_image=True).tolist() == pytest.approx([1.0, 2 / 3])
+
+
+@pytest.mark.parametrize("per_image", [False, True])
+@pytest.mark.parametrize("smooth", [0.0, 1.0])
+def test_dice_loss_on_empty_masks_is_finite(per_image, smooth):
+    z = torch.full((2, 1, 4, 4), -3.0, requires_grad=True)
+    y = torch.zeros(2, 1, 4, 4)
+    for act in ("sigmoid", "hardtanh", "linear"):
+        loss = DiceLoss(smooth=smooth, per_image=per_image)(head(act), z, y)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
+    exact_zero = DiceLoss(smooth=smooth, per_image=per_image).loss_from_prob(torch.zeros_like(y), y)
+    assert torch.isfinite(exact_zero)
+
+
+def test_tversky_by_hand_and_equal_to_dice_at_half():
+    p = torch.tensor([[[[0.5, 1.0], [0.0, 0.25]]]])
+    y = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]])
+    # TP = 1.5, FP = 0.25, FN = 0.5
+    assert soft_tversky_score(p, y, 0.3, 0.7).item() == pytest.approx(1.5 / (1.5 + 0.075 + 0.35))
+    assert soft_tversky_score(p, y, 0.5, 0.5).item() == pytest.approx(soft_dice_score(p, y).item())
+    assert TverskyLoss(alpha=0.5, beta=0.5).loss_from_prob(p, y).item() == pytest.approx(0.2)
+
+
+def test_mse_by_hand():
+    p = torch.tensor([[[[0.5, 1.0]]]])
+    y = torch.tensor([[[[1.0, 1.0]]]])
+    assert MSELoss().loss_from_prob(p, y).item() == pytest.approx(0.125)
+
+
+def _gradient(loss_module, act: str = "sigmoid") -> torch.Tensor:
+    torch.manual_seed(0)
+    z = torch.randn(2, 1, 8, 8, requires_grad=True)
+    y = (torch.rand(2, 1, 8, 8) > 0.5).float()
+    loss_module(head(act), z, y).backward()
+    return z.grad
+
+
+@pytest.mark.parametrize("loss_cls", [DiceLoss, BCELoss, MSELoss, TverskyLoss])
+def test_hard_binarize_gives_exactly_zero_gradient_and_ste_does_not(loss_cls):
+    assert torch.count_nonzero(_gradient(loss_cls(binarize="hard"))) == 0
+    assert torch.count_nonzero(_gradient(loss_cls(binarize="ste"))) > 0
+    assert torch.count_nonzero(_gradient(loss_cls(binarize="none"))) > 0
+
+
+def test_ste_forward_is_hard_and_backward_is_identity():
+    p = torch.tensor([0.2, 0.5, 0.7], requires_grad=True)
+    out = binarize(p, "ste")
+    assert out.tolist() == [0.0, 1.0, 1.0]
+    out.sum().backward()
+    assert p.grad.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_unknown_binarize_mode():
+    with pytest.raises(ValueError, match="ste"):
+        DiceLoss(binarize="soft")
