@@ -31,15 +31,27 @@ def test_stable_bce_equals_naive_where_naive_is_finite(name):
     torch.testing.assert_close(BCELoss()(h, z, y), naive_bce(h.probability(z), y))
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "softsign", "inv_sqrt"])
-def test_stable_bce_stays_finite_where_naive_is_not(name):
-    z = torch.tensor([[[[-1e6, 1e6]]]], requires_grad=True)
-    y = torch.tensor([[[[1.0, 0.0]]]])  # both confidently wrong
-    h = head(name)
+@pytest.mark.parametrize("h", [head("sigmoid"), Softmax2()], ids=["sigmoid1", "softmax2"])
+def test_stable_bce_stays_finite_where_naive_is_not(h):
+    z = torch.tensor([[[[-200.0, 200.0]]]]).repeat(1, h.out_channels, 1, 1)
+    if h.out_channels == 2:
+        z[:, 0] *= -1
+    z.requires_grad_(True)
+    y = torch.tensor([[[[1.0, 0.0]]]])  # both confidently wrong: p rounds to exactly 0 and 1
     assert not torch.isfinite(naive_bce(h.probability(z.detach()), y))
     loss = BCELoss()(h, z, y)
     loss.backward()
-    assert torch.isfinite(loss) and torch.isfinite(z.grad).all() and loss > 0
+    assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
+    assert loss.item() == pytest.approx(200 * h.out_channels, rel=1e-3)
+
+
+@pytest.mark.parametrize("name", ["softsign", "inv_sqrt"])
+def test_closed_form_bce_is_accurate_at_extreme_logits(name):
+    """float32 with-logits BCE matches a float64 reference where 1 - p cancels in float32."""
+    z = torch.tensor([[[[-1e7, 1e7, 3e4, -5e5]]]])
+    y = torch.tensor([[[[1.0, 0.0, 0.0, 1.0]]]])
+    reference = naive_bce(head(name).probability(z.double()), y.double())
+    assert BCELoss()(head(name), z, y).item() == pytest.approx(reference.item(), rel=1e-5)
 
 
 def test_bce_clamps_activations_without_closed_form():

@@ -19,6 +19,8 @@ EPS = 1e-7
 """Distance the bounded activations keep from 0 and 1 (Nieradzik et al. 2021)."""
 
 LogProbs = tuple[Tensor, Tensor]
+MIN_SPREAD = 1e-6
+"""Smallest max - min of the logits that the linear activation divides by."""
 
 
 def sigmoid(x: Tensor) -> Tensor:
@@ -48,11 +50,12 @@ def hardtanh(x: Tensor, eps: float = EPS) -> Tensor:
 
 def linear(x: Tensor, eps: float = EPS) -> Tensor:
     """Min-max scaling of each image's logits to [eps, 1 - eps] (per sample, so a prediction
-    never depends on what else is in the batch)."""
+    never depends on what else is in the batch). A spread below MIN_SPREAD counts as MIN_SPREAD,
+    which keeps the gradient finite for a constant output."""
     flat = x.flatten(1)
     low = flat.min(dim=1).values.view(-1, *([1] * (x.dim() - 1)))
     high = flat.max(dim=1).values.view(-1, *([1] * (x.dim() - 1)))
-    scaled = (x - low) / (high - low).clamp_min(torch.finfo(x.dtype).tiny)
+    scaled = (x - low) / (high - low).clamp_min(MIN_SPREAD)
     return eps + (1 - 2 * eps) * scaled
 
 

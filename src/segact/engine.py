@@ -26,6 +26,9 @@ from segact.metrics import SweepResult, ThresholdSweep
 
 log = logging.getLogger(__name__)
 
+Augment = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+"""(images, masks) of a training batch -> augmented (images, masks), same shapes."""
+
 ZERO_GRADIENT_MESSAGE = (
     "the gradient is exactly zero: the loss does not change when the weights do (loss.binarize="
     "hard thresholds before the loss, and a step function has zero derivative), so the weights "
@@ -113,6 +116,7 @@ def fit_fold(
     head: Head,
     loss_fn: Callable[[Head, Tensor, Tensor], Tensor],
     device: torch.device,
+    augment: Augment | None = None,
 ) -> FoldResult:
     trainer, evaluation = cfg.trainer, cfg.eval
     seed = int(trainer.seed) * 1000 + fold.index
@@ -170,8 +174,10 @@ def fit_fold(
         first_grad_norm = math.nan
         for start in range(0, len(order), trainer.batch_size):
             batch = order[start : start + trainer.batch_size]
-            x = images[batch].to(device, non_blocking=True)
-            y = masks[batch].to(device, non_blocking=True)
+            x, y = images[batch], masks[batch]
+            if augment is not None:
+                x, y = augment(x, y)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = loss_fn(head, model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

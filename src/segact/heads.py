@@ -34,8 +34,12 @@ class Head(Protocol):
 
 
 def clamped_log_probs(prob: Tensor, eps: float = EPS) -> LogProbs:
-    """Log-probabilities of an activation without a closed with-logits form: clamp, then log."""
-    p = prob.clamp(eps, 1 - eps)
+    """Log-probabilities of an activation without a closed with-logits form: clamp, then log.
+
+    The clamp changes values only; its gradient is the identity, so a straight-through
+    binarized p (exactly 0 or 1) still passes a gradient to the network.
+    """
+    p = prob + (prob.clamp(eps, 1 - eps) - prob).detach()
     return torch.log(p), torch.log1p(-p)
 
 

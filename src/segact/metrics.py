@@ -114,6 +114,7 @@ class ThresholdSweep:
 
     def _update_chunk(self, prob: Tensor, truth: Tensor, boundaries: Tensor) -> None:
         n_images = prob.shape[0]
+        prob = prob.contiguous()
         bucket = torch.bucketize(prob, boundaries, right=True)  # = number of thresholds <= p
         truth_index = truth.long()
         key = bucket.mul_(2).add_(truth_index)  # bucket * 2 + truth, reuses bucket's memory

@@ -26,7 +26,7 @@ from segact import report
 from segact.config import ConfigError, instantiate_named, validate, validate_against_data
 from segact.data.base import SegmentationData
 from segact.data.splits import case_folds
-from segact.engine import fit_fold, resolve_device
+from segact.engine import Augment, fit_fold, resolve_device
 from segact.heads import build_head
 from segact.io import write_csv, write_json
 
@@ -70,6 +70,14 @@ def load_dataset(cfg: DictConfig) -> SegmentationData:
     return dataclasses.replace(data, name=cfg.dataset.name)
 
 
+def build_augment(cfg: DictConfig) -> Augment | None:
+    """The training-batch augmentation of ``augment=``; ``none`` (no _target_) means none."""
+    augment_cfg = cfg.get("augment")
+    if augment_cfg is None or "_target_" not in augment_cfg:
+        return None
+    return instantiate_named(augment_cfg)
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Run every fold of one configuration; returns the run's summary."""
     run_dir = Path(run_dir)
@@ -79,6 +87,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     validate_against_data(cfg, data.n_cases)
     head = build_head(cfg.head, cfg.activation)
     loss_fn = instantiate_named(cfg.loss)
+    augment = build_augment(cfg)
     keys = {**run_keys(cfg), "run_dir": str(run_dir)}
     folds = case_folds(data.cases, cfg.trainer.folds, cfg.trainer.seed)
     log.info(
@@ -92,7 +101,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     epoch_tables, threshold_tables, fold_rows, notes = [], [], [], []
     for fold in folds:
-        result = fit_fold(cfg, data, fold, head, loss_fn, device)
+        result = fit_fold(cfg, data, fold, head, loss_fn, device, augment)
         epoch_tables.append(result.epochs)
         threshold_tables.append(result.thresholds)
         fold_rows.append(
