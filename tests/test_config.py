@@ -39,7 +39,7 @@ def test_every_model_config_validates(make_cfg, model):
 
 def test_every_dataset_config_names_its_target(make_cfg):
     for dataset in options("dataset"):
-        cfg = make_cfg(f"dataset={dataset}")
+        cfg = make_cfg(f"dataset={dataset}", tiny=False)  # tiny sets synthetic's n_images
         assert "_target_" in cfg.dataset and cfg.dataset.name
 
 

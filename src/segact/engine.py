@@ -9,6 +9,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from segact import checkpoint
 from segact.data.base import SegmentationData
 from segact.data.splits import Fold, inner_split
 from segact.heads import Head
@@ -104,6 +106,20 @@ class _Best:
     sweep: SweepResult
 
 
+@dataclass
+class _Progress:
+    """A fold's training state besides the torch objects: what a checkpoint must carry."""
+
+    epoch: int = 0  # last finished epoch
+    seconds: float = 0.0  # training time so far
+    best: _Best | None = None
+    stale: int = 0  # epochs since the best one (early stopping)
+    stopped: bool = False
+    zero_gradient: bool = True
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
 def _selection_score(sweep: SweepResult, metric: str) -> float:
     value = sweep.summary[metric]
     return -value if metric == "nll" else value  # higher is better for the comparison
@@ -117,7 +133,10 @@ def fit_fold(
     loss_fn: Callable[[Head, Tensor, Tensor], Tensor],
     device: torch.device,
     augment: Augment | None = None,
+    checkpoint_path: Path | None = None,
+    fingerprint: str = "",
 ) -> FoldResult:
+    """Train one fold; with ``checkpoint_path``, save after every epoch and resume from it."""
     trainer, evaluation = cfg.trainer, cfg.eval
     seed = int(trainer.seed) * 1000 + fold.index
     torch.manual_seed(seed)
@@ -153,20 +172,26 @@ def fit_fold(
             device,
         )
 
-    rows: list[dict[str, Any]] = []
-    best: _Best | None = None
-    stale = 0
-    zero_gradient = True
-    notes: list[str] = []
-    started = time.perf_counter()
+    progress = _Progress()
+    resumed = checkpoint.load(checkpoint_path, fingerprint) if checkpoint_path else None
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        checkpoint.restore_rng_states(resumed["rng"], generator)
+        progress = resumed["progress"]
+        log.info("fold %d: resumed after epoch %d", fold.index, progress.epoch)
+    started = time.perf_counter() - progress.seconds
     bar = tqdm(
-        range(1, trainer.max_epochs + 1),
+        range(progress.epoch + 1, trainer.max_epochs + 1),
         desc=f"fold {fold.index}",
-        disable=not trainer.progress,
+        disable=not trainer.progress or progress.stopped,
         leave=False,
         dynamic_ncols=True,
     )
     for epoch in bar:
+        if progress.stopped:
+            break
         epoch_start = time.perf_counter()
         model.train()
         order = train_idx[torch.randperm(len(train_idx), generator=generator).numpy()]
@@ -189,15 +214,15 @@ def fit_fold(
         if not math.isfinite(train_loss):
             raise NonFiniteLossError(epoch, train_loss)
         if first_grad_norm != 0.0:
-            zero_gradient = False
+            progress.zero_gradient = False
         elif epoch == 1:
             log.warning("fold %d: %s", fold.index, ZERO_GRADIENT_MESSAGE)
-            notes.append(ZERO_GRADIENT_MESSAGE)
+            progress.notes.append(ZERO_GRADIENT_MESSAGE)
 
         sweep = run_eval(select_images, select_masks)
         score = _selection_score(sweep, evaluation.select_metric)
         scheduler.step(score)
-        rows.append(
+        progress.rows.append(
             {
                 "fold": fold.index,
                 "epoch": epoch,
@@ -209,14 +234,34 @@ def fit_fold(
             }
         )
         bar.set_postfix(loss=f"{train_loss:.4f}", mean_dice=f"{sweep.summary['mean_dice']:.4f}")
+        best = progress.best
         if best is None or score > best.score:
-            best = _Best(epoch, score, copy.deepcopy(model.state_dict()), sweep)
-            stale = 0
+            progress.best = _Best(epoch, score, copy.deepcopy(model.state_dict()), sweep)
+            progress.stale = 0
         else:
-            stale += 1
-            if stale >= trainer.patience:
-                break
+            progress.stale += 1
+            progress.stopped = progress.stale >= trainer.patience
+        progress.epoch = epoch
+        progress.seconds = time.perf_counter() - started
+        if checkpoint_path is not None:
+            checkpoint.save(
+                {
+                    "fingerprint": fingerprint,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": checkpoint.rng_states(generator),
+                    "progress": progress,
+                },
+                checkpoint_path,
+            )
     bar.close()
+    best, rows, zero_gradient, notes = (
+        progress.best,
+        progress.rows,
+        progress.zero_gradient,
+        progress.notes,
+    )
     assert best is not None
     train_seconds = time.perf_counter() - started
 

@@ -68,6 +68,8 @@ class ThresholdSweep:
     """Accumulates confusion counts of a whole fold at every threshold, batch by batch.
 
     Memory is O(images x thresholds); a pixel is foreground at threshold t when ``prob >= t``.
+    The calibration bin edges k / bins join the thresholds as bucket edges, so one
+    ``bucketize`` serves the sweep, the NLL split and the calibration error.
     """
 
     def __init__(
@@ -81,17 +83,24 @@ class ThresholdSweep:
             raise ValueError("thresholds must be a non-empty list")
         if np.any(np.diff(grid) <= 0):
             raise ValueError("thresholds must be strictly increasing")
+        calibration_edges = np.arange(1, calibration_bins) / calibration_bins
         # 0.5 always takes part, so that Dice at 0.5 is reported whatever the grid.
-        self.all_thresholds = np.union1d(grid, [0.5])
-        self.in_grid = np.isin(self.all_thresholds, grid)
-        self.grid = grid
+        self.reported = np.union1d(grid, [0.5])
+        self.in_grid = np.isin(self.reported, grid)
+        self.edges = np.union1d(self.reported, calibration_edges)
+        self._reported_at = np.searchsorted(self.edges, self.reported)
+        # Calibration bin of each bucket: how many calibration edges lie below the bucket.
+        self._calibration_of_bucket = np.searchsorted(calibration_edges, self.edges, side="right")
+        self._calibration_of_bucket = np.concatenate([[0], self._calibration_of_bucket])
         self.calibration_bins = calibration_bins
         self.eps = eps
-        n_buckets = len(self.all_thresholds) + 1
-        self._n_buckets = n_buckets
+        self._n_buckets = len(self.edges) + 1
         self._per_image: list[Tensor] = []  # (n_images, n_buckets, 2) counts, [.., 0]=neg, 1=pos
-        self._nll = torch.zeros(n_buckets, 2, dtype=torch.float64)
-        self._calibration = torch.zeros(3, calibration_bins, dtype=torch.float64)
+        self._nll = torch.zeros(self._n_buckets * 2, dtype=torch.float64)
+        self._prob_sum = torch.zeros(self._n_buckets * 2, dtype=torch.float64)
+        # -log of the probability given to the true class, clamped to [eps, 1 - eps]; clamping
+        # the NLL rather than p keeps float32 exact where 1 - eps rounds in float32.
+        self._nll_range = (-np.log1p(-eps), -np.log(eps))
 
     def update(self, prob: Tensor | np.ndarray, target: Tensor | np.ndarray) -> None:
         """Add a batch: ``prob`` in [0, 1] and ``target`` in {0, 1}, equal shapes, images first."""
@@ -103,51 +112,41 @@ class ThresholdSweep:
             prob = prob.float()
         prob = prob.reshape(prob.shape[0], -1) if prob.dim() > 1 else prob.reshape(1, -1)
         truth = target.detach().reshape(prob.shape).to(device=prob.device) > 0.5
-        boundaries = decision_boundaries(self.all_thresholds, prob.dtype).to(prob.device)
+        boundaries = decision_boundaries(self.edges, prob.dtype).to(prob.device)
         images_per_chunk = max(1, CHUNK_PIXELS // max(1, prob.shape[1]))
         for start in range(0, prob.shape[0], images_per_chunk):
             self._update_chunk(
-                prob[start : start + images_per_chunk],
+                prob[start : start + images_per_chunk].contiguous(),
                 truth[start : start + images_per_chunk],
                 boundaries,
             )
 
     def _update_chunk(self, prob: Tensor, truth: Tensor, boundaries: Tensor) -> None:
-        n_images = prob.shape[0]
-        prob = prob.contiguous()
-        bucket = torch.bucketize(prob, boundaries, right=True)  # = number of thresholds <= p
-        truth_index = truth.long()
-        key = bucket.mul_(2).add_(truth_index)  # bucket * 2 + truth, reuses bucket's memory
-        image_offset = torch.arange(n_images, device=prob.device).mul_(2 * self._n_buckets)
-        counts = torch.bincount(
-            (key + image_offset[:, None]).flatten(), minlength=n_images * 2 * self._n_buckets
+        n_images, n_keys = prob.shape[0], 2 * self._n_buckets
+        # key = 2 * (number of edges <= p) + truth
+        # int32 halves the memory traffic of the index arrays (n_images * n_keys < 2**31 here).
+        key = torch.bucketize(prob, boundaries, right=True, out_int32=True).mul_(2).add_(truth)
+        image_offset = torch.arange(
+            0, n_images * n_keys, n_keys, device=prob.device, dtype=torch.int32
         )
+        counts = torch.bincount((key + image_offset[:, None]).view(-1), minlength=n_images * n_keys)
         self._per_image.append(counts.view(n_images, self._n_buckets, 2).cpu())
 
-        clamped = prob.clamp(self.eps, 1 - self.eps)
-        nll = torch.where(truth, clamped.log(), torch.log1p(-clamped)).neg_()
-        self._nll += (
-            torch.bincount(
-                key.flatten(), weights=nll.flatten().double(), minlength=2 * self._n_buckets
-            )
-            .view(self._n_buckets, 2)
-            .cpu()
-        )
-
-        cal_bin = (
-            (prob * self.calibration_bins).long().clamp_(0, self.calibration_bins - 1).flatten()
-        )
-        n = self.calibration_bins
-        for row, weights in enumerate((None, prob.flatten().double(), truth.flatten().double())):
-            self._calibration[row] += torch.bincount(cal_bin, weights=weights, minlength=n).cpu()
+        true_class = torch.where(truth, prob, 1 - prob)
+        nll = true_class.log_().neg_().clamp_(*self._nll_range)
+        flat_key = key.view(-1)
+        for total, weights in ((self._nll, nll), (self._prob_sum, prob)):
+            total += torch.bincount(
+                flat_key, weights=weights.view(-1).double(), minlength=n_keys
+            ).cpu()
 
     def result(self) -> SweepResult:
         if not self._per_image:
             raise ValueError("no predictions were added to the sweep")
         per_image = torch.cat(self._per_image).numpy().astype(np.int64)  # (images, buckets, 2)
-        # Bucket b holds pixels that reach exactly the first b thresholds: a pixel is predicted
-        # foreground at threshold k iff its bucket is > k.
-        below = np.cumsum(per_image, axis=1)[:, :-1, :]  # (images, K, 2): bucket <= k
+        # Bucket b holds pixels that reach exactly the first b edges: a pixel is predicted
+        # foreground at the threshold that is edge e iff its bucket is > e.
+        below = np.cumsum(per_image, axis=1)[:, self._reported_at, :]  # (images, T, 2)
         totals = per_image.sum(axis=1)[:, None, :]
         tn_i, fn_i = below[..., 0], below[..., 1]
         fp_i, tp_i = totals[..., 0] - tn_i, totals[..., 1] - fn_i
@@ -155,15 +154,15 @@ class ThresholdSweep:
         dice = dice_from_counts(tp, fp, fn)
         dice_per_image = dice_from_counts(tp_i, fp_i, fn_i).mean(axis=0)
 
-        nll = self._nll.numpy()
-        nll_below = np.cumsum(nll, axis=0)[:-1]
+        nll = self._nll.numpy().reshape(self._n_buckets, 2)
+        nll_below = np.cumsum(nll, axis=0)[self._reported_at]
         nll_total = nll.sum(axis=0)
         nll_tn, nll_fn = nll_below[:, 0], nll_below[:, 1]
         nll_fp, nll_tp = nll_total[0] - nll_tn, nll_total[1] - nll_fn
 
         table = pd.DataFrame(
             {
-                "threshold": self.all_thresholds,
+                "threshold": self.reported,
                 "tp": tp,
                 "fp": fp,
                 "fn": fn,
@@ -176,12 +175,10 @@ class ThresholdSweep:
                 "nll_fn": _mean_or_nan(nll_fn, fn),
             }
         )
-        at_05 = table.loc[np.isclose(self.all_thresholds, 0.5)].iloc[0]
+        at_05 = table.loc[np.isclose(self.reported, 0.5)].iloc[0]
         table = table.loc[self.in_grid].reset_index(drop=True)
         best = int(np.argmax(table["dice"].to_numpy()))
-        n_pixels = int(tp[0] + fp[0] + fn[0] + tn[0])
-        _, sum_prob, sum_truth = self._calibration.numpy()
-        ece = float(np.sum(np.abs(sum_prob - sum_truth)) / n_pixels)
+        n_pixels = int(per_image.sum())
         summary = {
             "best_dice": float(table["dice"].iloc[best]),
             "best_threshold": float(table["threshold"].iloc[best]),
@@ -190,11 +187,19 @@ class ThresholdSweep:
             "dice_per_image": float(table["dice_per_image"].iloc[best]),
             "dice_per_image_at_05": float(at_05["dice_per_image"]),
             "nll": float(nll_total.sum() / n_pixels),
-            "ece": ece,
+            "ece": self._expected_calibration_error(per_image.sum(axis=0), n_pixels),
             "n_images": int(per_image.shape[0]),
             "n_pixels": n_pixels,
         }
         return SweepResult(table=table, summary=summary)
+
+    def _expected_calibration_error(self, bucket_counts: np.ndarray, n_pixels: int) -> float:
+        """sum over bins of |sum p - sum y| / N, i.e. sum_b (n_b / N) |mean p_b - mean y_b|."""
+        prob_per_bucket = self._prob_sum.numpy().reshape(self._n_buckets, 2).sum(axis=1)
+        bins = self._calibration_of_bucket
+        prob_sum = np.bincount(bins, weights=prob_per_bucket, minlength=self.calibration_bins)
+        truth_sum = np.bincount(bins, weights=bucket_counts[:, 1], minlength=self.calibration_bins)
+        return float(np.abs(prob_sum - truth_sum).sum() / n_pixels)
 
     def dice_at(self, threshold: float) -> tuple[float, float]:
         """Pooled and per-image Dice at one threshold of the grid."""

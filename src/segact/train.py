@@ -7,6 +7,8 @@ written atomically and refreshed after every fold so a crash loses at most the f
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import sys
@@ -19,16 +21,17 @@ import hydra
 import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from segact import report
+from segact import checkpoint, report
 from segact.config import ConfigError, instantiate_named, validate, validate_against_data
 from segact.data.base import SegmentationData
 from segact.data.splits import case_folds
-from segact.engine import Augment, fit_fold, resolve_device
+from segact.engine import ZERO_GRADIENT_MESSAGE, Augment, fit_fold, resolve_device
 from segact.heads import build_head
-from segact.io import write_csv, write_json
+from segact.io import read_json, write_csv, write_json
 
 log = logging.getLogger("segact")
 
@@ -58,6 +61,86 @@ def run_keys(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+UNFINGERPRINTED = {"trainer": ("progress", "threads"), "": ("experiment_name",)}
+"""Keys that change neither the numbers nor the run directory's meaning."""
+
+
+def threads_per_job(n_jobs: int) -> int:
+    """Torch threads per job when ``n_jobs`` run side by side (joblib's n_jobs < 1: one each)."""
+    return max(1, len(os.sched_getaffinity(0)) // n_jobs) if n_jobs > 0 else 1
+
+
+OmegaConf.register_new_resolver("threads_per_job", threads_per_job, replace=True)
+
+
+def config_fingerprint(cfg: DictConfig) -> str:
+    """Hash of the resolved config: results and checkpoints are reused only under the same one
+    (the directory name holds only the command line's choices, not edits to the YAML files)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    for section, keys in UNFINGERPRINTED.items():
+        node = container.get(section, {}) if section else container
+        for key in keys:
+            node.pop(key, None)
+    text = json.dumps(container, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def finished_summary(run_dir: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The run's summary.json if it says ok and was written under the same config."""
+    path = run_dir / "summary.json"
+    try:
+        summary = read_json(path)
+    except (OSError, ValueError):
+        return None
+    if summary.get("status") == "ok" and summary.get("config_hash") == fingerprint:
+        return summary
+    return None
+
+
+@dataclasses.dataclass
+class _Outputs:
+    """The run's three tables, grown fold by fold and rewritten after each fold."""
+
+    epochs: list[pd.DataFrame] = dataclasses.field(default_factory=list)
+    thresholds: list[pd.DataFrame] = dataclasses.field(default_factory=list)
+    folds: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def finished(cls, run_dir: Path, fingerprint: str) -> _Outputs:
+        """Folds an interrupted run already finished under the same config."""
+        try:
+            tables = {
+                name: pd.read_csv(run_dir / f"{name}.csv")
+                for name in ("folds", "epochs", "thresholds")
+            }
+            folds = tables["folds"]
+            done = folds[(folds["status"] == "ok") & (folds["config_hash"] == fingerprint)]
+        except (OSError, KeyError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            return cls()
+        if done.empty:
+            return cls()
+        epochs, thresholds = (
+            tables[name][tables[name]["fold"].isin(done["fold"])]
+            for name in ("epochs", "thresholds")
+        )
+        notes = [ZERO_GRADIENT_MESSAGE] if done["zero_gradient"].any() else []
+        return cls([epochs], [thresholds], done.to_dict("records"), notes)
+
+    @property
+    def fold_indices(self) -> set[int]:
+        return {int(row["fold"]) for row in self.folds}
+
+    def add(self, result: Any, row: dict[str, Any], run_dir: Path) -> None:
+        self.epochs.append(result.epochs)
+        self.thresholds.append(result.thresholds)
+        self.folds.append(row)
+        self.notes.extend(n for n in result.notes if n not in self.notes)
+        write_csv(pd.concat(self.epochs, ignore_index=True), run_dir / "epochs.csv")
+        write_csv(pd.concat(self.thresholds, ignore_index=True), run_dir / "thresholds.csv")
+        write_csv(pd.DataFrame(self.folds), run_dir / "folds.csv")
+
+
 def configure_torch(cfg: DictConfig) -> torch.device:
     threads = cfg.trainer.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
@@ -66,7 +149,12 @@ def configure_torch(cfg: DictConfig) -> torch.device:
 
 
 def load_dataset(cfg: DictConfig) -> SegmentationData:
-    data = instantiate_named(cfg.dataset)
+    try:
+        data = instantiate_named(cfg.dataset)
+    except InstantiationException as error:  # a loader's ConfigError (bad input) stays one
+        if isinstance(error.__cause__, ConfigError):
+            raise error.__cause__ from None
+        raise
     return dataclasses.replace(data, name=cfg.dataset.name)
 
 
@@ -79,8 +167,17 @@ def build_augment(cfg: DictConfig) -> Augment | None:
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Run every fold of one configuration; returns the run's summary."""
+    """Run every fold of one configuration; returns the run's summary.
+
+    A run whose summary.json says ok (under the same config) is skipped; an interrupted one keeps
+    its finished folds and resumes the fold in flight from its last epoch checkpoint.
+    """
     run_dir = Path(run_dir)
+    fingerprint = config_fingerprint(cfg)
+    finished = finished_summary(run_dir, fingerprint)
+    if finished is not None:
+        print(f"skipped {run_dir}: finished already (summary.json says ok)")
+        return finished
     validate(cfg)
     device = configure_torch(cfg)
     data = load_dataset(cfg)
@@ -88,7 +185,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     head = build_head(cfg.head, cfg.activation)
     loss_fn = instantiate_named(cfg.loss)
     augment = build_augment(cfg)
-    keys = {**run_keys(cfg), "run_dir": str(run_dir)}
+    keys = {**run_keys(cfg), "run_dir": str(run_dir), "config_hash": fingerprint}
     folds = case_folds(data.cases, cfg.trainer.folds, cfg.trainer.seed)
     log.info(
         "%s: %d images, %d cases, %d folds on %s",
@@ -99,18 +196,17 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         device,
     )
 
-    epoch_tables, threshold_tables, fold_rows, notes = [], [], [], []
+    outputs = _Outputs.finished(run_dir, fingerprint)
+    if outputs.folds:
+        log.info("resuming %s: folds %s finished already", run_dir, sorted(outputs.fold_indices))
     for fold in folds:
-        result = fit_fold(cfg, data, fold, head, loss_fn, device, augment)
-        epoch_tables.append(result.epochs)
-        threshold_tables.append(result.thresholds)
-        fold_rows.append(
-            {**keys, "fold": fold.index, **result.summary, "status": "ok", "error": ""}
-        )
-        notes.extend(n for n in result.notes if n not in notes)
-        write_csv(pd.concat(epoch_tables, ignore_index=True), run_dir / "epochs.csv")
-        write_csv(pd.concat(threshold_tables, ignore_index=True), run_dir / "thresholds.csv")
-        write_csv(pd.DataFrame(fold_rows), run_dir / "folds.csv")
+        if fold.index in outputs.fold_indices:
+            continue
+        saved = checkpoint.fold_checkpoint(run_dir, fold.index)
+        result = fit_fold(cfg, data, fold, head, loss_fn, device, augment, saved, fingerprint)
+        row = {**keys, "fold": fold.index, **result.summary, "status": "ok", "error": ""}
+        outputs.add(result, row, run_dir)
+        checkpoint.remove(saved)
         log.info(
             "fold %d: best Dice %.4f at t=%.2f, mean Dice %.4f (epoch %d)",
             fold.index,
@@ -120,12 +216,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             result.summary["epoch_selected"],
         )
 
-    fold_frame = pd.DataFrame(fold_rows)
+    fold_frame = pd.DataFrame(outputs.folds)
+    notes = outputs.notes
     summary = {
         **keys,
         "status": "ok",
         "error": "",
-        "folds": len(fold_rows),
+        "folds": len(fold_frame),
         "zero_gradient": bool(fold_frame["zero_gradient"].all()),
         "notes": notes,
         **report.summarize_numbers(fold_frame),
@@ -156,8 +253,18 @@ def record_failure(cfg: DictConfig, run_dir: Path, error: BaseException) -> dict
     write_json(summary, run_dir / "summary.json")
     folds_path = run_dir / "folds.csv"
     previous = pd.read_csv(folds_path) if folds_path.exists() else pd.DataFrame()
+    if "status" in previous.columns:  # a retried run: drop the failed row of the last attempt
+        previous = previous[previous["status"] == "ok"]
     failed_row = pd.DataFrame(
-        [{**keys, "fold": len(previous), "status": "failed", "error": message}]
+        [
+            {
+                **keys,
+                "fold": len(previous),
+                "status": "failed",
+                "error": message,
+                "failed_epoch": summary["epoch"],
+            }
+        ]
     )
     write_csv(pd.concat([previous, failed_row], ignore_index=True), folds_path)
     return summary

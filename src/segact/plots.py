@@ -1,0 +1,118 @@
+"""PNG figures of a sweep: Dice vs threshold, reliability diagrams, the activation functions.
+
+Built with matplotlib's object API (``Figure``, no pyplot): no GUI backend and no global state,
+so the report runs headless. The plots read the tidy threshold table (one row per run x fold x
+threshold); the reliability diagram needs no extra data: between two neighbouring thresholds
+t_k <= p < t_k+1 the pixel count is the drop of TP+FP and the foreground count the drop of TP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from segact import activations
+
+PANEL_INCHES = 3.6
+
+
+def _panels(frame: pd.DataFrame, keys: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
+    """One panel per combination of ``keys`` (dataset, loss, ...), titled by its values."""
+    if not keys:
+        return [("", frame)]
+    return [
+        (" · ".join(map(str, key if isinstance(key, tuple) else (key,))), group)
+        for key, group in frame.groupby(list(keys), sort=True)
+    ]
+
+
+def _figure(n_panels: int, columns: int = 3) -> tuple[Figure, np.ndarray]:
+    columns = min(n_panels, columns)
+    rows = -(-n_panels // columns)
+    fig = Figure(figsize=(PANEL_INCHES * columns, PANEL_INCHES * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).flat
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def _save(fig: Figure, path: Path) -> None:
+    fig.savefig(path, dpi=120)
+
+
+def dice_vs_threshold(thresholds: pd.DataFrame, panel_keys: Sequence[str], path: Path) -> None:
+    """Mean pooled Dice over folds (± std band) against the threshold, a line per activation."""
+    panels = _panels(thresholds, panel_keys)
+    fig, axes = _figure(len(panels))
+    for ax, (title, frame) in zip(axes, panels, strict=False):
+        curves = frame.groupby(["activation", "threshold"])["dice"].agg(["mean", "std"])
+        for activation, curve in curves.groupby(level="activation"):
+            t = curve.index.get_level_values("threshold")
+            ax.plot(t, curve["mean"], marker=".", label=activation)
+            low, high = curve["mean"] - curve["std"], curve["mean"] + curve["std"]
+            ax.fill_between(t, low, high, alpha=0.2)
+        ax.set(title=title, xlabel="threshold", ylabel="Dice", xlim=(0, 1), ylim=(0, 1))
+        ax.legend(fontsize="small")
+    _save(fig, path)
+
+
+def reliability_bins(thresholds: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Pixels and foreground pixels per probability bin [t_k, t_k+1), summed over ``by`` groups."""
+    per_run = thresholds.sort_values([*by, "run_path", "fold", "threshold"]).copy()
+    per_run["predicted"] = per_run["tp"] + per_run["fp"]
+    runs = per_run.groupby([*by, "run_path", "fold"], sort=False)
+    # Pixels with t_k <= p < t_k+1: the count at t_k minus the count at t_k+1 (0 after the last).
+    for column, count in (("pixels", "predicted"), ("foreground", "tp")):
+        per_run[column] = per_run[count] - runs[count].shift(-1, fill_value=0)
+    upper = runs["threshold"].shift(-1, fill_value=1.0)
+    per_run["confidence"] = np.where(
+        upper > per_run["threshold"], (per_run["threshold"] + upper) / 2, per_run["threshold"]
+    )
+    bins = per_run.groupby([*by, "confidence"], as_index=False)[["pixels", "foreground"]].sum()
+    bins = bins[bins["pixels"] > 0]
+    bins["frequency"] = bins["foreground"] / bins["pixels"]
+    return bins
+
+
+def reliability(thresholds: pd.DataFrame, panel_keys: Sequence[str], path: Path) -> None:
+    """Observed foreground frequency per probability bin; the diagonal is perfect calibration."""
+    bins = reliability_bins(thresholds, [*panel_keys, "activation"])
+    panels = _panels(bins, panel_keys)
+    fig, axes = _figure(len(panels))
+    for ax, (title, frame) in zip(axes, panels, strict=False):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+        for activation, curve in frame.groupby("activation"):
+            ax.plot(curve["confidence"], curve["frequency"], marker="o", label=activation)
+        ax.set(
+            title=title,
+            xlabel="predicted probability",
+            ylabel="foreground frequency",
+            xlim=(0, 1),
+            ylim=(0, 1),
+        )
+        ax.legend(fontsize="small")
+    _save(fig, path)
+
+
+def activation_functions(names: Sequence[str], path: Path, limit: float = 6.0) -> None:
+    """Each registered activation f and the slope of its curve f' on [-limit, limit].
+
+    The slope is taken from the plotted curve (np.gradient), not autograd: ``linear`` is a min-max
+    scaling of the whole tensor, so autograd of a sum would mix in every point's min and max.
+    """
+    names = [n for n in names if n in activations.REGISTRY] or activations.names()
+    x = torch.linspace(-limit, limit, 601, dtype=torch.float64)
+    fig, (ax_f, ax_df) = _figure(2)
+    for name in names:
+        p = activations.get(name)(x).numpy()
+        ax_f.plot(x, p, label=name)
+        ax_df.plot(x, np.gradient(p, x.numpy()), label=name)
+    ax_f.set(title="activation f(z)", xlabel="logit z", ylabel="probability")
+    ax_df.set(title="derivative f'(z)", xlabel="logit z", ylabel="df/dz")
+    ax_f.legend(fontsize="small")
+    _save(fig, path)
