@@ -74,6 +74,7 @@ BAD = [
     (("trainer.batch_size=0",), "trainer.batch_size"),
     (("trainer.max_epochs=0",), "trainer.max_epochs"),
     (("trainer.lr=0",), "trainer.lr"),
+    (("trainer.precision=fp8",), "trainer.precision"),
 ]
 
 

@@ -127,3 +127,12 @@ def test_multirun_grid_prints_table_and_writes_sweep_csv(tmp_path):
     sweep = pd.read_csv(tmp_path / "sweep_folds.csv")
     assert sorted(sweep["activation"].unique()) == ["arctan", "sigmoid"] and len(sweep) == 4
     assert "| activation" in result.stdout and "arctan" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "options", [("trainer.channels_last=true",), ("trainer.precision=bf16",)], ids=str
+)
+def test_speed_options_train_and_report(make_cfg, tmp_path, options):
+    summary = train(make_cfg(*options, "trainer.folds=2", "trainer.max_epochs=1"), tmp_path)
+    assert summary["status"] == "ok"
+    assert 0.0 <= summary["best_dice_mean"] <= 1.0

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from segact import activations, heads
 from segact.losses import BINARIZE_MODES
 from segact.metrics import DEFAULT_THRESHOLDS
+from segact.speed import PRECISIONS
 
 PROTOCOLS = ("paper", "holdout")
 SELECT_METRICS = ("mean_dice", "best_dice", "dice_at_05", "nll")
@@ -41,6 +42,9 @@ class TrainerConfig:
     device: str = "auto"
     threads: int = 0  # 0: one per available core
     progress: bool = True
+    channels_last: bool = False
+    precision: str = "32"  # 32 | bf16 (autocast on CPU and GPU)
+    compile: bool = False  # torch.compile the model
 
 
 @dataclass
@@ -189,6 +193,8 @@ def check_trainer(trainer: DictConfig) -> None:
             _fail(f"trainer.{key}", trainer[key], f"must be at least {minimum}")
     if trainer.lr <= 0:
         _fail("trainer.lr", trainer.lr, "must be positive")
+    if trainer.precision not in PRECISIONS:
+        _fail("trainer.precision", trainer.precision, f"choose one of {', '.join(PRECISIONS)}")
     if trainer.device not in ("auto", "cpu") and not trainer.device.startswith(("cuda", "mps")):
         _fail("trainer.device", trainer.device, "use auto, cpu, cuda, cuda:N or mps")
 

@@ -25,6 +25,7 @@ from segact.data.base import SegmentationData
 from segact.data.splits import Fold, inner_split
 from segact.heads import Head
 from segact.metrics import SweepResult, ThresholdSweep
+from segact.speed import Forward
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ def resolve_device(name: str) -> torch.device:
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
+    forward: Callable[[Tensor], Tensor],
     head: Head,
     images: Tensor,
     masks: Tensor,
@@ -77,7 +79,7 @@ def evaluate(
     model.eval()
     sweep = ThresholdSweep(thresholds, calibration_bins)
     for start in range(0, len(images), batch_size):
-        logits = model(images[start : start + batch_size].to(device, non_blocking=True))
+        logits = forward(images[start : start + batch_size])
         sweep.update(head.probability(logits), masks[start : start + batch_size].to(device))
     return sweep.result()
 
@@ -149,6 +151,7 @@ def fit_fold(
     report_idx = fold.val
 
     model = build_model(cfg.model, data.in_channels, head.out_channels).to(device)
+    forward = Forward(model, trainer, device)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=trainer.lr, weight_decay=trainer.weight_decay
     )
@@ -163,6 +166,7 @@ def fit_fold(
     def run_eval(imgs: Tensor, msks: Tensor) -> SweepResult:
         return evaluate(
             model,
+            forward,
             head,
             imgs,
             msks,
@@ -202,8 +206,7 @@ def fit_fold(
             x, y = images[batch], masks[batch]
             if augment is not None:
                 x, y = augment(x, y)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = loss_fn(head, model(x), y)
+            loss = loss_fn(head, forward(x), y.to(device, non_blocking=True))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if start == 0:
