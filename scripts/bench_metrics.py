@@ -13,8 +13,8 @@ import argparse
 import multiprocessing as mp
 import os
 import platform
-import resource
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 
@@ -95,19 +95,31 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
     return min(times)
 
 
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def _peak_child(method: str, data_file: str, n_thresholds: int, queue: mp.Queue) -> None:
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    # Copy-on-write maps: the fold's pages are in memory (touched below) without the transient
-    # buffers of a regular load, which would raise the high-water mark before the baseline.
-    prob = np.load(f"{data_file}.prob.npy", mmap_mode="c")
-    target = np.load(f"{data_file}.target.npy", mmap_mode="c")
-    float(prob.sum() + target.sum())
+    prob, target = np.load(f"{data_file}.prob.npy"), np.load(f"{data_file}.target.npy")
     thresholds = np.linspace(0, 1, n_thresholds)
-    METHODS["segact"](prob[:1], target[:1], thresholds)  # load kernels before the baseline
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    METHODS[method](prob[:1], target[:1], thresholds)  # load kernels before the baseline
+    # A sampling thread reads the resident set while the method runs (torch and NumPy release
+    # the GIL in their kernels); ru_maxrss cannot be reset, so it would hide later peaks.
+    baseline, peak, running = _resident_bytes(), [0], [True]
+
+    def sample() -> None:
+        while running[0]:
+            peak[0] = max(peak[0], _resident_bytes())
+            time.sleep(0.0005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     METHODS[method](prob, target, thresholds)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put((after - before) * 1024)  # ru_maxrss is in KiB on Linux
+    running[0] = False
+    sampler.join()
+    queue.put(max(0, peak[0] - baseline))
 
 
 def peak_extra_memory(method: str, data_file: str, n_thresholds: int) -> int:
