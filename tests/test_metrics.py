@@ -120,3 +120,22 @@ def test_dice_at_05_reported_when_grid_lacks_it():
 def test_bad_grids_are_refused(bad):
     with pytest.raises(ValueError):
         ThresholdSweep(bad)
+
+
+@pytest.mark.parametrize(
+    "edges",
+    [(0.0, 0.05, 0.5, 1.0), tuple(np.linspace(0, 1, 1001)), (0.3, 0.3000001, 0.30000012, 0.7)],
+    ids=["coarse", "1001", "same-cell"],
+)
+def test_lookup_bucketing_equals_binary_search(edges):
+    from segact.metrics import bucketize_float32, decision_boundaries
+
+    boundaries = decision_boundaries(edges, torch.float32)
+    around = [boundaries.numpy()]
+    for _ in range(3):  # a few float32 steps on either side of every edge
+        around += [np.nextafter(around[-1], np.float32(2)), np.nextafter(around[0], np.float32(-1))]
+    special = np.array([0.0, -0.0, 1.0, 1.5, 3e-45, 1e-38], dtype=np.float32)
+    values = np.concatenate([*around, special, np.random.default_rng(0).random(5000, np.float32)])
+    prob = torch.from_numpy(np.clip(values, -0.0, 2.0).astype(np.float32))
+    expected = torch.bucketize(prob, boundaries, right=True, out_int32=True)
+    assert torch.equal(bucketize_float32(prob.clone(), tuple(edges)), expected)
