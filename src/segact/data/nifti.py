@@ -1,0 +1,162 @@
+"""``dataset=nifti``: MSD layout, ``root/imagesTr/<case>.nii.gz`` + ``root/labelsTr/<case>.nii.gz``.
+
+Each volume is normalised per channel (z-score by default), cut into 2D slices along ``axis``
+and resized; 4D images (x, y, z, modality) give one input channel per modality, and so do
+nnU-Net style files ``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``. Labels become foreground by
+``foreground_labels`` (e.g. MSD prostate [1, 2]). A case is one volume: folds never split it.
+Needs nibabel (``pip install 'segact[nifti]'``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from segact.data.base import SegmentationData
+from segact.data.cache import Arrays, cached
+from segact.data.errors import DatasetError
+from segact.data.normalize import finish
+from segact.data.pairs import list_named, match_pairs, require_nonempty, resolve_root
+from segact.data.preprocess import binarize, parse_size, resize_image, resize_mask
+
+SUFFIXES = (".nii.gz", ".nii")
+VOLUME_NORMS = ("zscore", "percentile", "none")
+_MODALITY = re.compile(r"(.+)_(\d{4})$")
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    return name[: -len(next(s for s in SUFFIXES if name.lower().endswith(s)))]
+
+
+def read_volume(path: Path) -> np.ndarray:
+    """The voxel array of one NIfTI file; a DatasetError names an unreadable file."""
+    try:
+        import nibabel
+    except ImportError as error:
+        raise DatasetError("dataset=nifti needs nibabel: pip install 'segact[nifti]'") from error
+    require_nonempty(path)
+    try:
+        return np.asanyarray(nibabel.load(path).dataobj)
+    except Exception as error:  # nibabel, gzip and zlib raise many types for a bad file
+        raise DatasetError(
+            f"{path} cannot be read as NIfTI ({type(error).__name__}: {error}): replace it "
+            "with a valid file, or remove it together with its image or label"
+        ) from error
+
+
+def _normalize_volume(volume: np.ndarray, mode: str) -> np.ndarray:
+    """Per channel of a (x, y, z, C) volume."""
+    axes = (0, 1, 2)
+    if mode == "zscore":
+        mean = volume.mean(axis=axes, keepdims=True)
+        return (volume - mean) / np.maximum(volume.std(axis=axes, keepdims=True), 1e-6)
+    if mode == "percentile":
+        low, high = np.percentile(volume, [0.5, 99.5], axis=axes, keepdims=True)
+        return np.clip((volume - low) / np.maximum(high - low, 1e-6), 0.0, 1.0)
+    return volume
+
+
+def _group_modalities(images: dict[str, Path], labels: dict[str, Path]) -> dict[str, list[Path]]:
+    """nnU-Net style ``<case>_0000`` files are channels of ``<case>`` when labels say ``<case>``."""
+    matches = {stem: _MODALITY.match(stem) for stem in images}
+    if set(images) & set(labels) or not all(matches.values()):
+        return {stem: [path] for stem, path in images.items()}
+    grouped: dict[str, list[Path]] = {}
+    for stem in sorted(images):
+        grouped.setdefault(matches[stem].group(1), []).append(images[stem])
+    return grouped
+
+
+def _slices(
+    images: list[Path],
+    label: Path,
+    axis: int,
+    size: tuple[int, int],
+    modalities: Sequence[int] | None,
+    volume_norm: str,
+    foreground_labels: Sequence[int] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(slices, C, h, w) float32 and (slices, h, w) bool of one case."""
+    parts = [read_volume(path).astype(np.float32) for path in images]
+    volume = np.concatenate([p[..., None] if p.ndim == 3 else p for p in parts], axis=-1)
+    labels = read_volume(label)
+    if labels.ndim == 4 and labels.shape[-1] == 1:
+        labels = labels[..., 0]
+    if volume.ndim != 4 or volume.shape[:3] != labels.shape:
+        raise DatasetError(
+            f"{images[0]} has shape {volume.shape[:3]} (+ {volume.shape[3:]} channels) but its "
+            f"label {label} has shape {labels.shape}: they must cover the same voxels"
+        )
+    if modalities is not None:
+        volume = volume[..., list(modalities)]
+    volume = _normalize_volume(volume, volume_norm)
+    foreground = binarize(np.rint(labels).astype(np.int64), label, None, foreground_labels)
+    volume, foreground = np.moveaxis(volume, axis, 0), np.moveaxis(foreground, axis, 0)
+    return (
+        np.stack([resize_image(plane, size) for plane in volume]),
+        np.stack([resize_mask(plane, size) for plane in foreground]),
+    )
+
+
+def load_nifti(
+    root: str | None = None,
+    image_size: int | Sequence[int] = 256,
+    images_dir: str = "imagesTr",
+    labels_dir: str = "labelsTr",
+    axis: int = 2,
+    modalities: Sequence[int] | None = None,
+    volume_norm: str = "zscore",
+    foreground_labels: Sequence[int] | None = None,
+    normalize: str = "none",
+    cache: bool = True,
+    cache_dir: str | None = None,
+    default_root: str | None = None,
+) -> SegmentationData:
+    """Every slice of every volume under ``root`` (or the preset's ``default_root``)."""
+    if volume_norm not in VOLUME_NORMS:
+        raise DatasetError(
+            f"config key 'dataset.volume_norm' = {volume_norm!r}: choose one of "
+            f"{', '.join(VOLUME_NORMS)}"
+        )
+    if axis not in (0, 1, 2):
+        raise DatasetError(f"config key 'dataset.axis' = {axis!r}: choose 0, 1 or 2")
+    path = resolve_root(root, default_root)
+    size = parse_size(image_size)
+    labels = list_named(path / labels_dir, SUFFIXES, _stem, "one label volume per image")
+    images = _group_modalities(
+        list_named(path / images_dir, SUFFIXES, _stem, "the image volumes"), labels
+    )
+    cases = match_pairs(images, labels, path)
+    fg = None if foreground_labels is None else [int(v) for v in foreground_labels]
+    mods = None if modalities is None else [int(v) for v in modalities]
+
+    def build() -> Arrays:
+        images_, masks_, names, owners = [], [], [], []
+        for case, image, label in cases:
+            slices, masks = _slices(image, label, axis, size, mods, volume_norm, fg)
+            images_.append(slices)
+            masks_.append(masks)
+            names.extend(f"{case}_{i:03d}" for i in range(len(masks)))
+            owners.extend([case] * len(masks))
+        return {
+            "images": np.concatenate(images_),
+            "masks": np.concatenate(masks_)[:, None],
+            "names": np.asarray(names),
+            "cases": np.asarray(owners),
+        }
+
+    settings = {
+        "loader": "nifti",
+        "size": size,
+        "axis": axis,
+        "modalities": mods,
+        "volume_norm": volume_norm,
+        "foreground_labels": fg,
+    }
+    files = [file for _, image, label in cases for file in (*image, label)]
+    arrays = cached(path.name, settings, files, build, cache_dir, cache)
+    return finish(path.name, arrays, arrays["cases"], normalize, path)

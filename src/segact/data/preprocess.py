@@ -1,0 +1,87 @@
+"""Steps shared by every loader: the output size, mask binarization, resizing and scaling."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from segact.data.errors import DatasetError
+
+
+def parse_size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """``dataset.image_size``: one int (square) or [height, width]."""
+    size = [image_size] if isinstance(image_size, int) else list(image_size)
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or any(int(s) < 1 for s in size):
+        raise DatasetError(
+            f"config key 'dataset.image_size' = {image_size!r}: give a positive int or [H, W]"
+        )
+    return int(size[0]), int(size[1])
+
+
+def binarize(
+    values: np.ndarray,
+    source: Path,
+    threshold: float | None = None,
+    foreground_values: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Foreground of a mask or label map as bool.
+
+    ``foreground_values`` (e.g. MSD prostate [1, 2]) or ``threshold`` (foreground = value >
+    threshold, e.g. 127 for 8-bit masks with soft edges) decide when set; otherwise the mask
+    must be binary already: at most two values, 0 the background, the other the foreground
+    (255 in 8-bit masks, 1 in label maps).
+    """
+    if foreground_values is not None:
+        return np.isin(values, np.asarray(list(foreground_values)))
+    if threshold is not None:
+        return values > threshold
+    unique = np.unique(values)
+    if len(unique) > 2 or (len(unique) == 2 and unique[0] != 0):
+        shown = ", ".join(f"{v:g}" for v in unique[:8]) + (", ..." if len(unique) > 8 else "")
+        raise DatasetError(
+            f"{source}: the mask has {len(unique)} values ({shown}) and no rule says which are "
+            "foreground: set dataset.mask_threshold (e.g. 127: foreground = value > 127) or "
+            "dataset.foreground_values (e.g. [1, 2])"
+        )
+    return values > 0
+
+
+def unit_scale(array: np.ndarray) -> np.ndarray:
+    """Integer intensities to [0, 1] by their type's range (16-bit data by 65535); floats kept."""
+    if array.dtype == np.bool_:
+        return array.astype(np.float32)
+    if np.issubdtype(array.dtype, np.integer):
+        top = 255 if array.dtype == np.uint8 else max(65535, int(array.max(initial=0)))
+        return array.astype(np.float32) / top
+    return array.astype(np.float32)
+
+
+def resize_image(channels_last: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, C) float -> (C, h, w) float32, bilinear (antialiased when shrinking)."""
+    height, width = size
+    if channels_last.shape[:2] == size:
+        return np.moveaxis(channels_last, -1, 0).astype(np.float32)
+    return np.stack(
+        [
+            np.asarray(
+                Image.fromarray(np.ascontiguousarray(channel, dtype=np.float32), mode="F").resize(
+                    (width, height), Image.Resampling.BILINEAR
+                )
+            )
+            for channel in np.moveaxis(channels_last, -1, 0)
+        ]
+    )
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool -> (h, w) bool, nearest neighbour."""
+    height, width = size
+    if mask.shape == size:
+        return mask.astype(bool)
+    image = Image.fromarray(mask.astype(np.uint8) * 255)
+    return np.asarray(image.resize((width, height), Image.Resampling.NEAREST)) > 127
