@@ -18,6 +18,7 @@ TINY = (
     "trainer.batch_size=4",
     "trainer.progress=false",
     "trainer.threads=1",
+    "trainer.checkpoint_every_s=0",
 )
 
 torch.set_num_threads(1)

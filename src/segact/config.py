@@ -42,9 +42,10 @@ class TrainerConfig:
     device: str = "auto"
     threads: int = 0  # 0: one per available core
     progress: bool = True
-    channels_last: bool = False
+    channels_last: bool = True  # scripts/bench_train.py: 0.78x the epoch time on CPU
     precision: str = "32"  # 32 | bf16 (autocast on CPU and GPU)
     compile: bool = False  # torch.compile the model
+    checkpoint_every_s: float = 60.0  # save a fold checkpoint at most this often (0: every epoch)
 
 
 @dataclass

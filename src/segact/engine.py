@@ -186,6 +186,7 @@ def fit_fold(
         progress = resumed["progress"]
         log.info("fold %d: resumed after epoch %d", fold.index, progress.epoch)
     started = time.perf_counter() - progress.seconds
+    last_save = time.perf_counter()
     bar = tqdm(
         range(progress.epoch + 1, trainer.max_epochs + 1),
         desc=f"fold {fold.index}",
@@ -246,7 +247,13 @@ def fit_fold(
             progress.stopped = progress.stale >= trainer.patience
         progress.epoch = epoch
         progress.seconds = time.perf_counter() - started
-        if checkpoint_path is not None:
+        # Saving costs ~0.2 s for a small Unet, 10 % of a CPU epoch: at most every
+        # trainer.checkpoint_every_s seconds (0: every epoch). A crash loses at most that much
+        # training, and the resumed run still ends with the same numbers.
+        if checkpoint_path is not None and (
+            time.perf_counter() - last_save >= trainer.checkpoint_every_s
+        ):
+            last_save = time.perf_counter()
             checkpoint.save(
                 {
                     "fingerprint": fingerprint,
