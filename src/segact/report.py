@@ -24,8 +24,8 @@ RUN_KEYS: tuple[str, ...] = (
     "arch",
     "encoder",
     "head",
-    "activation",
     "loss",
+    "activation",
     "binarize",
     "protocol",
 )

@@ -61,7 +61,7 @@ def normalized(data: SegmentationData, mode: str) -> SegmentationData:
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return SegmentationData(
-        data.name, (data.images - mean) / std, data.masks, data.cases, data.names
+        data.name, (data.images - mean).div_(std), data.masks, data.cases, data.names
     )
 
 
@@ -76,9 +76,10 @@ def finish(
     check_normalize(normalize)
     images, masks = arrays["images"], arrays["masks"]
     check_masks(masks, source)
-    tensor = as_tensor_images(images)
     if images.dtype == np.uint8:
-        tensor /= 255.0
+        tensor = torch.from_numpy(images).float().div_(255.0)  # one float array, scaled in place
+    else:
+        tensor = as_tensor_images(images)
     data = SegmentationData(
         name, tensor, as_tensor_images(masks), cases, [str(n) for n in arrays["names"]]
     )
