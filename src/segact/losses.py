@@ -6,7 +6,7 @@ the probability-based losses see exactly the activation under study (nothing re-
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -104,20 +104,12 @@ class DiceLoss(SegmentationLoss):
         return (1 - soft_dice_score(prob, target, self.smooth, self.eps, self.per_image)).mean()
 
 
-class TverskyLoss(SegmentationLoss):
-    def __init__(
-        self,
-        alpha: float = 0.3,
-        beta: float = 0.7,
-        smooth: float = 0.0,
-        eps: float = EPS,
-        per_image: bool = False,
-        binarize: Binarize = "none",
-        threshold: float = 0.5,
-    ) -> None:
-        super().__init__(binarize, threshold)
+class TverskyLoss(DiceLoss):
+    """Dice's options plus the weights of false positives (alpha) and false negatives (beta)."""
+
+    def __init__(self, alpha: float = 0.3, beta: float = 0.7, **dice_options: Any) -> None:
+        super().__init__(**dice_options)
         self.alpha, self.beta = alpha, beta
-        self.smooth, self.eps, self.per_image = smooth, eps, per_image
 
     def loss_from_prob(self, prob: Tensor, target: Tensor) -> Tensor:
         score = soft_tversky_score(
