@@ -61,7 +61,10 @@ def run_keys(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-UNFINGERPRINTED = {"trainer": ("progress", "threads"), "": ("experiment_name",)}
+UNFINGERPRINTED = {
+    "trainer": ("progress", "threads", "checkpoint_every_s"),
+    "": ("experiment_name",),
+}
 """Keys that change neither the numbers nor the run directory's meaning."""
 
 
