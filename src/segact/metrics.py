@@ -245,14 +245,6 @@ class ThresholdSweep:
         truth_sum = np.bincount(bins, weights=bucket_counts[:, 1], minlength=self.calibration_bins)
         return float(np.abs(prob_sum - truth_sum).sum() / n_pixels)
 
-    def dice_at(self, threshold: float) -> tuple[float, float]:
-        """Pooled and per-image Dice at one threshold of the grid."""
-        table = self.result().table
-        row = table.loc[np.isclose(table["threshold"], threshold)]
-        if row.empty:
-            raise ValueError(f"threshold {threshold} is not in the grid")
-        return float(row["dice"].iloc[0]), float(row["dice_per_image"].iloc[0])
-
 
 def threshold_sweep(
     prob: Tensor | np.ndarray, target: Tensor | np.ndarray, thresholds: Sequence[float]

@@ -81,10 +81,6 @@ def summarize_numbers(folds: pd.DataFrame, metrics: Sequence[str] = TABLE_METRIC
     return out
 
 
-def nan_to_none(value: float) -> float | None:
-    return None if isinstance(value, float) and np.isnan(value) else value
-
-
 # --- segact-report ------------------------------------------------------------------------------
 
 IDENTITY: tuple[str, ...] = (*RUN_KEYS, "seed", "fold")
