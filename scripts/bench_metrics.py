@@ -47,9 +47,22 @@ def reference_evaluation(prob: np.ndarray, target: np.ndarray, thresholds: np.nd
     y = target.astype(np.float64) > 0.5
     clipped = np.clip(p, EPS, 1 - EPS)
     nll = -(y * np.log(clipped) + (~y) * np.log(1 - clipped))
-    out = {k: [] for k in ("tp", "fp", "fn", "tn", "dice", "nll_tp", "nll_fp", "nll_tn", "nll_fn")}
+    out = {
+        k: []
+        for k in (
+            "tp",
+            "fp",
+            "fn",
+            "tn",
+            "dice",
+            "mean_nll_tp",
+            "mean_nll_fp",
+            "mean_nll_tn",
+            "mean_nll_fn",
+        )
+    }
     for t in thresholds:
-        positive = p >= t
+        positive = prob >= t  # in prob's own dtype, as torch/NumPy compare (NEP 50)
         negative = ~positive
         tp, fp = positive & y, positive & ~y
         fn, tn = negative & y, negative & ~y
@@ -58,7 +71,9 @@ def reference_evaluation(prob: np.ndarray, target: np.ndarray, thresholds: np.nd
         }
         for name, mask in (("tp", tp), ("fp", fp), ("fn", fn), ("tn", tn)):
             out[name].append(counts[name])
-            out[f"nll_{name}"].append(float(nll[mask].mean()) if counts[name] else float("nan"))
+            out[f"mean_nll_{name}"].append(
+                float(nll[mask].mean()) if counts[name] else float("nan")
+            )
         denominator = 2 * counts["tp"] + counts["fp"] + counts["fn"]
         out["dice"].append(2 * counts["tp"] / denominator if denominator else 1.0)
     out["nll"] = float(nll.mean())
@@ -71,7 +86,17 @@ def segact_evaluation(prob: np.ndarray, target: np.ndarray, thresholds: np.ndarr
     result = sweep.result()
     out = {
         k: result.table[k].tolist()
-        for k in ("tp", "fp", "fn", "tn", "dice", "nll_tp", "nll_fp", "nll_tn", "nll_fn")
+        for k in (
+            "tp",
+            "fp",
+            "fn",
+            "tn",
+            "dice",
+            "mean_nll_tp",
+            "mean_nll_fp",
+            "mean_nll_tn",
+            "mean_nll_fn",
+        )
     }
     out["nll"] = result.summary["nll"]
     return out
@@ -153,7 +178,7 @@ def main() -> None:
         assert expected[key] == got[key], f"{key} counts differ"
     np.testing.assert_allclose(got["dice"], expected["dice"], rtol=1e-12)
     np.testing.assert_allclose(got["nll"], expected["nll"], rtol=1e-6)
-    for key in ("nll_tp", "nll_fp", "nll_tn", "nll_fn"):
+    for key in ("mean_nll_tp", "mean_nll_fp", "mean_nll_tn", "mean_nll_fn"):
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-5)
 
     times = {

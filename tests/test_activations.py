@@ -8,6 +8,7 @@ from scipy import special, stats
 from segact import activations
 from segact.activations import EPS
 from segact.heads import Sigmoid1, Softmax2, build_activation
+from segact.losses import BCELoss
 
 X = torch.linspace(-8, 8, 161, dtype=torch.float64)
 x = X.numpy()
@@ -100,3 +101,39 @@ def test_custom_activation_through_target():
     act = build_activation({"name": "tanh01", "_target_": "torch.sigmoid", "_partial_": True})
     assert act.name == "tanh01"
     torch.testing.assert_close(act(X), torch.sigmoid(X))
+
+
+INV_SQRT_LOGITS = [0.0, 1.0, 2.0, 5.0, 10.0, 100.0, 1e4]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_inv_sqrt_bce_falls_toward_zero_for_foreground(dtype):
+    """Unlike the paper's inv_square_with_logits, whose y = 1 branch (log(z + sqrt z) instead of
+    log(z + x sqrt z)) is lowest at logit 0 and rises toward log 2 as the logit grows."""
+    head, loss = Sigmoid1(activations.get("inv_sqrt")), BCELoss()
+    values, grads = [], []
+    for logit in INV_SQRT_LOGITS:
+        z = torch.tensor([[[[logit]]]], dtype=dtype, requires_grad=True)
+        value = loss(head, z, torch.ones_like(z))
+        value.backward()
+        values.append(value.item())
+        grads.append(z.grad.item())
+    assert all(math.isfinite(v) for v in values + grads)
+    assert values[0] == pytest.approx(math.log(2), rel=1e-6)
+    assert values[1] == pytest.approx(-math.log(0.5 + (0.5 - EPS) / math.sqrt(2)), rel=1e-5)
+    steps = np.diff(values)
+    assert (steps <= 0).all()
+    if dtype == torch.float64:
+        assert (steps < 0).all()  # strictly
+    assert 0 <= values[-1] < 2e-7  # the eps bound: f(x) <= 1 - eps, so the loss stays >= ~eps
+    # The gradient pushes the logit up; float32 loses it to cancellation beyond logit ~10.
+    # (Logit exactly 0: see test_with_logits_gradient_at_logit_zero.)
+    strict = len(grads) - 1 if dtype == torch.float64 else INV_SQRT_LOGITS.index(10.0) + 1
+    assert all(g <= 0 for g in grads) and all(g < 0 for g in grads[1:strict])
+
+
+@pytest.mark.parametrize("name", ["softsign", "inv_sqrt"])
+def test_with_logits_gradient_at_logit_zero(name):
+    z = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    activations.get(name).log_probs(z)[0].sum().backward()
+    assert z.grad.item() == pytest.approx(1 - 2 * EPS)

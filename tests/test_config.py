@@ -1,15 +1,19 @@
 """Every config group option composes and builds; every bad config fails with one clear error."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+import torch
+from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
-from segact.config import ConfigError, instantiate_named, validate, validate_against_data
+from segact.config import (
+    ConfigError,
+    config_dir,
+    instantiate_named,
+    validate,
+    validate_against_data,
+)
 from segact.heads import build_head
-from segact.train import config_dir
+from tests.helpers import segact_train
 
 
 def options(group: str) -> list[str]:
@@ -49,9 +53,21 @@ def test_experiment_configs_compose(make_cfg):
         assert cfg.experiment_name == experiment
 
 
-def test_softmax2_with_ce(make_cfg):
-    validate(make_cfg("head=softmax2", "activation=softmax", "loss=ce"))
-    assert instantiate(make_cfg().eval) is not None
+def test_optimizer_and_scheduler_configs_build(make_cfg):
+    for optimizer in options("optimizer"):
+        cfg = make_cfg(f"optimizer={optimizer}")
+        weights = [torch.nn.Parameter(torch.zeros(2))]
+        built = instantiate(cfg.optimizer)(weights)
+        assert isinstance(built, torch.optim.Optimizer) and built.defaults["lr"] == cfg.trainer.lr
+        for scheduler in options("scheduler"):
+            schedule = instantiate(make_cfg(f"scheduler={scheduler}").scheduler)(built)
+            assert hasattr(schedule, "step")
+
+
+def test_trainer_paper_sets_the_papers_schedule(make_cfg):
+    trainer = make_cfg("trainer=paper", tiny=False).trainer
+    assert (trainer.lr, trainer.lr_factor, trainer.lr_patience) == (1e-3, 0.1, 5)
+    assert (trainer.patience, trainer.batch_size, trainer.shuffle_folds) == (11, 8, False)
 
 
 BAD = [
@@ -62,20 +78,21 @@ BAD = [
     (("activation.name=tanhh",), "'activation'.*unknown activation"),
     (("activation=custom", "activation._target_=nowhere.fn"), "activation._target_"),
     (("loss._target_=segact.losses.Nope",), "loss._target_"),
-    (("loss.binarize=soft",), "loss.binarize"),
     (("model.arch=UNetXL",), "model.arch"),
     (("model.encoder=resnet999",), "model.encoder"),
     (("eval.thresholds=[0.2,1.5]",), "eval.thresholds.*\\[0, 1\\]"),
     (("eval.thresholds=[-0.1,0.5]",), "eval.thresholds.*\\[0, 1\\]"),
     (("eval.thresholds=[0.5,0.2]",), "eval.thresholds.*increasing"),
     (("eval.thresholds=[]",), "eval.thresholds"),
-    (("eval.protocol=best",), "eval.protocol"),
     (("trainer.folds=1",), "trainer.folds"),
     (("trainer.batch_size=0",), "trainer.batch_size"),
     (("trainer.max_epochs=0",), "trainer.max_epochs"),
     (("trainer.lr=0",), "trainer.lr"),
-    (("trainer.precision=fp8",), "trainer.precision"),
+    (("trainer.fold=2",), "trainer.fold"),
+    (("trainer.device=tpu",), "trainer.device"),
 ]
+if not torch.cuda.is_available():
+    BAD.append((("trainer.device=cuda",), "trainer.device.*no CUDA"))
 
 
 @pytest.mark.parametrize(("overrides", "message"), BAD)
@@ -89,36 +106,42 @@ def test_more_folds_than_cases(make_cfg):
     validate(cfg)
     with pytest.raises(ConfigError, match=r"trainer.folds.*only 12 cases"):
         validate_against_data(cfg, n_cases=12)
+    with pytest.raises(ConfigError, match=r"at least 2 cases"):
+        validate_against_data(cfg, n_cases=1)
 
 
-def test_schema_rejects_wrong_types_and_unknown_keys(make_cfg):
-    from hydra.errors import ConfigCompositionException
+@pytest.mark.parametrize(
+    "override",
+    [
+        "trainer.batch_size=many",
+        "trainer.batchsize=4",
+        "trainer.precision=fp8",
+        "eval.protocol=best",
+        "eval.select_metric=accuracy",
+        "loss.binarize=soft",
+        "loss.smoothing=1",
+        "head.name=softmax3",
+        "runtime.progres=false",
+    ],
+)
+def test_schema_rejects_bad_values_while_composing(make_cfg, override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigCompositionException, match=key.split(".")[-1]):
+        make_cfg(override)
 
-    with pytest.raises(ConfigCompositionException):
-        make_cfg("trainer.batch_size=many")
-    with pytest.raises(ConfigCompositionException):
-        make_cfg("trainer.batchsize=4")
 
-
-def _cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "segact.train", f"hydra.run.dir={tmp_path}", *overrides],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
         (("loss=ce",), "'loss'"),
         (("trainer.folds=500", "dataset.n_images=10"), "'trainer.folds'"),
         (("eval.thresholds=[0.7,0.3]",), "'eval.thresholds'"),
+        (("dataset.image_size=0",), "dataset.image_size"),
     ],
 )
 def test_cli_exits_non_zero_with_one_line_before_training(tmp_path, overrides, key):
-    result = _cli(tmp_path, *overrides)
+    result = segact_train(f"hydra.run.dir={tmp_path}", *overrides, check=False)
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("segact: error:")]
     assert len(errors) == 1 and key in errors[0]
@@ -126,7 +149,19 @@ def test_cli_exits_non_zero_with_one_line_before_training(tmp_path, overrides, k
     assert not (tmp_path / "epochs.csv").exists()
 
 
+@pytest.mark.slow
 def test_cli_unknown_group_option_lists_choices(tmp_path):
-    result = _cli(tmp_path, "activation=tanhh")
+    result = segact_train(f"hydra.run.dir={tmp_path}", "activation=tanhh", check=False)
     assert result.returncode != 0
     assert "activation/tanhh" in result.stderr and "arctan" in result.stderr
+
+
+@pytest.mark.slow
+def test_help_names_the_tool_and_lists_only_real_choices():
+    result = segact_train("--help", check=False)
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("segact-train:")
+    assert "powered by Hydra" not in result.stdout and "schema" not in result.stdout
+    assert "activation: arctan, custom, hardtanh" in result.stdout
+    assert "experiment=sigmoid_vs_arctan" in result.stdout

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from segact.config import ConfigError, validate_against_data
-from segact.data.errors import DatasetError
+from segact.data.base import SegmentationData
 from segact.data.folder import load_folder
+from segact.data.normalize import IMAGENET_MEAN, IMAGENET_STD, uint8_channel_stats
+from segact.data.rows import MemoryRows
 from segact.data.splits import case_folds
+from segact.errors import DatasetError
 from segact.train import load_dataset, train
-from tests.helpers import compose_config
+from tests.helpers import TINY, compose_config
+
+IMAGENET = (
+    torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
+    torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
+)
 
 
 def make_pair(
@@ -50,8 +61,12 @@ def write_folder(
     return root
 
 
-def load(root: Path, **kwargs) -> object:
+def load(root: Path, **kwargs: Any) -> SegmentationData:
     return load_folder(str(root), image_size=16, cache=False, **kwargs)
+
+
+def tensors(root: Path, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    return load(root, **kwargs).tensors()
 
 
 @pytest.mark.parametrize(
@@ -62,19 +77,21 @@ def test_loads_each_format_resized_with_binary_masks(tmp_path, image_suffix, mas
     root = write_folder(tmp_path / "data", image_suffix=image_suffix, mask_suffix=mask_suffix)
     data = load(root, normalize="none")
     assert data.images.shape == (6, 3, 16, 16) and data.masks.shape == (6, 1, 16, 16)
-    assert set(data.masks.unique().tolist()) == {0.0, 1.0}
-    assert data.images.min() >= 0.0 and data.images.max() <= 1.0
+    assert data.images.dtype == np.uint8 and data.masks.dtype == np.uint8  # compact raw rows
+    images, masks = data.tensors()
+    assert set(masks.unique().tolist()) == {0.0, 1.0}
+    assert images.min() >= 0.0 and images.max() <= 1.0
     assert data.names == [f"img{i:02d}" for i in range(6)]
     assert list(data.cases) == data.names  # every file its own case
-    inside = data.images.mean(1, keepdim=True)[data.masks == 1].mean()
-    assert inside > data.images.mean(1, keepdim=True)[data.masks == 0].mean() + 0.2
+    inside = images.mean(1, keepdim=True)[masks == 1].mean()
+    assert inside > images.mean(1, keepdim=True)[masks == 0].mean() + 0.2
 
 
 def test_mask_is_resized_by_nearest_and_image_by_size_hw(tmp_path):
     root = write_folder(tmp_path / "data", n=2)
     data = load_folder(str(root), image_size=[24, 20], cache=False, normalize="none")
     original = np.asarray(Image.open(root / "masks" / "img00.png")) > 0
-    assert np.array_equal(data.masks[0, 0].numpy().astype(bool), original)
+    assert np.array_equal(data.tensors()[1][0, 0].numpy().astype(bool), original)
     assert load_folder(str(root), image_size=[12, 8], cache=False).images.shape[2:] == (12, 8)
 
 
@@ -83,7 +100,7 @@ def test_gray_images_give_one_channel_or_three_on_request(tmp_path):
     assert load(root).in_channels == 1
     data = load(root, gray_to_rgb=True, normalize="imagenet")
     assert data.in_channels == 3
-    assert load(root, normalize="dataset").images.mean().abs() < 1e-4
+    assert tensors(root, normalize="dataset")[0].mean().abs() < 1e-4
     with pytest.raises(DatasetError, match="gray_to_rgb"):
         load(root, normalize="imagenet")
 
@@ -97,9 +114,11 @@ def test_label_map_needs_a_rule_and_the_rule_decides(tmp_path):
     with pytest.raises(ConfigError, match=r"img00\.png.*3 values.*foreground_values"):
         load(root)
     both = load_folder(str(root), image_size=[24, 20], foreground_values=[1, 2], cache=False)
-    assert both.masks[0, 0, :10].all() and not both.masks[0, 0, 10:].any()
+    masks = both.tensors()[1]
+    assert masks[0, 0, :10].all() and not masks[0, 0, 10:].any()
     above_one = load_folder(str(root), image_size=[24, 20], mask_threshold=1, cache=False)
-    assert above_one.masks[0, 0, 5:10].all() and not above_one.masks[0, 0, :5].any()
+    masks = above_one.tensors()[1]
+    assert masks[0, 0, 5:10].all() and not masks[0, 0, :5].any()
 
 
 def test_case_regex_groups_frames_and_folds_never_split_a_case(tmp_path):
@@ -188,6 +207,128 @@ def test_all_masks_empty_is_an_error_and_unbalanced_a_warning(tmp_path, caplog):
     assert "very unbalanced foreground" in caplog.text
 
 
+def test_uint8_batches_equal_the_old_whole_array_standardisation_bitwise(tmp_path):
+    root = write_folder(tmp_path / "data", n=8)
+    data = load_folder(str(root), image_size=16, cache_dir=str(tmp_path / "cache"))
+    raw = np.empty(data.images.shape, np.uint8)
+    data.images.read_into(np.arange(8), raw)
+    mean, std = uint8_channel_stats(MemoryRows(raw))
+    exact = raw.transpose(1, 0, 2, 3).reshape(3, -1).astype(np.float64)
+    np.testing.assert_allclose(mean.flatten(), exact.mean(1), rtol=1e-6)
+    np.testing.assert_allclose(std.flatten(), exact.std(1, ddof=1), rtol=1e-6)
+    old = torch.from_numpy(raw).float().sub_(mean).div_(std)  # the old whole-array path
+    index = np.array([6, 0, 3, 3, 7])
+    assert torch.equal(data.batch(index, torch.device("cpu"))[0], old[index])
+    imagenet = load_folder(str(root), image_size=16, cache=False, normalize="imagenet")
+    old = (torch.from_numpy(raw).float().div_(255.0) - IMAGENET[0]).div_(IMAGENET[1])
+    assert torch.equal(imagenet.tensors()[0], old)
+
+
+def test_broken_link_is_named(tmp_path):
+    root = write_folder(tmp_path / "data", n=3)
+    (root / "images" / "img03.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(DatasetError, match=r"img03\.png is a broken link \(to .*gone\.png.*remove"):
+        load(root)
+
+
+def test_unreadable_folder_is_named(tmp_path, monkeypatch):
+    root = write_folder(tmp_path / "data", n=2)
+    iterdir = Path.iterdir
+
+    def refuse(self: Path) -> Any:  # what a folder of mode 000 does to a user other than root
+        if self == root:
+            raise PermissionError(13, "Permission denied", str(self))
+        return iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    with pytest.raises(DatasetError, match=r"data cannot be read \(Permission denied\).*chmod"):
+        load(root)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a folder whatever its mode")
+def test_chmod_000_root_is_named(tmp_path):
+    root = write_folder(tmp_path / "data", n=2)
+    root.chmod(0)
+    try:
+        with pytest.raises(DatasetError, match=r"data cannot be read \(Permission denied\)"):
+            load(root)
+    finally:
+        root.chmod(0o755)
+
+
+def alpha_masks(root: Path, names: list[str], mode: str = "RGBA") -> None:
+    """Rewrite masks so that their foreground lives in alpha only (colour all black)."""
+    for name in names:
+        path = root / "masks" / f"{name}.png"
+        alpha = np.asarray(Image.open(path))
+        colour = np.zeros((*alpha.shape, len(mode) - 1), np.uint8)
+        Image.fromarray(np.dstack([colour, alpha]).squeeze(), mode).save(path)
+
+
+@pytest.mark.parametrize(("mode", "names"), [("RGBA", ["img01"]), ("LA", ["img00", "img01"])])
+def test_foreground_only_in_alpha_is_named_with_the_option(tmp_path, mode, names):
+    root = write_folder(tmp_path / "data", n=3)
+    alpha_masks(root, names, mode)
+    with pytest.raises(DatasetError, match=rf"{names[0]}\.png: .*dataset.mask_channel=alpha"):
+        load(root)
+
+
+def test_mask_channel_alpha_or_index_picks_the_channel(tmp_path):
+    root = write_folder(tmp_path / "data", n=3)
+    plain = load(root).tensors()[1]
+    alpha_masks(root, ["img00", "img01", "img02"])
+    assert torch.equal(load(root, mask_channel="alpha").tensors()[1], plain)
+    assert torch.equal(load(root, mask_channel=3).tensors()[1], plain)
+    with pytest.raises(DatasetError, match=r"all 3 masks are empty.*mask_channel"):
+        load(root, mask_channel=0)
+    with pytest.raises(DatasetError, match=r"'dataset.mask_channel' = 4: .*only 4 channel"):
+        load(root, mask_channel=4)
+    with pytest.raises(DatasetError, match=r"'dataset.mask_channel' = 'red'"):
+        load(root, mask_channel="red")
+    gray = write_folder(tmp_path / "gray", n=2)
+    with pytest.raises(DatasetError, match=r"img00\.png has no alpha channel \(bands L\)"):
+        load(gray, mask_channel="alpha")
+
+
+def test_one_case_is_refused_before_training(tmp_path):
+    root = write_folder(tmp_path / "data", n=1)
+    message = r"k-fold cross-validation needs at least 2 cases; found 1 in .*data"
+    with pytest.raises(DatasetError, match=message):
+        load(root)
+    frames = write_folder(tmp_path / "video", names=["v0_f0", "v0_f1"])
+    with pytest.raises(DatasetError, match=message.replace("data", "video")):
+        load(frames, case_regex=r"^(v\d)_")
+
+
+@pytest.mark.parametrize(
+    ("option", "key"),
+    [
+        ({"image_size": 0}, "image_size"),
+        ({"image_size": [16, -1]}, "image_size"),
+        ({"workers": -1}, "workers"),
+    ],
+)
+def test_bad_folder_settings_name_their_key(tmp_path, option, key):
+    root = write_folder(tmp_path / "data", n=2)
+    with pytest.raises(DatasetError, match=rf"^config key 'dataset.{key}'"):
+        load_folder(str(root), cache=False, **option)
+
+
+def test_presets_find_their_folder_under_paths_datasets(tmp_path, monkeypatch):
+    write_folder(tmp_path / "kvasir_seg", n=3)
+    options = ("dataset=kvasir_seg", "dataset.image_size=16", f"dataset.cache_dir={tmp_path / 'c'}")
+    data = load_dataset(compose_config(*options, f"paths.datasets={tmp_path}", tiny=False))
+    assert len(data) == 3 and data.name == "kvasir_seg"
+    monkeypatch.chdir(tmp_path)  # a relative folder is taken from the current one
+    assert len(load_dataset(compose_config(*options, "paths.datasets=.", tiny=False))) == 3
+    cfg = compose_config(*options, f"paths.datasets={tmp_path / 'elsewhere'}", tiny=False)
+    with pytest.raises(
+        DatasetError,
+        match=r"not set and the default .*kvasir_seg does not exist: pass dataset.root=",
+    ):
+        load_dataset(cfg)
+
+
 def test_fewer_cases_than_folds_fails_before_training(tmp_path):
     root = write_folder(tmp_path / "data", names=[f"v{v}_{f}" for v in range(2) for f in range(3)])
     cfg = compose_config(
@@ -199,7 +340,7 @@ def test_fewer_cases_than_folds_fails_before_training(tmp_path):
         tiny=False,
     )
     data = load_dataset(cfg)
-    with pytest.raises(ConfigError, match=r"only 2 cases; use at most 2 folds"):
+    with pytest.raises(ConfigError, match=r"trainer.folds.*2 cases"):
         validate_against_data(cfg, data.n_cases)
 
 
@@ -209,23 +350,20 @@ def test_bad_input_through_load_dataset_is_a_config_error(tmp_path):
         load_dataset(cfg)
 
 
+@pytest.mark.slow
 def test_trains_end_to_end_on_a_folder_with_augmentation(tmp_path):
     root = write_folder(tmp_path / "data", n=8)
     cfg = compose_config(
+        *(option for option in TINY if not option.startswith("dataset.")),
         "dataset=folder",
         f"dataset.root={root}",
         "dataset.image_size=32",
         f"dataset.cache_dir={tmp_path / 'cache'}",
         "augment=light",
-        "model=tiny",
-        "trainer.folds=2",
         "trainer.max_epochs=1",
-        "trainer.batch_size=4",
-        "trainer.progress=false",
-        "trainer.threads=1",
         "eval.thresholds=[0.25,0.5,0.75]",
         tiny=False,
     )
     summary = train(cfg, tmp_path / "run")
     assert summary["status"] == "ok" and summary["folds"] == 2 and summary["dataset"] == "folder"
-    assert list((tmp_path / "cache").glob("data-*.npz"))
+    assert list((tmp_path / "cache").glob("data-*.images.npy"))

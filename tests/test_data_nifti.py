@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from segact.config import ConfigError
-from segact.data.errors import DatasetError
 from segact.data.nifti import load_nifti
 from segact.data.splits import case_folds
+from segact.errors import DatasetError
 from segact.train import load_dataset
 from tests.helpers import compose_config
 
@@ -50,11 +51,13 @@ def load(root: Path, **kwargs):
 
 def test_volumes_become_slices_with_modalities_as_channels(tmp_path):
     data = load(write_msd(tmp_path / "task"))
-    assert data.images.shape == (3 * 4, 2, 8, 8) and data.masks.shape == (12, 1, 8, 8)
+    images, masks = data.tensors()
+    assert images.shape == (3 * 4, 2, 8, 8) and masks.shape == (12, 1, 8, 8)
+    assert data.images.dtype == np.float32  # z-scored volumes stay float32
     assert data.n_cases == 3 and data.cases[:4].tolist() == ["prostate_00"] * 4
     assert data.names[:2] == ["prostate_00_000", "prostate_00_001"]
-    assert data.masks[1].sum() > 0 and data.masks[0].sum() == 0  # foreground in z = 1, 2 only
-    per_volume = data.images[:4].mean(dim=(0, 2, 3))
+    assert masks[1].sum() > 0 and masks[0].sum() == 0  # foreground in z = 1, 2 only
+    per_volume = images[:4].mean(dim=(0, 2, 3))
     assert per_volume.abs().max() < 0.2  # z-scored per volume although means differ 100-fold
 
 
@@ -63,7 +66,11 @@ def test_axis_modalities_and_label_subset(tmp_path):
     along_x = load(root, axis=0, modalities=[1], foreground_labels=[2], image_size=[6, 5])
     assert along_x.images.shape == (3 * 12, 1, 6, 5)
     full = load(root, axis=0, image_size=[10, 4])
-    assert 0 < along_x.masks.sum() < full.masks.sum()
+    assert 0 < along_x.tensors()[1].sum() < full.tensors()[1].sum()
+    with pytest.raises(DatasetError, match=r"'dataset.modalities' = \[2\]: .* has 2 modalities"):
+        load(root, modalities=[2])
+    with pytest.raises(DatasetError, match=r"'dataset.image_size' = 0"):
+        load(root, image_size=0)
 
 
 def test_nnunet_modality_files_are_channels_and_msd_preset_composes(tmp_path):
@@ -111,6 +118,12 @@ def test_shape_mismatch_corrupt_and_missing_labels(tmp_path):
         load(root)
 
 
+def test_a_single_volume_is_refused_before_training(tmp_path):
+    root = write_msd(tmp_path / "task", n_cases=1)
+    with pytest.raises(DatasetError, match=r"needs at least 2 cases; found 1 in .*task"):
+        load(root)
+
+
 def test_cached_volumes_are_not_read_again(tmp_path, monkeypatch):
     root = write_msd(tmp_path / "task")
     first = load_nifti(str(root), image_size=8, foreground_labels=[1, 2], cache_dir=str(tmp_path))
@@ -120,4 +133,5 @@ def test_cached_volumes_are_not_read_again(tmp_path, monkeypatch):
 
     monkeypatch.setattr("segact.data.nifti.read_volume", fail)
     second = load_nifti(str(root), image_size=8, foreground_labels=[1, 2], cache_dir=str(tmp_path))
-    assert np.array_equal(first.images, second.images) and np.array_equal(first.cases, second.cases)
+    assert torch.equal(first.tensors()[0], second.tensors()[0])
+    assert np.array_equal(first.cases, second.cases)

@@ -1,73 +1,48 @@
-"""segact-report on a hand-made sweep: every file, statistics equal to scipy's, clear errors."""
+"""segact-report on hand-made sweeps: every file, rows split by every differing setting, each
+run counted once, statistics equal to scipy's, plots that show the CSV's numbers, clear errors."""
+
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from PIL import Image
 from scipy import stats as scipy_stats
 
-from segact import report, stats
+from segact import activations, plots, report, tables
+from tests.report_fixtures import (
+    ARCTAN,
+    SIGMOID,
+    THRESHOLDS,
+    write_run,
+    write_sweep,
+    write_two_settings,
+)
 
-SIGMOID = [0.70, 0.72, 0.68, 0.75, 0.71]
-ARCTAN = [0.69, 0.73, 0.65, 0.72, 0.66]
-KEYS = {
-    "dataset": "toy",
-    "arch": "Unet",
-    "encoder": "resnet18",
-    "head": "sigmoid1",
-    "loss": "dice",
-    "binarize": "none",
-    "protocol": "paper",
-    "seed": 0,
-}
-
-
-def _write_run(root, activation, best_dice, status="ok"):
-    run = root / activation
-    run.mkdir(parents=True)
-    rows = [
-        {
-            **KEYS,
-            "activation": activation,
-            "fold": fold,
-            "best_dice": dice,
-            "mean_dice": dice - 0.1,
-            "best_threshold": 0.5,
-            "nll": 1 - dice,
-            "status": status,
-        }
-        for fold, dice in enumerate(best_dice)
-    ]
-    pd.DataFrame(rows).to_csv(run / "folds.csv", index=False)
-    thresholds = pd.DataFrame(
-        [
-            {
-                "fold": fold,
-                "threshold": t,
-                "tp": 100 - 50 * t,
-                "fp": 100 - 90 * t,
-                "fn": 50 * t,
-                "tn": 900 + 90 * t,
-                "dice": 0.5 + 0.2 * t,
-            }
-            for fold in range(len(best_dice))
-            for t in (0.0, 0.5, 1.0)
-        ]
-    )
-    thresholds.to_csv(run / "thresholds.csv", index=False)
+LOWER = [x - 0.1 for x in SIGMOID]
 
 
 @pytest.fixture
 def sweep(tmp_path):
-    root = tmp_path / "sweep"
-    _write_run(root, "sigmoid", SIGMOID)
-    _write_run(root, "arctan", ARCTAN)
-    _write_run(root, "hardtanh", [0.1], status="failed")
-    return root
+    return write_sweep(tmp_path / "sweep")
+
+
+def _report(out: Path, *args: object) -> Path:
+    assert report.main([*map(str, args), "--out", str(out)]) == 0
+    return out
+
+
+def _table(path: Path) -> pd.DataFrame:
+    """A Markdown table file back as text cells (its caption line skipped)."""
+    lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    return pd.DataFrame(rows[2:], columns=rows[0])
 
 
 def test_report_writes_every_file(sweep, tmp_path, capsys):
-    out = tmp_path / "out"
-    assert report.main([str(sweep), "--out", str(out)]) == 0
+    out = _report(tmp_path / "out", sweep)
     expected = {
         "results.csv",
         "thresholds.csv",
@@ -75,37 +50,177 @@ def test_report_writes_every_file(sweep, tmp_path, capsys):
         "table_dataset_toy.tex",
         "paired_differences.csv",
         "paired_summary.csv",
+        "flagged.csv",
         "failed.csv",
         "report.md",
         "dice_vs_threshold.png",
         "reliability.png",
         "activations.png",
     }
-    assert expected <= {p.name for p in out.iterdir()}
+    assert {p.name for p in out.iterdir()} == expected
     assert len(pd.read_csv(out / "results.csv")) == 11  # one row per run x fold
-    assert "**0.712**" in capsys.readouterr().out  # best mean best-Dice in bold
+    assert "| **0.712** ± 0.026 |" in capsys.readouterr().out  # best mean best-Dice in bold
     assert "\\textbf{0.712}" in (out / "table_dataset_toy.tex").read_text()
+    table = _table(out / "table_dataset_toy.md")
+    assert table[["activation", "n"]].values.tolist() == [["arctan", "5"], ["sigmoid", "5"]]
+    assert pd.read_csv(out / "failed.csv")["activation"].tolist() == ["hardtanh"]
     assert "## Failed runs" in (out / "report.md").read_text()
-    assert report.main([str(sweep), "--out", str(out), "--compare", str(out / "results.csv")]) == 0
-    assert (pd.read_csv(out / "compare.csv")["best_dice"].dropna() == 0).all()
+    _report(out, sweep, "--compare", out / "results.csv")
+    compared = pd.read_csv(out / "compare.csv")
+    assert (compared["present"] == "both").all() and len(compared) == 11
+    assert (compared["best_dice"].dropna() == 0).all() and compared["best_dice"].notna().sum() == 10
 
 
 def test_paired_statistics_match_scipy(sweep, tmp_path):
-    out = tmp_path / "out"
-    report.main([str(sweep), "--out", str(out)])
+    out = _report(tmp_path / "out", sweep)
     summary = pd.read_csv(out / "paired_summary.csv").set_index("metric").loc["best_dice"]
     d = np.subtract(SIGMOID, ARCTAN)
-    ci = scipy_stats.bootstrap(
-        (d,), np.mean, method="BCa", rng=np.random.default_rng(0)
-    ).confidence_interval
+    sem = scipy_stats.sem(d)
     assert summary["n"] == 5
+    assert summary["ci_method"] == "t"  # 5 pairs: too few for a bootstrap
     assert summary["mean_difference"] == pytest.approx(d.mean())
     assert summary["wilcoxon_p"] == pytest.approx(scipy_stats.wilcoxon(d).pvalue)
-    assert (summary["ci_low"], summary["ci_high"]) == pytest.approx((ci.low, ci.high))
-    assert stats.wilcoxon_p(np.zeros(3)) != stats.wilcoxon_p(np.zeros(3))  # NaN, no error
+    assert summary["wilcoxon_p_holm"] == summary["wilcoxon_p"]  # one row per table
+    assert summary["min_p_reachable"] == 2 / 2**5
+    interval = scipy_stats.t.interval(0.95, 4, loc=d.mean(), scale=sem)
+    assert (summary["ci_low"], summary["ci_high"]) == pytest.approx(interval)
+    assert "Smallest p reachable here: 0.0625 (n = 5);" in (out / "report.md").read_text()
 
 
-def test_reliability_bins_from_threshold_counts():
+def _kinds(values: list[str]) -> list[list[str]]:
+    """The expected (activation, setting, n) rows of a two-setting sweep."""
+    return [[a, v, "5"] for a in ("arctan", "sigmoid") for v in values]
+
+
+def test_rows_split_by_every_differing_setting(tmp_path):
+    sweep = write_two_settings(tmp_path / "sweep", "trainer.lr", [0.001, 0.1])
+    out = _report(tmp_path / "out", sweep)
+    table = _table(out / "table_dataset_toy.md")
+    assert table[["activation", "lr", "n"]].values.tolist() == _kinds(["0.001", "0.1"])
+    means = table["best Dice"].str.replace("*", "").str[:5]
+    assert means.tolist() == ["0.690", "0.590", "0.712", "0.612"]
+    summary = pd.read_csv(out / "paired_summary.csv").query("metric == 'best_dice'")
+    d = np.subtract(SIGMOID, ARCTAN)
+    assert summary[["lr", "n"]].values.tolist() == [[0.001, 5], [0.1, 5]]
+    assert summary["mean_difference"].tolist() == pytest.approx([d.mean()] * 2)
+
+
+def test_two_folder_datasets_are_two_rows(tmp_path):
+    roots = ["/data/a", "/data/b"]
+    keys = {"dataset": "folder"}
+    sweep = write_two_settings(tmp_path / "sweep", "dataset.root", roots, (0.0, 0.2), keys)
+    out = _report(tmp_path / "out", sweep)
+    table = _table(out / "table_dataset_folder.md")
+    assert table[["activation", "dataset.root", "n"]].values.tolist() == _kinds(roots)
+    # the statistics pair a with a and b with b: every difference is sigmoid - arctan
+    differences = pd.read_csv(out / "paired_differences.csv").query("metric == 'best_dice'")
+    assert len(differences) == 10
+    assert differences["difference"].to_numpy() == pytest.approx(
+        np.tile(np.subtract(SIGMOID, ARCTAN), 2)
+    )
+    # results.csv passed back in gives the same tables and statistics
+    again = _report(tmp_path / "again", out / "results.csv")
+    for name in ("table_dataset_folder.md", "table_dataset_folder.tex", "paired_summary.csv"):
+        assert (again / name).read_text() == (out / name).read_text()
+
+
+@pytest.mark.parametrize("second", ["same", "parent", "results_csv"])
+def test_a_sweep_passed_twice_counts_once(sweep, tmp_path, second):
+    once = _report(tmp_path / "once", sweep)
+    source = {
+        "same": sweep,
+        "parent": tmp_path / "sweep" / "..",
+        "results_csv": once / "results.csv",
+    }
+    twice = _report(tmp_path / "twice", sweep, source[second])
+    for name in ("table_dataset_toy.md", "paired_summary.csv"):
+        assert (twice / name).read_text() == (once / name).read_text()
+    assert "- 11 repeated fold result(s) dropped" in (twice / "report.md").read_text()
+
+
+def test_a_nan_metric_is_left_out_and_said(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_run(sweep, "sigmoid", SIGMOID, overrides={2: {"best_dice": np.nan}})
+    write_run(sweep, "arctan", ARCTAN)
+    out = _report(tmp_path / "out", sweep)
+    table = _table(out / "table_dataset_toy.md").set_index("activation")
+    kept = pd.Series(SIGMOID).drop(2)
+    assert table.loc["sigmoid", "best Dice"] == f"**{kept.mean():.3f}** ± {kept.std():.3f} (n=4)"
+    assert table.loc["sigmoid", "n"] == "5"
+    assert tables.NAN_NOTE in (out / "table_dataset_toy.md").read_text()
+    summary = pd.read_csv(out / "paired_summary.csv").set_index("metric")
+    assert summary.loc["best_dice", "n"] == 4 and summary.loc["nll", "n"] == 5
+
+
+def test_paper_aggregation(sweep, tmp_path):
+    out = _report(tmp_path / "out", sweep, "--aggregate", "paper")
+    text = (out / "table_dataset_toy.md").read_text()
+    assert text.startswith("Table: dataset toy: aggregation paper")
+    table = _table(out / "table_dataset_toy.md")
+    assert list(table.columns) == ["loss", "activation", "NLL", "best Dice", "mean Dice", "n"]
+    paper_best = np.add(SIGMOID, 0.01)
+    assert (
+        table["best Dice"].iloc[1] == f"**{paper_best.mean():.3f}** ± {paper_best.std(ddof=1):.3f}"
+    )
+    assert "aggregation paper" in (out / "table_dataset_toy.tex").read_text()
+
+
+def _flagged_sweep(root: Path) -> Path:
+    write_run(
+        root, "sigmoid", SIGMOID, overrides={1: {"degenerate": True}, 3: {"hit_max_epochs": True}}
+    )
+    write_run(root, "arctan", ARCTAN)
+    old = write_run(root, "normal_cdf", ARCTAN)  # an older run: no flag columns at all
+    folds = pd.read_csv(old / "folds.csv").drop(
+        columns=["hit_max_epochs", "degenerate", "zero_gradient"]
+    )
+    folds.to_csv(old / "folds.csv", index=False)
+    return root
+
+
+def test_flagged_folds_are_listed_and_tabled_both_ways(tmp_path):
+    out = _report(tmp_path / "out", _flagged_sweep(tmp_path / "sweep"))
+    flagged = pd.read_csv(out / "flagged.csv")
+    assert flagged[["activation", "fold", "hit_max_epochs", "degenerate"]].values.tolist() == [
+        ["sigmoid", 1, False, True],
+        ["sigmoid", 3, True, False],
+    ]
+    text = (out / "report.md").read_text()
+    assert "2 of 15 folds: 1 hit_max_epochs, 1 degenerate, 0 zero_gradient." in text
+    assert _table(out / "table_dataset_toy.md")["n"].tolist() == ["5", "5", "5"]
+    assert "## Tables without the 1 degenerate fold(s)" in text
+    without = text.split("## Tables without the 1 degenerate fold(s)")[1].split("## Paired")[0]
+    assert re.findall(r"\| (\d+)\s+\|\n", without) == ["5", "5", "4"]  # arctan, normal_cdf, sigmoid
+
+
+def test_exclude_degenerate_drops_them_from_tables_and_statistics(tmp_path):
+    out = _report(tmp_path / "out", _flagged_sweep(tmp_path / "sweep"), "--exclude-degenerate")
+    assert _table(out / "table_dataset_toy.md")["n"].tolist() == ["5", "5", "4"]
+    summary = pd.read_csv(out / "paired_summary.csv")
+    assert (summary["n"] == 4).all()
+    text = (out / "report.md").read_text()
+    assert "--exclude-degenerate: 1 degenerate fold(s) of 15 dropped" in text
+    assert "## Tables with the 1 degenerate fold(s)" in text
+
+
+def test_dice_plot_shows_the_thresholds_csv(sweep, tmp_path):
+    out = _report(tmp_path / "out", sweep)
+    thresholds = pd.read_csv(out / "thresholds.csv")
+    fig = plots.dice_vs_threshold(thresholds, ["dataset", "loss"], tmp_path / "dice.png")
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert sorted(lines) == ["arctan", "sigmoid"]
+    for activation, dice in (("sigmoid", SIGMOID), ("arctan", ARCTAN)):
+        x, y = lines[activation].get_xdata(), lines[activation].get_ydata()
+        assert list(x) == list(THRESHOLDS)
+        # the fixture's Dice(t) = best Dice - 0.2 (1 - t): its mean over the five folds
+        assert y == pytest.approx([np.mean(dice) - 0.2 * (1 - t) for t in THRESHOLDS])
+    with Image.open(out / "dice_vs_threshold.png") as image:  # one panel: 3.6 inch at 120 dpi
+        assert image.size == (432, 432)
+    with Image.open(tmp_path / "dice.png") as image:
+        assert image.size == (432, 432)
+
+
+def test_reliability_bins_and_plot_from_threshold_counts(tmp_path):
     frame = pd.DataFrame(
         {
             "run_path": "r",
@@ -116,19 +231,81 @@ def test_reliability_bins_from_threshold_counts():
             "fp": [90, 20, 0],
         }
     )
-    bins = report.plots.reliability_bins(frame, ["activation"])
+    bins = plots.reliability_bins(frame, ["activation"])
     assert bins["pixels"].tolist() == [74, 25, 1]
     assert bins["frequency"].tolist() == pytest.approx([4 / 74, 5 / 25, 1.0])
+    fig = plots.reliability(frame, [], tmp_path / "reliability.png")
+    diagonal, curve = fig.axes[0].get_lines()
+    assert list(curve.get_xdata()) == [0.25, 0.75, 1.0]  # bin centres; the last bin is t = 1
+    assert curve.get_ydata() == pytest.approx([4 / 74, 5 / 25, 1.0])
+    assert list(diagonal.get_ydata()) == [0, 1]
+
+
+def test_activation_plot_draws_each_function_and_its_slope(tmp_path):
+    fig = plots.activation_functions(["sigmoid", "arctan"], tmp_path / "act.png", limit=4.0)
+    curves, slopes = fig.axes[0].get_lines(), fig.axes[1].get_lines()
+    x = curves[0].get_xdata()
+    assert (x[0], x[-1]) == (-4.0, 4.0)
+    assert curves[0].get_ydata() == pytest.approx(1 / (1 + np.exp(-x)))
+    arctan = activations.get("arctan")
+    assert curves[1].get_ydata() == pytest.approx(arctan(torch.from_numpy(x)).numpy())
+    sigmoid_slope = np.exp(-x) / (1 + np.exp(-x)) ** 2
+    assert slopes[0].get_ydata()[1:-1] == pytest.approx(sigmoid_slope[1:-1], abs=1e-4)
+    with Image.open(tmp_path / "act.png") as image:  # two panels side by side
+        assert image.size == (864, 432)
+
+
+def _bad_sources(tmp_path: Path, sweep: Path) -> dict[str, list[str]]:
+    bad = tmp_path / "old.csv"
+    pd.DataFrame({"dice": [0.5]}).to_csv(bad, index=False)
+    (tmp_path / "empty").mkdir()
+    only_failed = tmp_path / "failed"
+    write_run(only_failed, "sigmoid", [0.1], status="failed")
+    no_metrics = tmp_path / "no_metrics"
+    run = write_run(no_metrics, "sigmoid", SIGMOID)
+    pd.read_csv(run / "folds.csv").drop(columns=["best_dice"]).to_csv(
+        run / "folds.csv", index=False
+    )
+    no_name = tmp_path / "no_name"
+    run = write_run(no_name, "sigmoid", SIGMOID)
+    pd.read_csv(run / "folds.csv").assign(activation=np.nan).to_csv(run / "folds.csv", index=False)
+    no_paper = tmp_path / "no_paper"
+    run = write_run(no_paper, "sigmoid", SIGMOID)
+    pd.read_csv(run / "folds.csv").drop(columns=["paper_nll"]).to_csv(
+        run / "folds.csv", index=False
+    )
+    return {
+        "no such sweep directory": [tmp_path / "missing"],
+        "no runs found": [tmp_path / "empty"],
+        "lacks the columns": [bad],
+        "no finished runs": [only_failed],
+        "lacks the columns best_dice": [no_metrics],
+        "5 finished row(s) have no activation name": [no_name],
+        "lacks the columns paper_nll": [no_paper, "--aggregate", "paper"],
+        "the activations here: arctan, sigmoid": [sweep, "--pair", "sigmoid", "nosuchact"],
+        "compare two different activations": [sweep, "--pair", "sigmoid", "sigmoid"],
+    }
 
 
 def test_bad_input_gives_one_clear_line(sweep, tmp_path, capsys):
-    bad = tmp_path / "old.csv"
-    pd.DataFrame({"dice": [0.5]}).to_csv(bad, index=False)
-    only_failed = tmp_path / "failed"
-    (tmp_path / "out").mkdir()  # a folder without runs
-    _write_run(only_failed, "sigmoid", [0.1], status="failed")
-    for source in (tmp_path / "missing", tmp_path / "out", bad, only_failed):
-        assert report.main([str(source), "--out", str(tmp_path / "x")]) == 2
+    for message, args in _bad_sources(tmp_path, sweep).items():
+        assert report.main([*map(str, args), "--out", str(tmp_path / "x")]) == 2, message
         err = capsys.readouterr().err
         assert err.startswith("segact-report: error:") and "Traceback" not in err
         assert err.count("\n") == 1
+        assert message in err
+
+
+def test_without_the_default_pair_the_report_says_so(tmp_path):
+    write_run(tmp_path / "sweep", "sigmoid", SIGMOID)
+    write_run(tmp_path / "sweep", "normal_cdf", ARCTAN)
+    out = _report(tmp_path / "out", tmp_path / "sweep")
+    assert "No paired comparison: no --pair given" in (out / "report.md").read_text()
+    assert pd.read_csv(out / "paired_summary.csv").empty
+    differences = pd.read_csv(out / "paired_differences.csv")
+    assert differences.empty and "difference" in differences.columns
+    out = _report(tmp_path / "out", tmp_path / "sweep", "--pair", "normal_cdf", "sigmoid")
+    summary = pd.read_csv(out / "paired_summary.csv").set_index("metric")
+    assert summary.loc["best_dice", "mean_difference"] == pytest.approx(
+        np.mean(ARCTAN) - np.mean(SIGMOID)
+    )

@@ -1,4 +1,4 @@
-"""Named grids, sweep layout, failure isolation and launchers (basic, joblib, submitit_local)."""
+"""Named grids, sweep layout, failure isolation, launchers, shared sweeps and fold jobs."""
 
 import itertools
 import subprocess
@@ -10,13 +10,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from segact.config import validate
-from segact.train import config_dir
-from tests.helpers import TINY, compose_config
+from segact.config import config_dir, validate
+from tests.helpers import TINY, compose_config, numbers, segact_train
 
-GRID = (*(o for o in TINY if not o.startswith("trainer.max_epochs")), "trainer.max_epochs=1")
-NOT_NUMBERS = ["train_seconds", "run_dir"]
-NAN_ACTIVATION = "_target_: torch.log\n_partial_: true\nname: log\n"  # NaN for z < 0
+GRID = ("trainer.max_epochs=1",)
+NAN_ACTIVATION = (
+    "defaults:\n  - /schema/activation/activation@_here_\n  - _self_\n"
+    "_target_: torch.log\n_partial_: true\nname: log\n"  # NaN for z < 0
+)
 
 
 def _sweep_params(experiment: str) -> dict[str, list[str]]:
@@ -48,28 +49,15 @@ def test_named_grid_expands_to_valid_runs(experiment, n_jobs):
         assert cfg.experiment_name == experiment
 
 
-def _multirun(sweep_dir: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "segact.train",
-            "-m",
-            f"hydra.sweep.dir={sweep_dir}",
-            *GRID,
-            *overrides,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+def _multirun(sweep_dir: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    return segact_train(
+        f"hydra.sweep.dir={sweep_dir}", *GRID, *overrides, multirun=True, check=check
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
 
 
 def _ok_numbers(sweep_dir: Path) -> pd.DataFrame:
-    folds = pd.read_csv(sweep_dir / "sweep_folds.csv")
-    folds = folds[folds["status"] == "ok"].drop(columns=NOT_NUMBERS).dropna(axis=1, how="all")
+    folds = numbers(sweep_dir / "sweep_folds.csv")
+    folds = folds[folds["status"] == "ok"].dropna(axis=1, how="all")
     return folds.sort_values(["activation", "fold"], ignore_index=True)
 
 
@@ -80,27 +68,28 @@ def basic_sweep(tmp_path_factory):
     (root / "configs" / "activation").mkdir(parents=True)
     (root / "configs" / "activation" / "log.yaml").write_text(NAN_ACTIVATION)
     sweep = root / "sweep"
-    result = _multirun(
-        sweep, f"hydra.searchpath=[file://{root / 'configs'}]", "activation=sigmoid,arctan,log"
-    )
-    return root, sweep, result
+    search = f"hydra.searchpath=[file://{root / 'configs'}]"
+    result = _multirun(sweep, search, "activation=sigmoid,arctan,log", check=False)
+    return search, sweep, result
 
 
-def test_failed_run_is_recorded_and_the_sweep_finishes(basic_sweep):
+@pytest.mark.slow
+def test_failed_run_is_recorded_and_the_sweep_finishes_non_zero(basic_sweep):
     _, sweep, result = basic_sweep
+    assert result.returncode == 1
     folds = pd.read_csv(sweep / "sweep_folds.csv")
     failed = folds[folds["status"] == "failed"]
     assert failed["activation"].tolist() == ["log"]
     assert failed["failed_epoch"].iloc[0] == 1
     assert "NonFiniteLossError" in failed["error"].iloc[0]
-    assert sorted(folds.loc[folds["status"] == "ok", "activation"].unique()) == [
-        "arctan",
-        "sigmoid",
-    ]
-    assert "failed run(s)" in result.stdout
+    ok = sorted(folds.loc[folds["status"] == "ok", "activation"].unique())
+    assert ok == ["arctan", "sigmoid"]
+    assert "failed run(s)" in result.stdout + result.stderr
+    assert "| activation" in result.stdout  # the Dice table of the finished runs
 
 
-def test_run_directories_are_named_by_choices(basic_sweep):
+@pytest.mark.slow
+def test_run_directories_are_named_by_choices_and_recorded_relative(basic_sweep):
     _, sweep, _ = basic_sweep
     runs = sorted(p.parent.relative_to(sweep).as_posix() for p in sweep.rglob("summary.json"))
     assert runs == [
@@ -108,25 +97,62 @@ def test_run_directories_are_named_by_choices(basic_sweep):
         "dataset.n_images=12,trainer.batch_size=4,trainer.folds=2,trainer.max_epochs=1"
         for a in ("arctan", "log", "sigmoid")
     ]
+    recorded = set(pd.read_csv(sweep / "sweep_folds.csv")["run_dir"])
+    assert recorded == set(runs)
 
 
 @pytest.mark.slow
 def test_same_sweep_again_skips_finished_runs(basic_sweep):
-    root, sweep, _ = basic_sweep
+    search, sweep, _ = basic_sweep
     before = _ok_numbers(sweep)
-    result = _multirun(
-        sweep, f"hydra.searchpath=[file://{root / 'configs'}]", "activation=sigmoid,arctan,log"
-    )
-    assert result.stdout.count("skipped") == 2  # the failed run is tried again
+    result = _multirun(sweep, search, "activation=sigmoid,arctan,log", check=False)
+    assert (result.stdout + result.stderr).count("skipped") == 2  # the failed run is tried again
     pd.testing.assert_frame_equal(before, _ok_numbers(sweep))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
-def test_launchers_give_the_same_numbers_as_basic(basic_sweep, tmp_path, launcher):
+def test_launchers_give_the_same_numbers_at_the_same_thread_count(basic_sweep, tmp_path, launcher):
     _, basic, _ = basic_sweep
-    # trainer.threads=1 as in the basic sweep: float sums may differ across thread counts.
+    # The same trainer.threads as the basic sweep: float sums differ across thread counts, and
+    # the thread count is part of a run's identity.
     _multirun(tmp_path, f"launcher={launcher}", "activation=sigmoid,arctan", "trainer.threads=1")
-    pd.testing.assert_frame_equal(
-        _ok_numbers(basic), _ok_numbers(tmp_path), check_dtype=False, check_exact=True
-    )
+    ours, theirs = _ok_numbers(basic), _ok_numbers(tmp_path)
+    pd.testing.assert_frame_equal(ours, theirs, check_dtype=False, check_exact=True)
+
+
+@pytest.mark.slow
+def test_folds_as_jobs_give_the_same_files_as_one_job(basic_sweep, tmp_path):
+    _, basic, _ = basic_sweep
+    _multirun(tmp_path, "activation=sigmoid", "trainer.fold=0,1")
+    [one_job] = [p.parent for p in basic.rglob("summary.json") if "-sigmoid-" in str(p)]
+    [fold_jobs] = [p.parent for p in tmp_path.rglob("summary.json")]
+    assert one_job.relative_to(basic) == fold_jobs.relative_to(tmp_path)  # one run folder
+    for name in ("folds.csv", "epochs.csv", "thresholds.csv"):
+        pd.testing.assert_frame_equal(numbers(one_job / name), numbers(fold_jobs / name))
+
+
+@pytest.mark.slow
+def test_two_copies_of_a_sweep_share_the_work(tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "segact.train",
+        "-m",
+        f"hydra.sweep.dir={tmp_path}",
+        *TINY,
+        *GRID,
+        "trainer.folds=3",
+        "dataset.n_images=18",
+        "activation=sigmoid,arctan",
+    ]
+    copies = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in copies]
+    assert all(p.returncode == 0 for p in copies), outputs
+    computed = sum(out.count(": best Dice") for out in outputs)
+    assert computed == 2 * 3  # each fold of each run computed once
+    for summary in tmp_path.rglob("summary.json"):
+        assert '"status": "ok"' in summary.read_text()

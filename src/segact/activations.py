@@ -72,7 +72,7 @@ def _symmetric_log_probs(large: Tensor, small: Tensor, x: Tensor) -> LogProbs:
 def softsign_log_probs(x: Tensor, eps: float = EPS) -> LogProbs:
     # For a = |x|: f(a) = (0.5 + (1 - eps) a) / (1 + a) and 1 - f(a) = (0.5 + eps a) / (1 + a),
     # which avoids the cancellation in 1 - f(a) when a is large.
-    a = x.abs()
+    a = torch.where(x >= 0, x, -x)  # not x.abs(): its gradient at 0 is 0, not +-1
     log_denominator = torch.log1p(a)
     large = torch.log(0.5 + (1 - eps) * a) - log_denominator
     small = torch.log(0.5 + eps * a) - log_denominator
@@ -82,7 +82,7 @@ def softsign_log_probs(x: Tensor, eps: float = EPS) -> LogProbs:
 def inv_sqrt_log_probs(x: Tensor, eps: float = EPS) -> LogProbs:
     # For a = |x| and s = sqrt(1 + a^2): 1 - f(a) = (0.5 / (s + a) + eps a) / s,
     # using s - a = 1 / (s + a).
-    a = x.abs()
+    a = torch.where(x >= 0, x, -x)  # not x.abs(): its gradient at 0 is 0, not +-1
     s = torch.hypot(torch.ones_like(a), a)
     large = torch.log(0.5 + (0.5 - eps) * (a / s))
     small = torch.log(0.5 / (s + a) + eps * a) - torch.log(s)

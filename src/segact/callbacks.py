@@ -1,34 +1,44 @@
-"""Hydra callback: when a multirun ends, gather its runs into one CSV and print the Dice table."""
+"""Hydra callback: when a multirun ends, gather its runs into one CSV, log the Dice table, and
+make the sweep's exit status non-zero when any of its runs failed."""
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from segact import report
+from segact import results, tables
 from segact.io import write_csv
 
 log = logging.getLogger(__name__)
 
 SWEEP_CSV = "sweep_folds.csv"
+FAILED_EXIT_CODE = 1
 
 
 class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        folds = report.collect_sweep(sweep_dir)
+        folds = results.collect_sweep(sweep_dir)
         if folds.empty:
             log.warning("no finished runs under %s", sweep_dir)
             return
-        write_csv(folds, sweep_dir / SWEEP_CSV)
-        failed = folds[folds["status"] != "ok"] if "status" in folds.columns else folds.iloc[:0]
-        print(f"\nSweep {sweep_dir} ({len(folds)} fold results, {SWEEP_CSV} written)")
-        print(report.format_table(report.dice_table(folds)))
-        if not failed.empty:
-            print(f"\n{failed['run_dir'].nunique()} failed run(s):")
-            for run_dir, error in failed.groupby("run_dir")["error"].first().items():
-                print(f"  {run_dir}: {error}")
+        # run_path is this machine's absolute path: the file keeps run_dir (relative) only.
+        write_csv(folds.drop(columns="run_path", errors="ignore"), sweep_dir / SWEEP_CSV)
+        ok = folds[folds["status"] == "ok"]
+        failed = folds[folds["status"] != "ok"]
+        log.info("sweep %s: %d fold results, %s written", sweep_dir, len(folds), SWEEP_CSV)
+        if not ok.empty:
+            log.info("\n%s", tables.format_table(tables.dice_table(ok)))
+        if failed.empty:
+            return
+        errors = failed.groupby("run_dir")["error"].first()
+        lines = "\n".join(f"  {run}: {error}" for run, error in errors.items())
+        log.error(
+            "%d failed run(s); run the same command again to retry them:\n%s", len(errors), lines
+        )
+        sys.exit(FAILED_EXIT_CODE)

@@ -1,8 +1,9 @@
-"""Per-epoch fold checkpoints, so an interrupted run resumes where it stopped.
+"""Fold checkpoints, so an interrupted run resumes where it stopped.
 
-A checkpoint is one ``torch.save`` file written atomically (temporary file, then ``os.replace``):
-a run killed while saving keeps the previous epoch's checkpoint intact. It holds everything the
-next epoch depends on (model, optimizer, scheduler, every random state, early-stopping state and
+A checkpoint is one ``torch.save`` file written atomically (``segact.io.atomic_path``): a run
+killed while saving keeps the previous checkpoint intact, and the temporary file it leaves is
+removed when the fold starts again. It holds everything the next epoch depends on (model,
+optimizer, scheduler, every random state, the augmentation's random state, early stopping and
 the epoch rows so far), so a resumed fold ends with the same numbers as an uninterrupted one.
 """
 
@@ -10,14 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
-import tempfile
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+from segact.fitting import Augment, FoldProgress
+from segact.io import atomic_path, remove_temporaries_of
+
+if TYPE_CHECKING:
+    from segact.engine import Trainable
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +35,7 @@ def fold_checkpoint(run_dir: Path, fold: int) -> Path:
 
 
 def rng_states(generator: torch.Generator) -> dict[str, Any]:
-    """Every random state a training epoch may draw from (augmentations use numpy or random)."""
+    """Every random state a training epoch may draw from."""
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -49,16 +55,8 @@ def restore_rng_states(states: dict[str, Any], generator: torch.Generator) -> No
 
 
 def save(state: dict[str, Any], path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load(path: Path, fingerprint: str) -> dict[str, Any] | None:
@@ -84,3 +82,57 @@ def remove(path: Path) -> None:
     path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):  # not empty: other folds' checkpoints remain
         path.parent.rmdir()
+
+
+def _augment_state(augment: Augment | None) -> Any:
+    state_dict = getattr(augment, "state_dict", None)
+    return state_dict() if state_dict is not None else None
+
+
+class Saver:
+    """Saves a fold's checkpoint at most every ``every_s`` seconds (0: after every epoch).
+
+    Saving costs about 0.2 s for a small Unet, 10 % of a CPU epoch; a crash loses at most
+    ``every_s`` seconds of training, and the resumed run still ends with the same numbers.
+    """
+
+    def __init__(self, path: Path | None, every_s: float, fingerprint: str) -> None:
+        self.path, self.every_s, self.fingerprint = path, float(every_s), fingerprint
+        self._last = time.perf_counter()
+        if path is not None:
+            for tmp in remove_temporaries_of(path):
+                log.info("removed %s, left by a process killed while saving", tmp)
+
+    def resume(
+        self, parts: Trainable, augment: Augment | None, fresh: FoldProgress, fold: int
+    ) -> FoldProgress:
+        """Restore ``parts`` from the checkpoint and return its progress (else ``fresh``)."""
+        state = load(self.path, self.fingerprint) if self.path is not None else None
+        if state is None:
+            return fresh
+        parts.model.load_state_dict(state["model"])
+        parts.optimizer.load_state_dict(state["optimizer"])
+        parts.scheduler.load_state_dict(state["scheduler"])
+        restore_rng_states(state["rng"], parts.generator)
+        if augment is not None and state.get("augment") is not None:
+            augment.load_state_dict(state["augment"])
+        log.info("fold %d: resumed after epoch %d", fold, state["progress"].epoch)
+        return state["progress"]
+
+    def maybe_save(
+        self, parts: Trainable, augment: Augment | None, progress: FoldProgress, force: bool = False
+    ) -> None:
+        """Save if ``every_s`` has passed since the last save, or when ``force`` is set."""
+        if self.path is None or (not force and time.perf_counter() - self._last < self.every_s):
+            return
+        self._last = time.perf_counter()
+        state = {
+            "fingerprint": self.fingerprint,
+            "model": parts.model.state_dict(),
+            "optimizer": parts.optimizer.state_dict(),
+            "scheduler": parts.scheduler.state_dict(),
+            "rng": rng_states(parts.generator),
+            "augment": _augment_state(augment),
+            "progress": progress,
+        }
+        save(state, self.path)

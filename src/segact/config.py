@@ -1,58 +1,128 @@
-"""Config schemas (registered in Hydra's ConfigStore) and the checks that run before training.
+"""Config schemas (registered in Hydra's ConfigStore) and the checks no schema can express.
 
-The schemas type-check every trainer/eval/model/head option while Hydra composes the config; the
-checks below catch combinations a schema cannot express. Each failure is one ConfigError whose
-message names the config key and says what to do.
+Every config group has a dataclass schema, so Hydra rejects a wrong type, an unknown key or a
+value outside a closed choice (Enum) while it composes the config, before anything runs. The
+defaults live here, once; the YAML files pick a schema and set only what differs. The checks at
+the bottom cover combinations and lookups (head x activation, loss x head, smp names); each
+failure is one ConfigError whose message names the config key and says what to do.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_method, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from segact import activations, heads
-from segact.losses import BINARIZE_MODES
+from segact.errors import ConfigError
 from segact.metrics import DEFAULT_THRESHOLDS
-from segact.speed import PRECISIONS
-
-PROTOCOLS = ("paper", "holdout")
-SELECT_METRICS = ("mean_dice", "best_dice", "dice_at_05", "nll")
 
 
-class ConfigError(ValueError):
-    """A config that cannot run; the message names the key and the fix."""
+def config_dir() -> Path:
+    """configs/ inside an installed wheel, else the repository's top-level configs/."""
+    packaged = Path(__file__).resolve().parent / "configs"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "configs"
+
+
+def repository_dir() -> str:
+    """The folder that holds configs/ (the repository), for ``paths.datasets``'s default."""
+    return str(config_dir().parent)
+
+
+def config_groups_help() -> str:
+    """``group: option, option, ...`` for every config group (schemas and launchers' internals
+    excluded), for ``segact-train --help``."""
+    lines = []
+    for group in sorted(p for p in config_dir().iterdir() if p.is_dir()):
+        options = ", ".join(sorted(f.stem for f in group.glob("*.yaml")))
+        lines.append(f"{group.name}: {options}")
+    return "\n".join(lines)
+
+
+OmegaConf.register_new_resolver("segact_repository", repository_dir, replace=True)
+OmegaConf.register_new_resolver("segact_config_groups", config_groups_help, replace=True)
+
+
+class Choice(str, Enum):
+    """A closed choice; prints as its value (folder names, CSV cells)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Protocol(Choice):
+    paper = "paper"  # epoch and threshold chosen on the validation fold, as the paper
+    holdout = "holdout"  # chosen on an inner split; Dice read off the untouched fold
+
+
+class SelectMetric(Choice):
+    mean_dice = "mean_dice"
+    best_dice = "best_dice"
+    dice_at_05 = "dice_at_05"
+    nll = "nll"
+
+
+class Precision(Choice):
+    auto = "auto"  # bf16 autocast on GPUs that support it, fp32 elsewhere
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class Binarize(Choice):
+    none = "none"
+    hard = "hard"
+    ste = "ste"
+
+
+class HeadName(Choice):
+    sigmoid1 = "sigmoid1"
+    softmax2 = "softmax2"
+
+
+def plain(value: Any) -> Any:
+    """An Enum member's value; anything else unchanged."""
+    return value.value if isinstance(value, Enum) else value
 
 
 @dataclass
 class TrainerConfig:
     folds: int = 5
+    fold: int | None = None  # run only this fold (a fold as a job); null: every fold
+    shuffle_folds: bool = True  # false: contiguous folds in case order (sklearn KFold, the paper)
     max_epochs: int = 30
-    patience: int = 5
+    patience: int = 5  # stop after this many epochs without improvement of eval.select_metric
     batch_size: int = 16
     lr: float = 1e-3
-    weight_decay: float = 0.0
-    lr_patience: int = 3
-    lr_factor: float = 0.5
+    lr_factor: float = 0.5  # scheduler=plateau: lr *= lr_factor when the metric stalls ...
+    lr_patience: int = 3  # ... for this many epochs
     seed: int = 0
-    device: str = "auto"
-    threads: int = 0  # 0: one per available core
-    progress: bool = True
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    threads: int = 0  # torch threads; 0: one per available core (changes float sums on CPU)
     channels_last: bool = True  # scripts/bench_train.py: 0.78x the epoch time on CPU
-    precision: str = "32"  # 32 | bf16 (autocast on CPU and GPU)
+    precision: Precision = Precision.auto
     compile: bool = False  # torch.compile the model
+
+
+@dataclass
+class RuntimeConfig:
+    """Settings that change no number: the run's identity and folder name skip this node."""
+
+    progress: bool = True
     checkpoint_every_s: float = 60.0  # save a fold checkpoint at most this often (0: every epoch)
+    lock_stale_s: float = 1800.0  # a lock without a heartbeat for this long is taken over
 
 
 @dataclass
 class EvalConfig:
     thresholds: list[float] = field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
-    protocol: str = "paper"
-    select_metric: str = "mean_dice"
+    protocol: Protocol = Protocol.paper
+    select_metric: SelectMetric = SelectMetric.mean_dice
     inner_val_fraction: float = 0.2
     calibration_bins: int = 15
     batch_size: int = 64
@@ -61,48 +131,114 @@ class EvalConfig:
 @dataclass
 class ModelConfig:
     arch: str = "Unet"
-    encoder: str = "resnet18"
-    encoder_weights: str | None = None
+    encoder: str = "resnet34"
+    encoder_weights: str | None = None  # no download at run time; 'imagenet' where cached
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class HeadConfig:
-    name: str = "sigmoid1"
+    name: HeadName = HeadName.sigmoid1
+
+
+@dataclass
+class ActivationConfig:
+    """A registered activation by ``name``, or your own callable through ``_target_``."""
+
+    name: str = MISSING
+    _target_: str | None = None
+    _partial_: bool = False
+
+
+@dataclass
+class LossConfig:
+    _target_: str = MISSING
+    name: str = MISSING
+    binarize: Binarize = Binarize.none  # threshold the probability before the loss
+    threshold: float = 0.5
+
+
+@dataclass
+class DiceLossConfig(LossConfig):
+    _target_: str = "segact.losses.DiceLoss"
+    name: str = "dice"
+    smooth: float = 0.0
+    eps: float = 1e-7
+    per_image: bool = False  # false: one Dice over the whole batch, like the paper
+
+
+@dataclass
+class TverskyLossConfig(DiceLossConfig):
+    _target_: str = "segact.losses.TverskyLoss"
+    name: str = "tversky"
+    alpha: float = 0.3  # weight of false positives
+    beta: float = 0.7  # weight of false negatives
+
+
+@dataclass
+class BCELossConfig(LossConfig):
+    _target_: str = "segact.losses.BCELoss"
+    name: str = "bce"
+    eps: float = 1e-7
+
+
+@dataclass
+class BoundaryLossConfig(DiceLossConfig):
+    """Region Dice + weight x Dice of the boundary maps (segact.losses.soft_boundary)."""
+
+    _target_: str = "segact.losses.BoundaryLoss"
+    name: str = "boundary"
+    weight: float = 1.0  # weight of the boundary Dice term (0: plain Dice)
+    width: int = 1  # boundary thickness in pixels on each side of the edge (kernel 2 width + 1)
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "trainer": {"trainer": TrainerConfig},
+    "runtime": {"runtime": RuntimeConfig},
+    "eval": {"eval": EvalConfig},
+    "model": {"model": ModelConfig},
+    "head": {"head": HeadConfig},
+    "activation": {"activation": ActivationConfig},
+    "loss": {
+        "loss": LossConfig,
+        "dice": DiceLossConfig,
+        "tversky": TverskyLossConfig,
+        "bce": BCELossConfig,
+        "boundary": BoundaryLossConfig,
+    },
+}
+"""ConfigStore ``schema/<group>/<name>``; a YAML option starts with
+``defaults: [/schema/<group>/<name>@_here_, _self_]``. Kept out of the groups themselves, so
+``--help`` lists only real choices."""
 
 
 def register_schemas() -> None:
     store = ConfigStore.instance()
-    store.store(group="trainer", name="trainer_schema", node=TrainerConfig)
-    store.store(group="eval", name="eval_schema", node=EvalConfig)
-    store.store(group="model", name="model_schema", node=ModelConfig)
-    store.store(group="head", name="head_schema", node=HeadConfig)
+    for group, schemas in SCHEMAS.items():
+        for name, node in schemas.items():
+            store.store(group=f"schema/{group}", name=name, node=node)
 
 
 register_schemas()
 
 
-def without_name(cfg: DictConfig) -> dict[str, Any]:
-    """A ``_target_`` config minus its ``name`` key (the name labels results; it is no argument)."""
-    return {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "name"}
-
-
 def instantiate_named(cfg: DictConfig, **kwargs: Any) -> Any:
-    return instantiate(without_name(cfg), **kwargs)
+    """``instantiate`` a ``_target_`` config minus its ``name`` (a label for the result files)."""
+    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return instantiate({k: v for k, v in container.items() if k != "name"}, **kwargs)
 
 
 def _fail(key: str, value: Any, fix: str) -> None:
-    raise ConfigError(f"config key '{key}' = {value!r}: {fix}")
+    raise ConfigError(f"config key '{key}' = {plain(value)!r}: {fix}")
 
 
-def _check_target(key: str, cfg: DictConfig) -> None:
-    if "name" not in cfg:
-        _fail(key, None, f"give {key}.name, the label used in the result files")
-    if "_target_" in cfg:
-        try:
-            get_method(cfg._target_)
-        except Exception as error:  # hydra raises ImportError or ValueError, varying by version
-            _fail(f"{key}._target_", cfg._target_, f"cannot be imported ({error})")
+def _check_target(key: str, target: str | None) -> None:
+    if target is None:
+        return
+    try:
+        get_method(target)
+    except Exception as error:  # hydra raises ImportError or ValueError, varying by version
+        _fail(f"{key}._target_", target, f"cannot be imported ({error})")
 
 
 def _smp_names() -> tuple[list[str], list[str]]:
@@ -115,9 +251,7 @@ def _smp_names() -> tuple[list[str], list[str]]:
 def check_model(model: DictConfig) -> None:
     archs, encoders = _smp_names()
     if model.arch.lower() not in archs:
-        _fail(
-            "model.arch", model.arch, f"unknown smp architecture; choose one of {', '.join(archs)}"
-        )
+        _fail("model.arch", model.arch, f"unknown smp architecture; choose one of {archs}")
     if model.encoder.startswith("tu-"):
         import timm
 
@@ -133,10 +267,8 @@ def check_model(model: DictConfig) -> None:
 
 
 def check_head_and_activation(cfg: DictConfig) -> None:
-    head, activation = cfg.head.name, cfg.activation
-    if head not in heads.HEADS:
-        _fail("head", head, f"unknown head; choose one of {', '.join(heads.names())}")
-    _check_target("activation", activation)
+    head, activation = plain(cfg.head.name), cfg.activation
+    _check_target("activation", activation.get("_target_"))
     if head == "softmax2" and activation.name != activations.SOFTMAX:
         _fail(
             "activation",
@@ -148,7 +280,7 @@ def check_head_and_activation(cfg: DictConfig) -> None:
         _fail("activation", activation.name, "softmax needs head=softmax2 (two output channels)")
     if (
         head == "sigmoid1"
-        and "_target_" not in activation
+        and activation.get("_target_") is None
         and activation.name not in activations.REGISTRY
     ):
         _fail(
@@ -157,17 +289,13 @@ def check_head_and_activation(cfg: DictConfig) -> None:
             f"unknown activation; choose one of {', '.join(activations.names())} "
             "or set activation._target_ to your own callable",
         )
+    if head not in heads.HEADS:  # a custom head registered in code but not in the Enum
+        _fail("head", head, f"unknown head; choose one of {', '.join(heads.names())}")
 
 
 def check_loss(cfg: DictConfig) -> None:
-    loss = cfg.loss
-    _check_target("loss", loss)
-    if "_target_" not in loss:
-        _fail("loss._target_", None, "every loss config needs a _target_ class")
-    binarize = loss.get("binarize", "none")
-    if binarize not in BINARIZE_MODES:
-        _fail("loss.binarize", binarize, f"choose one of {', '.join(BINARIZE_MODES)}")
-    if loss.name == "ce" and cfg.head.name != "softmax2":
+    _check_target("loss", cfg.loss._target_)
+    if cfg.loss.name == "ce" and plain(cfg.head.name) != "softmax2":
         _fail("loss", "ce", "cross-entropy needs head=softmax2 (use loss=bce with head=sigmoid1)")
 
 
@@ -179,10 +307,6 @@ def check_eval(evaluation: DictConfig) -> None:
         _fail("eval.thresholds", thresholds, "every threshold must lie in [0, 1]")
     if any(b <= a for a, b in itertools.pairwise(thresholds)):
         _fail("eval.thresholds", thresholds, "list the thresholds strictly increasing")
-    if evaluation.protocol not in PROTOCOLS:
-        _fail("eval.protocol", evaluation.protocol, f"choose one of {', '.join(PROTOCOLS)}")
-    if evaluation.select_metric not in SELECT_METRICS:
-        _fail("eval.select_metric", evaluation.select_metric, f"choose one of {SELECT_METRICS}")
     if not 0.0 < evaluation.inner_val_fraction < 1.0:
         _fail("eval.inner_val_fraction", evaluation.inner_val_fraction, "must lie in (0, 1)")
 
@@ -194,19 +318,32 @@ def check_trainer(trainer: DictConfig) -> None:
             _fail(f"trainer.{key}", trainer[key], f"must be at least {minimum}")
     if trainer.lr <= 0:
         _fail("trainer.lr", trainer.lr, "must be positive")
-    if trainer.precision not in PRECISIONS:
-        _fail("trainer.precision", trainer.precision, f"choose one of {', '.join(PRECISIONS)}")
+    if trainer.fold is not None and not 0 <= trainer.fold < trainer.folds:
+        _fail("trainer.fold", trainer.fold, f"choose a fold in 0..{trainer.folds - 1} or null")
     if trainer.device not in ("auto", "cpu") and not trainer.device.startswith(("cuda", "mps")):
         _fail("trainer.device", trainer.device, "use auto, cpu, cuda, cuda:N or mps")
+
+
+def check_device_available(device: str) -> None:
+    """A GPU the machine does not have: one line now, not a traceback after the data loads."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        _fail("trainer.device", device, "this machine has no CUDA GPU; use trainer.device=cpu")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        _fail("trainer.device", device, f"only {torch.cuda.device_count()} CUDA device(s) here")
+    if device == "mps" and not torch.backends.mps.is_available():
+        _fail("trainer.device", device, "MPS is not available here; use trainer.device=cpu")
 
 
 def validate(cfg: DictConfig) -> None:
     """Every check that needs no data; raises ConfigError on the first problem."""
     check_trainer(cfg.trainer)
+    check_device_available(cfg.trainer.device)
     check_eval(cfg.eval)
     check_head_and_activation(cfg)
     check_loss(cfg)
-    _check_target("dataset", cfg.dataset)
+    _check_target("dataset", cfg.dataset.get("_target_"))
     check_model(cfg.model)
 
 
@@ -215,5 +352,9 @@ def validate_against_data(cfg: DictConfig, n_cases: int) -> None:
         _fail(
             "trainer.folds",
             cfg.trainer.folds,
-            f"dataset '{cfg.dataset.name}' has only {n_cases} cases; use at most {n_cases} folds",
+            f"dataset '{cfg.dataset.name}' has only {n_cases} cases; k-fold cross-validation "
+            f"needs at least 2 cases and at most one fold per case: use 2 to {n_cases} folds"
+            if n_cases >= 2
+            else f"dataset '{cfg.dataset.name}' has {n_cases} case; k-fold cross-validation "
+            "needs at least 2 cases (add images, or check dataset.case_regex)",
         )

@@ -1,9 +1,8 @@
-"""Fit and evaluate one fold: Adam, ReduceLROnPlateau, early stopping, a threshold sweep after
-every epoch, and the protocol that decides which epoch and threshold are reported."""
+"""Fit and evaluate one fold: a short orchestrator over the training epoch, the threshold sweep
+after every epoch, early stopping, checkpoints, and the protocol that says what is reported."""
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -16,33 +15,32 @@ import numpy as np
 import pandas as pd
 import segmentation_models_pytorch as smp
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor, nn
+from torch import nn
 from tqdm.auto import tqdm
 
-from segact import checkpoint
+from segact import aggregation, checkpoint
+from segact.config import plain
 from segact.data.base import SegmentationData
-from segact.data.splits import Fold, inner_split
+from segact.data.splits import Fold
+from segact.fitting import (
+    Augment,
+    EarlyStopping,
+    FoldProgress,
+    LossFn,
+    NonFiniteLossError,
+    evaluate,
+    selection_score,
+    train_epoch,
+)
+from segact.forward import Forward
 from segact.heads import Head
-from segact.metrics import SweepResult, ThresholdSweep
-from segact.speed import Forward
+from segact.interrupt import Interrupted, stop_after_epoch_on_sigint
+from segact.metrics import SweepResult
+from segact.protocol import ReportProtocol, build_protocol
 
 log = logging.getLogger(__name__)
-
-Augment = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
-"""(images, masks) of a training batch -> augmented (images, masks), same shapes."""
-
-ZERO_GRADIENT_MESSAGE = (
-    "the gradient is exactly zero: the loss does not change when the weights do (loss.binarize="
-    "hard thresholds before the loss, and a step function has zero derivative), so the weights "
-    "keep their initial values. Use loss.binarize=ste for a straight-through gradient."
-)
-
-
-class NonFiniteLossError(RuntimeError):
-    def __init__(self, epoch: int, value: float) -> None:
-        super().__init__(f"training loss became {value} in epoch {epoch}")
-        self.epoch = epoch
 
 
 def build_model(model_cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module:
@@ -63,32 +61,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    forward: Callable[[Tensor], Tensor],
-    head: Head,
-    images: Tensor,
-    masks: Tensor,
-    thresholds: list[float],
-    batch_size: int,
-    calibration_bins: int,
-    device: torch.device,
-) -> SweepResult:
-    """Probabilities of a whole set, accumulated into one threshold sweep."""
-    model.eval()
-    sweep = ThresholdSweep(thresholds, calibration_bins)
-    for start in range(0, len(images), batch_size):
-        logits = forward(images[start : start + batch_size])
-        sweep.update(head.probability(logits), masks[start : start + batch_size].to(device))
-    return sweep.result()
+@dataclass
+class FoldSetup:
+    """What every fold of a run shares."""
 
+    cfg: DictConfig
+    data: SegmentationData
+    head: Head
+    loss_fn: LossFn
+    device: torch.device
+    augment: Augment | None = None
+    fingerprint: str = ""
 
-def gradient_norm(model: nn.Module) -> float:
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
-        return 0.0
-    return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+    @property
+    def protocol(self) -> ReportProtocol:
+        evaluation = self.cfg.eval
+        return build_protocol(plain(evaluation.protocol), evaluation.inner_val_fraction)
 
 
 @dataclass
@@ -101,205 +89,146 @@ class FoldResult:
 
 
 @dataclass
-class _Best:
-    epoch: int
-    score: float
-    state: dict[str, Tensor]
-    sweep: SweepResult
+class Trainable:
+    """The torch objects of a fold, built from config (optimizer and scheduler via _target_)."""
 
+    model: nn.Module
+    forward: Forward
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    generator: torch.Generator
 
-@dataclass
-class _Progress:
-    """A fold's training state besides the torch objects: what a checkpoint must carry."""
+    @classmethod
+    def build(cls, setup: FoldSetup, seed: int) -> Trainable:
+        cfg = setup.cfg
+        model = build_model(cfg.model, setup.data.in_channels, setup.head.out_channels)
+        model = model.to(setup.device)
+        optimizer = instantiate(cfg.optimizer)(model.parameters())
+        scheduler = instantiate(cfg.scheduler)(optimizer)
+        forward = Forward(model, cfg.trainer, setup.device)
+        return cls(model, forward, optimizer, scheduler, torch.Generator().manual_seed(seed))
 
-    epoch: int = 0  # last finished epoch
-    seconds: float = 0.0  # training time so far
-    best: _Best | None = None
-    stale: int = 0  # epochs since the best one (early stopping)
-    stopped: bool = False
-    zero_gradient: bool = True
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-def _selection_score(sweep: SweepResult, metric: str) -> float:
-    value = sweep.summary[metric]
-    return -value if metric == "nll" else value  # higher is better for the comparison
+    def step_scheduler(self, score: float) -> None:
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(score)
+        else:
+            self.scheduler.step()
 
 
 def fit_fold(
-    cfg: DictConfig,
-    data: SegmentationData,
+    setup: FoldSetup,
     fold: Fold,
-    head: Head,
-    loss_fn: Callable[[Head, Tensor, Tensor], Tensor],
-    device: torch.device,
-    augment: Augment | None = None,
     checkpoint_path: Path | None = None,
-    fingerprint: str = "",
+    heartbeat: Callable[[], None] = lambda: None,
 ) -> FoldResult:
-    """Train one fold; with ``checkpoint_path``, save after every epoch and resume from it."""
-    trainer, evaluation = cfg.trainer, cfg.eval
+    """Train one fold; with ``checkpoint_path``, save now and then and resume from it."""
+    trainer, runtime = setup.cfg.trainer, setup.cfg.runtime
     seed = int(trainer.seed) * 1000 + fold.index
     torch.manual_seed(seed)
-    if evaluation.protocol == "holdout":
-        train_idx, select_idx = inner_split(
-            data.cases, fold.train, evaluation.inner_val_fraction, seed
-        )
-    else:
-        train_idx, select_idx = fold.train, fold.val
-    report_idx = fold.val
-
-    model = build_model(cfg.model, data.in_channels, head.out_channels).to(device)
-    forward = Forward(model, trainer, device)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=trainer.lr, weight_decay=trainer.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=trainer.lr_factor, patience=trainer.lr_patience
-    )
-    generator = torch.Generator().manual_seed(seed)
-    thresholds = list(evaluation.thresholds)
-    images, masks = data.images, data.masks
-    select_images, select_masks = images[select_idx], masks[select_idx]
-
-    def run_eval(imgs: Tensor, msks: Tensor) -> SweepResult:
-        return evaluate(
-            model,
-            forward,
-            head,
-            imgs,
-            msks,
-            thresholds,
-            evaluation.batch_size,
-            evaluation.calibration_bins,
-            device,
-        )
-
-    progress = _Progress()
-    resumed = checkpoint.load(checkpoint_path, fingerprint) if checkpoint_path else None
-    if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        checkpoint.restore_rng_states(resumed["rng"], generator)
-        progress = resumed["progress"]
-        log.info("fold %d: resumed after epoch %d", fold.index, progress.epoch)
+    protocol = setup.protocol
+    train_idx, select_idx = protocol.split(setup.data.cases, fold, seed)
+    parts = Trainable.build(setup, seed)
+    progress = FoldProgress(EarlyStopping(int(trainer.patience)))
+    saver = checkpoint.Saver(checkpoint_path, runtime.checkpoint_every_s, setup.fingerprint)
+    progress = saver.resume(parts, setup.augment, progress, fold.index)
     started = time.perf_counter() - progress.seconds
-    last_save = time.perf_counter()
     bar = tqdm(
         range(progress.epoch + 1, trainer.max_epochs + 1),
         desc=f"fold {fold.index}",
-        disable=not trainer.progress or progress.stopped,
+        disable=not runtime.progress or progress.stopped,
         leave=False,
         dynamic_ncols=True,
     )
-    for epoch in bar:
-        if progress.stopped:
-            break
-        epoch_start = time.perf_counter()
-        model.train()
-        order = train_idx[torch.randperm(len(train_idx), generator=generator).numpy()]
-        total = torch.zeros((), dtype=torch.float64, device=device)
-        first_grad_norm = math.nan
-        for start in range(0, len(order), trainer.batch_size):
-            batch = order[start : start + trainer.batch_size]
-            x, y = images[batch], masks[batch]
-            if augment is not None:
-                x, y = augment(x, y)
-            loss = loss_fn(head, forward(x), y.to(device, non_blocking=True))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if start == 0:
-                first_grad_norm = gradient_norm(model)
-            optimizer.step()
-            total += loss.detach() * len(batch)
-        train_loss = float(total) / len(order)
-        if not math.isfinite(train_loss):
-            raise NonFiniteLossError(epoch, train_loss)
-        if first_grad_norm != 0.0:
-            progress.zero_gradient = False
-        elif epoch == 1:
-            log.warning("fold %d: %s", fold.index, ZERO_GRADIENT_MESSAGE)
-            progress.notes.append(ZERO_GRADIENT_MESSAGE)
-
-        sweep = run_eval(select_images, select_masks)
-        score = _selection_score(sweep, evaluation.select_metric)
-        scheduler.step(score)
-        progress.rows.append(
-            {
-                "fold": fold.index,
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "grad_norm": first_grad_norm,
-                "lr": optimizer.param_groups[0]["lr"],
-                **{f"val_{k}": v for k, v in sweep.summary.items() if k not in ("n_pixels",)},
-                "epoch_seconds": time.perf_counter() - epoch_start,
-            }
-        )
-        bar.set_postfix(loss=f"{train_loss:.4f}", mean_dice=f"{sweep.summary['mean_dice']:.4f}")
-        best = progress.best
-        if best is None or score > best.score:
-            progress.best = _Best(epoch, score, copy.deepcopy(model.state_dict()), sweep)
-            progress.stale = 0
-        else:
-            progress.stale += 1
-            progress.stopped = progress.stale >= trainer.patience
-        progress.epoch = epoch
-        progress.seconds = time.perf_counter() - started
-        # Saving costs ~0.2 s for a small Unet, 10 % of a CPU epoch: at most every
-        # trainer.checkpoint_every_s seconds (0: every epoch). A crash loses at most that much
-        # training, and the resumed run still ends with the same numbers.
-        if checkpoint_path is not None and (
-            time.perf_counter() - last_save >= trainer.checkpoint_every_s
-        ):
-            last_save = time.perf_counter()
-            checkpoint.save(
-                {
-                    "fingerprint": fingerprint,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": checkpoint.rng_states(generator),
-                    "progress": progress,
-                },
-                checkpoint_path,
-            )
+    with stop_after_epoch_on_sigint() as stop:
+        for epoch in bar:
+            if progress.stopped:
+                break
+            run_epoch(setup, parts, progress, fold.index, epoch, train_idx, select_idx)
+            bar.set_postfix(loss=f"{progress.rows[-1]['train_loss']:.4f}")
+            progress.seconds = time.perf_counter() - started
+            saver.maybe_save(parts, setup.augment, progress, force=stop.requested)
+            heartbeat()
+            if stop.requested:
+                raise Interrupted(f"fold {fold.index} stopped after epoch {epoch}")
     bar.close()
-    best, rows, zero_gradient, notes = (
-        progress.best,
-        progress.rows,
-        progress.zero_gradient,
-        progress.notes,
-    )
-    assert best is not None
-    train_seconds = time.perf_counter() - started
+    return finish_fold(setup, parts, progress, fold, protocol, (train_idx, select_idx))
 
-    summary: dict[str, Any] = {"epoch_selected": best.epoch, "epochs_run": len(rows)}
-    if evaluation.protocol == "holdout":
-        # Epoch and threshold come from the inner split; Dice is read off the untouched fold.
-        model.load_state_dict(best.state)
-        reported = run_eval(images[report_idx], masks[report_idx])
-        chosen = best.sweep.summary["best_threshold"]
-        at_chosen = reported.table.loc[np.isclose(reported.table["threshold"], chosen)].iloc[0]
-        summary.update(reported.summary)
-        summary.update(
-            best_threshold=chosen,
-            best_dice=float(at_chosen["dice"]),
-            dice_per_image=float(at_chosen["dice_per_image"]),
-            oracle_best_dice=reported.summary["best_dice"],
-        )
-    else:
-        reported = best.sweep
-        summary.update(reported.summary)
-        summary["oracle_best_dice"] = reported.summary["best_dice"]
-    summary.update(
-        n_train=len(train_idx),
-        n_select=len(select_idx),
-        n_report=len(report_idx),
-        train_seconds=train_seconds,
-        zero_gradient=zero_gradient,
+
+def run_epoch(
+    setup: FoldSetup,
+    parts: Trainable,
+    progress: FoldProgress,
+    fold_index: int,
+    epoch: int,
+    train_idx: np.ndarray,
+    select_idx: np.ndarray,
+) -> None:
+    """Train one epoch, sweep the selection images, step the schedule, keep the best epoch."""
+    started = time.perf_counter()
+    trainer, evaluation = setup.cfg.trainer, setup.cfg.eval
+    order = train_idx[torch.randperm(len(train_idx), generator=parts.generator).numpy()]
+    stats = train_epoch(
+        parts.model,
+        parts.forward,
+        setup.head,
+        setup.loss_fn,
+        parts.optimizer,
+        setup.data,
+        order,
+        int(trainer.batch_size),
+        setup.augment,
     )
-    thresholds_table = reported.table.copy()
-    thresholds_table.insert(0, "fold", fold.index)
-    return FoldResult(pd.DataFrame(rows), thresholds_table, summary, zero_gradient, notes)
+    if not math.isfinite(stats.train_loss):
+        raise NonFiniteLossError(epoch, stats.train_loss)
+    sweep = sweep_of(setup, parts, select_idx)
+    score = selection_score(sweep, plain(evaluation.select_metric))
+    parts.step_scheduler(score)
+    lr = parts.optimizer.param_groups[0]["lr"]
+    progress.record(fold_index, epoch, stats, sweep, lr, time.perf_counter() - started)
+    progress.keep_if_best(score, parts.model, sweep)
+
+
+def sweep_of(setup: FoldSetup, parts: Trainable, indices: np.ndarray) -> SweepResult:
+    evaluation = setup.cfg.eval
+    return evaluate(
+        parts.forward,
+        setup.head,
+        setup.data,
+        indices,
+        list(evaluation.thresholds),
+        int(evaluation.batch_size),
+        int(evaluation.calibration_bins),
+    )
+
+
+def finish_fold(
+    setup: FoldSetup,
+    parts: Trainable,
+    progress: FoldProgress,
+    fold: Fold,
+    protocol: ReportProtocol,
+    split: tuple[np.ndarray, np.ndarray],
+) -> FoldResult:
+    """The fold's summary row and thresholds table, at the protocol's epoch and threshold."""
+    assert progress.best_state is not None and progress.best_sweep is not None
+    parts.model.load_state_dict(progress.best_state)
+    reported = protocol.report(fold, progress.best_sweep, lambda i: sweep_of(setup, parts, i))
+    epochs = pd.DataFrame(progress.rows)
+    threshold = reported.summary["best_threshold"]
+    summary = {
+        "epoch_selected": progress.stopping.best_epoch,
+        "epochs_run": len(progress.rows),
+        **reported.summary,
+        **aggregation.paper_aggregates(epochs),
+        "hit_max_epochs": not progress.stopped,
+        "degenerate": aggregation.is_degenerate(reported.sweep.table, threshold),
+        "n_train": len(split[0]),
+        "n_select": len(split[1]),
+        "n_report": len(fold.val),
+        "train_seconds": progress.seconds,
+        "zero_gradient": progress.zero_gradient,
+    }
+    summary["dice_per_image_at_best_threshold"] = summary.pop("dice_per_image")
+    table = reported.sweep.table.copy()
+    table.insert(0, "fold", fold.index)
+    return FoldResult(epochs, table, summary, progress.zero_gradient, progress.notes)

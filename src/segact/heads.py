@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from segact import activations
-from segact.activations import EPS, Activation, LogProbs
+from segact.activations import Activation, LogProbs
 
 
 class Head(Protocol):
@@ -26,21 +26,12 @@ class Head(Protocol):
     def probability(self, logits: Tensor) -> Tensor:
         """Foreground probability, shape (N, 1, H, W)."""
 
-    def log_probs(self, logits: Tensor) -> LogProbs:
-        """(log p, log(1 - p)), shape (N, 1, H, W) each; stable where a closed form exists."""
+    def log_probs(self, logits: Tensor) -> LogProbs | None:
+        """(log p, log(1 - p)), shape (N, 1, H, W) each, from a stable closed form; None where
+        the activation has none (the loss then clamps p before the log)."""
 
     def mask(self, logits: Tensor) -> Tensor:
         """The binary mask the head predicts at its natural decision point (p >= 0.5)."""
-
-
-def clamped_log_probs(prob: Tensor, eps: float = EPS) -> LogProbs:
-    """Log-probabilities of an activation without a closed with-logits form: clamp, then log.
-
-    The clamp changes values only; its gradient is the identity, so a straight-through
-    binarized p (exactly 0 or 1) still passes a gradient to the network.
-    """
-    p = prob + (prob.clamp(eps, 1 - eps) - prob).detach()
-    return torch.log(p), torch.log1p(-p)
 
 
 @dataclass(frozen=True)
@@ -52,10 +43,10 @@ class Sigmoid1:
     def probability(self, logits: Tensor) -> Tensor:
         return self.activation(logits)
 
-    def log_probs(self, logits: Tensor) -> LogProbs:
-        if self.activation.log_probs is not None:
-            return self.activation.log_probs(logits)
-        return clamped_log_probs(self.probability(logits))
+    def log_probs(self, logits: Tensor) -> LogProbs | None:
+        if self.activation.log_probs is None:
+            return None
+        return self.activation.log_probs(logits)
 
     def mask(self, logits: Tensor) -> Tensor:
         return self.probability(logits) >= 0.5
@@ -78,13 +69,26 @@ class Softmax2:
         return logits[:, 1:2] >= logits[:, 0:1]
 
 
+def argmax_agreement(logits: Tensor) -> Tensor:
+    """For 2-channel logits: [pixels, pixels where argmax != (p >= 0.5), exact ties z0 == z1].
+
+    torch.argmax gives ties to channel 0 (background) while p = 0.5 >= 0.5 is foreground, so a
+    tie is the one place the two rules may differ; softmax rounding can add near-ties.
+    """
+    by_argmax = logits.argmax(dim=1, keepdim=True) == 1
+    by_probability = torch.softmax(logits, dim=1)[:, 1:2] >= 0.5
+    ties = logits[:, 1:2] == logits[:, 0:1]
+    counts = [by_argmax.numel(), (by_argmax != by_probability).sum(), ties.sum()]
+    return torch.stack([torch.as_tensor(c, device=logits.device) for c in counts])
+
+
 def build_activation(cfg: DictConfig | dict[str, Any]) -> Activation:
     """An activation from its config: a registered ``name``, or any callable via ``_target_``."""
     cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
-    if "_target_" not in cfg:
+    if cfg.get("_target_") is None:
         return activations.get(cfg.name)
-    target = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "name"}
-    fn = instantiate(target)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    fn = instantiate({k: v for k, v in container.items() if k != "name"})
     if not callable(fn):
         raise TypeError(
             f"activation._target_={cfg._target_} gave a {type(fn).__name__}, not a callable "

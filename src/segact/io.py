@@ -1,41 +1,76 @@
-"""Atomic file writes: a temporary file in the same folder, then a rename, so a killed run never
-leaves half a file for the report to read."""
+"""Atomic file writes: a temporary file in the same folder, flushed to disk, then a rename, so a
+killed run never leaves half a file for the report (or the next run) to read.
+
+Every writer in segact (result CSV/JSON, fold checkpoints, the dataset cache) goes through
+``atomic_path``. Temporary files are named ``.<name>.<random>.tmp``; ``remove_temporaries_of``
+deletes those a killed process left behind.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 import pandas as pd
 
 
-def _write_atomic(path: Path, write: Callable[[TextIO], None]) -> None:
+def _umask_mode() -> int:
+    """The mode a plain ``open(..., "w")`` would give: 0o666 minus the process umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it is fsynced and renamed to ``path``
+    (with the umask's usual mode, not mkstemp's 0600); on any error it is deleted."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            write(handle)
-            handle.flush()
+        yield tmp
+        with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
+def write_text_atomic(path: Path, write: Callable[[TextIO], None]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        write(handle)
+
+
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    _write_atomic(path, lambda handle: frame.to_csv(handle, index=False))
+    write_text_atomic(path, lambda handle: frame.to_csv(handle, index=False))
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:
-    _write_atomic(path, lambda handle: json.dump(data, handle, indent=2, default=str))
+    write_text_atomic(path, lambda handle: json.dump(data, handle, indent=2, default=str))
 
 
 def read_json(path: Path) -> dict[str, Any]:
     with open(path) as handle:
         return json.load(handle)
+
+
+def remove_temporaries_of(path: Path) -> list[Path]:
+    """Delete the temporaries of ``path`` that writers killed mid-write left behind. Call it only
+    while no other process may be writing ``path`` (segact holds the run's or fold's lock)."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed

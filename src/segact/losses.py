@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segact.activations import EPS
-from segact.heads import Head, clamped_log_probs
+from segact.activations import EPS, LogProbs
+from segact.heads import Head
 
 Binarize = Literal["none", "hard", "ste"]
 BINARIZE_MODES: tuple[str, ...] = ("none", "hard", "ste")
@@ -31,6 +32,16 @@ def binarize(prob: Tensor, mode: str, threshold: float = 0.5) -> Tensor:
     if mode == "ste":
         return prob + (hard - prob).detach()
     raise ValueError(f"unknown loss.binarize {mode!r}; choose one of {', '.join(BINARIZE_MODES)}")
+
+
+def clamped_log_probs(prob: Tensor, eps: float = EPS) -> LogProbs:
+    """Log-probabilities of an activation without a closed with-logits form: clamp, then log.
+
+    The clamp changes values only; its gradient is the identity, so a straight-through
+    binarized p (exactly 0 or 1) still passes a gradient to the network.
+    """
+    p = prob + (prob.clamp(eps, 1 - eps) - prob).detach()
+    return torch.log(p), torch.log1p(-p)
 
 
 def _sum_dims(x: Tensor, per_image: bool) -> tuple[int, ...] | None:
@@ -68,15 +79,29 @@ def soft_tversky_score(
     return (tp + smooth) / (tp + alpha * fp + beta * fn + smooth).clamp_min(eps)
 
 
+def soft_boundary(prob: Tensor, width: int = 1) -> Tensor:
+    """Differentiable boundary map of a soft mask (N, C, H, W): its morphological gradient,
+    max-pool minus min-pool (min-pool = -max-pool(-x)) over a (2 width + 1)-pixel square window.
+
+    ``width`` is the boundary's thickness in pixels on each side of the edge: a hard mask's
+    map is 1 on the ``width`` pixels just outside and the ``width`` just inside its edge, 0
+    elsewhere. The kernel is always odd, so the window is centred and the shape is kept for
+    every width; padding takes the extremes over the pixels inside the image only, so the image
+    border is no edge (an empty and a full mask both have an all-zero map).
+    """
+    if width < 1:
+        raise ValueError(f"boundary width must be at least 1 pixel, got {width}")
+    kernel = 2 * width + 1
+    dilated = F.max_pool2d(prob, kernel, stride=1, padding=width)
+    eroded = -F.max_pool2d(-prob, kernel, stride=1, padding=width)
+    return dilated - eroded
+
+
 class SegmentationLoss(nn.Module):
     """Base: binarize the head's probability as configured, then ``loss_from_prob``."""
 
     def __init__(self, binarize: Binarize = "none", threshold: float = 0.5) -> None:
         super().__init__()
-        if binarize not in BINARIZE_MODES:
-            raise ValueError(
-                f"unknown loss.binarize {binarize!r}; choose one of {', '.join(BINARIZE_MODES)}"
-            )
         self.binarize = binarize
         self.threshold = threshold
 
@@ -118,6 +143,28 @@ class TverskyLoss(DiceLoss):
         return (1 - score).mean()
 
 
+class BoundaryLoss(DiceLoss):
+    """Region Dice + ``weight`` x Dice between the predicted and the true boundary maps
+    (``soft_boundary`` of the binarized probability and of the mask), Dice's options for both.
+
+    An image without any boundary (empty or full truth and prediction) scores a boundary Dice
+    of 0 with ``smooth`` = 0, as the region Dice does on an empty mask: a constant, no gradient.
+    """
+
+    def __init__(self, weight: float = 1.0, width: int = 1, **dice_options: Any) -> None:
+        super().__init__(**dice_options)
+        if width < 1:
+            raise ValueError(f"loss.width must be at least 1 pixel, got {width}")
+        self.weight, self.width = weight, width
+
+    def loss_from_prob(self, prob: Tensor, target: Tensor) -> Tensor:
+        region = super().loss_from_prob(prob, target)
+        edges = super().loss_from_prob(
+            soft_boundary(prob, self.width), soft_boundary(target, self.width)
+        )
+        return region + self.weight * edges
+
+
 class MSELoss(SegmentationLoss):
     def loss_from_prob(self, prob: Tensor, target: Tensor) -> Tensor:
         return F.mse_loss(prob, target)
@@ -136,9 +183,10 @@ class BCELoss(SegmentationLoss):
         self.eps = eps
 
     def forward(self, head: Head, logits: Tensor, target: Tensor) -> Tensor:
-        if self.binarize == "none":
-            return bce_from_log_probs(*head.log_probs(logits), target)
-        return super().forward(head, logits, target)
+        closed_form = head.log_probs(logits) if self.binarize == "none" else None
+        if closed_form is None:
+            return super().forward(head, logits, target)
+        return bce_from_log_probs(*closed_form, target)
 
     def loss_from_prob(self, prob: Tensor, target: Tensor) -> Tensor:
         return bce_from_log_probs(*clamped_log_probs(prob, self.eps), target)
@@ -148,8 +196,6 @@ class CrossEntropyLoss(SegmentationLoss):
     """Two-class cross-entropy on the softmax2 head's logits (torch's fused log-softmax)."""
 
     def forward(self, head: Head, logits: Tensor, target: Tensor) -> Tensor:
-        if head.out_channels != 2:
-            raise ValueError("loss=ce needs head=softmax2 (two output channels)")
         if self.binarize != "none":
             return super().forward(head, logits, target)
         return F.cross_entropy(logits, target[:, 0].long())

@@ -3,7 +3,9 @@
 One pass over the pixels puts each pixel in the bucket of thresholds it reaches
 (``torch.bucketize``) and counts buckets per image and truth with one ``bincount``; a reverse
 cumulative sum then gives TP/FP/FN/TN at every threshold. The cost does not grow with the number
-of thresholds, and the counts equal those of thresholding the array once per threshold.
+of thresholds, and the counts equal those of thresholding the array once per threshold in the
+probability's own dtype, as ``prob >= t`` does in torch and NumPy. On CUDA every accumulator
+stays on the device until ``result()``: no host sync per batch.
 torchmetrics' binned curves come closest, but they neither keep per-image counts nor split the NLL
 by TP/FP/TN/FN, and they re-apply a sigmoid to inputs outside [0, 1]; hence this module.
 """
@@ -31,18 +33,26 @@ def _as_tensor(x: Tensor | np.ndarray) -> Tensor:
 
 
 def decision_boundaries(thresholds: Sequence[float], dtype: torch.dtype) -> Tensor:
-    """Thresholds in ``dtype`` such that ``p >= boundary`` in that dtype iff ``p >= t`` exactly.
+    """The thresholds as ``dtype`` holds them: ``p >= boundary`` iff torch's ``p >= t``.
 
-    A float32 probability is compared with the float64 threshold t through the smallest float32
-    that is >= t (rounding t to nearest float32 could round it down and flip ties).
+    torch (and NumPy) compare a tensor with a Python float in the tensor's dtype, the float
+    rounded to nearest: a float32 p equal to float32(0.9) is foreground at 0.9, although
+    float32(0.9) < 0.9 exactly. The sweep gives the counts every user's own check gives.
     """
-    exact = np.asarray(thresholds, dtype=np.float64)
-    if dtype == torch.float64:
-        return torch.from_numpy(exact)
-    rounded = exact.astype(np.float32)
-    below = rounded.astype(np.float64) < exact
-    rounded[below] = np.nextafter(rounded[below], np.float32(np.inf))
-    return torch.from_numpy(rounded)
+    return torch.tensor([float(t) for t in thresholds], dtype=torch.float64).to(dtype)
+
+
+def clip_bounds(clip: float, dtype: torch.dtype) -> tuple[float, float]:
+    """[clip, 1 - clip] as ``dtype`` holds them, kept strictly inside (0, 1).
+
+    In float32 1 - 1e-7 rounds to 0.99999988 < 1; a smaller clip (or a coarser dtype) could
+    round to 1, so the upper bound is at most the largest value below 1 in ``dtype``.
+    """
+    if not 0.0 < clip < 0.5:
+        raise ValueError(f"clip must lie in (0, 0.5), got {clip}")
+    info = torch.finfo(dtype)
+    low, high = torch.tensor([clip, 1.0 - clip], dtype=torch.float64).to(dtype).tolist()
+    return max(low, info.tiny), min(high, 1.0 - info.eps / 2)
 
 
 LOOKUP_SHIFT = 10
@@ -60,7 +70,7 @@ def float32_lookup(edges: tuple[float, ...]) -> tuple[Tensor, Tensor, Tensor]:
     cell with an edge inside are resolved by binary search. torch.bucketize alone costs
     O(log thresholds) per pixel, which made 1001 thresholds about 2x slower than 21.
     """
-    boundaries = decision_boundaries(edges, torch.float32)
+    boundaries = decision_boundaries(edges, torch.float32) + 0.0  # -0.0 -> 0.0 (sign bit)
     bits = boundaries.numpy().view(np.int32).astype(np.int64)
     n_cells = (_ONE_BITS >> LOOKUP_SHIFT) + 2  # the last cell holds everything above 1.0
     starts = np.arange(n_cells, dtype=np.int64) << LOOKUP_SHIFT
@@ -97,6 +107,33 @@ def _mean_or_nan(total: np.ndarray, count: np.ndarray) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def _on_host(device: torch.device) -> bool:
+    """Whether the CPU kernels serve ``device`` (the float32 lookup table, ``bincount``)."""
+    return device.type == "cpu"
+
+
+def count_keys(keys: Tensor, n_keys: int, weights: Tensor | None = None) -> Tensor:
+    """``bincount(keys, weights, minlength=n_keys)`` for keys < n_keys, on any device.
+
+    Off the CPU it adds into preallocated zeros: CUDA's bincount reads the largest key back to
+    the host (a sync per call) and is nondeterministic with weights; index_add_ is neither.
+    """
+    if _on_host(keys.device):
+        return torch.bincount(keys, weights=weights, minlength=n_keys)
+    if weights is None:
+        weights = torch.ones((), dtype=torch.int64, device=keys.device).expand(keys.numel())
+    totals = torch.zeros(n_keys, dtype=weights.dtype, device=keys.device)
+    return totals.index_add_(0, keys, weights)
+
+
+def _images_first(prob: Tensor) -> Tensor:
+    """(images, pixels) view of a detached floating-point ``prob``; one image if 0-d or 1-d."""
+    prob = prob.detach()
+    if not prob.is_floating_point():
+        prob = prob.float()  # what torch compares bool or integer tensors with a float in
+    return prob.reshape(prob.shape[0], -1) if prob.dim() > 1 else prob.reshape(1, -1)
+
+
 @dataclass
 class SweepResult:
     """Everything the evaluation of one validation fold reports."""
@@ -105,12 +142,23 @@ class SweepResult:
     summary: dict[str, float]
 
 
+@dataclass
+class _Bucketing:
+    """How a probability dtype is bucketed: computed in ``dtype`` against ``boundaries``."""
+
+    dtype: torch.dtype  # float64 stays float64; every other float is bucketed in float32
+    edges: tuple[float, ...]  # the edges as the probability's dtype holds them (float64 values)
+    boundaries: Tensor  # the same, in ``dtype``, on the probability's device
+
+
 class ThresholdSweep:
     """Accumulates confusion counts of a whole fold at every threshold, batch by batch.
 
-    Memory is O(images x thresholds); a pixel is foreground at threshold t when ``prob >= t``.
-    The calibration bin edges k / bins join the thresholds as bucket edges, so one
-    ``bucketize`` serves the sweep, the NLL split and the calibration error.
+    Memory is O(images x thresholds); a pixel is foreground at threshold t when ``prob >= t``
+    as torch evaluates it in ``prob``'s own dtype. The calibration bin edges k / bins join the
+    thresholds as bucket edges, so one ``bucketize`` serves the sweep, the NLL split and the
+    calibration error. ``clip``: every probability is first clipped to [clip, 1 - clip] in its
+    own dtype (the paper's evaluation: then no activation, sigmoid included, reaches p = 1).
     """
 
     def __init__(
@@ -118,12 +166,15 @@ class ThresholdSweep:
         thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
         calibration_bins: int = 15,
         eps: float = EPS,
+        clip: float | None = None,
     ) -> None:
         grid = np.asarray(thresholds, dtype=np.float64)
         if grid.ndim != 1 or grid.size == 0:
             raise ValueError("thresholds must be a non-empty list")
         if np.any(np.diff(grid) <= 0):
             raise ValueError("thresholds must be strictly increasing")
+        if clip is not None:
+            clip_bounds(clip, torch.float32)  # refuses a clip outside (0, 0.5) now, not later
         calibration_edges = np.arange(1, calibration_bins) / calibration_bins
         # 0.5 always takes part, so that Dice at 0.5 is reported whatever the grid.
         self.reported = np.union1d(grid, [0.5])
@@ -135,34 +186,49 @@ class ThresholdSweep:
         self._calibration_of_bucket = np.concatenate([[0], self._calibration_of_bucket])
         self.calibration_bins = calibration_bins
         self.eps = eps
+        self.clip = clip
         self._n_buckets = len(self.edges) + 1
         self._in_unit = bool(self.edges[0] >= 0.0 and self.edges[-1] <= 1.0)
+        self._bucketings: dict[tuple[torch.dtype, torch.device], _Bucketing] = {}
+        # Accumulators live on the device of the first batch, until result().
         self._per_image: list[Tensor] = []  # (n_images, n_buckets, 2) counts, [.., 0]=neg, 1=pos
-        self._nll = torch.zeros(self._n_buckets * 2, dtype=torch.float64)
-        self._prob_sum = torch.zeros(self._n_buckets * 2, dtype=torch.float64)
+        self._nll: Tensor | None = None  # (2 * n_buckets,) float64 sums per key
+        self._prob_sum: Tensor | None = None
         # -log of the probability given to the true class, clamped to [eps, 1 - eps]; clamping
         # the NLL rather than p keeps float32 exact where 1 - eps rounds in float32.
         self._nll_range = (-np.log1p(-eps), -np.log(eps))
+
+    def _bucketing(self, dtype: torch.dtype, device: torch.device) -> _Bucketing:
+        """The edges rounded to ``dtype`` (as torch rounds a Python float), cached per device."""
+        key = (dtype, device)
+        if key not in self._bucketings:
+            compute = torch.float64 if dtype == torch.float64 else torch.float32
+            own = decision_boundaries(self.edges, dtype)
+            edges = tuple(own.double().tolist())  # exact in ``compute``: it holds every ``own``
+            boundaries = own.to(compute).to(device)
+            self._bucketings[key] = _Bucketing(compute, edges, boundaries)
+        return self._bucketings[key]
 
     def update(self, prob: Tensor | np.ndarray, target: Tensor | np.ndarray) -> None:
         """Add a batch: ``prob`` in [0, 1] and ``target`` in {0, 1}, equal shapes, images first."""
         prob, target = _as_tensor(prob), _as_tensor(target)
         if prob.shape != target.shape:
             raise ValueError(f"prob {tuple(prob.shape)} and target {tuple(target.shape)} differ")
-        prob = prob.detach()
-        if prob.dtype not in (torch.float32, torch.float64):
-            prob = prob.float()
-        prob = prob.reshape(prob.shape[0], -1) if prob.dim() > 1 else prob.reshape(1, -1)
+        prob = _images_first(prob)
         truth = target.detach().reshape(prob.shape).to(device=prob.device) > 0.5
-        use_table = prob.dtype == torch.float32 and prob.device.type == "cpu" and self._in_unit
-        boundaries = decision_boundaries(self.edges, prob.dtype).to(prob.device)
+        clip = clip_bounds(self.clip, prob.dtype) if self.clip is not None else None
+        how = self._bucketing(prob.dtype, prob.device)
+        use_table = how.dtype == torch.float32 and _on_host(prob.device) and self._in_unit
         images_per_chunk = max(1, CHUNK_PIXELS // max(1, prob.shape[1]))
         for start in range(0, prob.shape[0], images_per_chunk):
-            chunk = prob[start : start + images_per_chunk].contiguous()
+            chunk = prob[start : start + images_per_chunk]
+            if clip is not None:
+                chunk = chunk.clamp(*clip)  # in prob's own dtype, before anything else
+            chunk = chunk.to(how.dtype).contiguous()
             bucket = (
-                bucketize_float32(chunk, tuple(self.edges))
+                bucketize_float32(chunk, how.edges)
                 if use_table
-                else torch.bucketize(chunk, boundaries, right=True, out_int32=True)
+                else torch.bucketize(chunk, how.boundaries, right=True, out_int32=True)
             )
             self._update_chunk(chunk, truth[start : start + images_per_chunk], bucket)
 
@@ -173,56 +239,31 @@ class ThresholdSweep:
         image_offset = torch.arange(
             0, n_images * n_keys, n_keys, device=prob.device, dtype=torch.int32
         )
-        counts = torch.bincount((key + image_offset[:, None]).view(-1), minlength=n_images * n_keys)
-        self._per_image.append(counts.view(n_images, self._n_buckets, 2).cpu())
+        counts = count_keys((key + image_offset[:, None]).view(-1), n_images * n_keys)
+        device = self._nll.device if self._nll is not None else prob.device
+        self._per_image.append(counts.view(n_images, self._n_buckets, 2).to(device))
 
         true_class = torch.where(truth, prob, 1 - prob)
         nll = true_class.log_().neg_().clamp_(*self._nll_range)
         flat_key = key.view(-1)
-        for total, weights in ((self._nll, nll), (self._prob_sum, prob)):
-            total += torch.bincount(
-                flat_key, weights=weights.view(-1).double(), minlength=n_keys
-            ).cpu()
+        nll_sum = count_keys(flat_key, n_keys, nll.view(-1).double()).to(device)
+        prob_sum = count_keys(flat_key, n_keys, prob.view(-1).double()).to(device)
+        if self._nll is None or self._prob_sum is None:
+            self._nll, self._prob_sum = nll_sum, prob_sum
+        else:
+            self._nll += nll_sum
+            self._prob_sum += prob_sum
 
     def result(self) -> SweepResult:
-        if not self._per_image:
+        if not self._per_image or self._nll is None or self._prob_sum is None:
             raise ValueError("no predictions were added to the sweep")
-        per_image = torch.cat(self._per_image).numpy().astype(np.int64)  # (images, buckets, 2)
-        # Bucket b holds pixels that reach exactly the first b edges: a pixel is predicted
-        # foreground at the threshold that is edge e iff its bucket is > e.
-        below = np.cumsum(per_image, axis=1)[:, self._reported_at, :]  # (images, T, 2)
-        totals = per_image.sum(axis=1)[:, None, :]
-        tn_i, fn_i = below[..., 0], below[..., 1]
-        fp_i, tp_i = totals[..., 0] - tn_i, totals[..., 1] - fn_i
-        tp, fp, fn, tn = (a.sum(axis=0) for a in (tp_i, fp_i, fn_i, tn_i))
-        dice = dice_from_counts(tp, fp, fn)
-        dice_per_image = dice_from_counts(tp_i, fp_i, fn_i).mean(axis=0)
-
-        nll = self._nll.numpy().reshape(self._n_buckets, 2)
-        nll_below = np.cumsum(nll, axis=0)[self._reported_at]
-        nll_total = nll.sum(axis=0)
-        nll_tn, nll_fn = nll_below[:, 0], nll_below[:, 1]
-        nll_fp, nll_tp = nll_total[0] - nll_tn, nll_total[1] - nll_fn
-
-        table = pd.DataFrame(
-            {
-                "threshold": self.reported,
-                "tp": tp,
-                "fp": fp,
-                "fn": fn,
-                "tn": tn,
-                "dice": dice,
-                "dice_per_image": dice_per_image,
-                "nll_tp": _mean_or_nan(nll_tp, tp),
-                "nll_fp": _mean_or_nan(nll_fp, fp),
-                "nll_tn": _mean_or_nan(nll_tn, tn),
-                "nll_fn": _mean_or_nan(nll_fn, fn),
-            }
-        )
+        per_image = torch.cat(self._per_image).cpu().numpy().astype(np.int64)  # (images, b, 2)
+        n_pixels = int(per_image.sum())
+        counts = self._confusion_table(per_image)
+        table = pd.concat([counts, self._nll_split(counts, n_pixels)], axis=1)
         at_05 = table.loc[np.isclose(self.reported, 0.5)].iloc[0]
         table = table.loc[self.in_grid].reset_index(drop=True)
         best = int(np.argmax(table["dice"].to_numpy()))
-        n_pixels = int(per_image.sum())
         summary = {
             "best_dice": float(table["dice"].iloc[best]),
             "best_threshold": float(table["threshold"].iloc[best]),
@@ -230,16 +271,56 @@ class ThresholdSweep:
             "dice_at_05": float(at_05["dice"]),
             "dice_per_image": float(table["dice_per_image"].iloc[best]),
             "dice_per_image_at_05": float(at_05["dice_per_image"]),
-            "nll": float(nll_total.sum() / n_pixels),
+            "nll": float(self._nll.sum().item() / n_pixels),
             "ece": self._expected_calibration_error(per_image.sum(axis=0), n_pixels),
             "n_images": int(per_image.shape[0]),
             "n_pixels": n_pixels,
         }
         return SweepResult(table=table, summary=summary)
 
+    def _confusion_table(self, per_image: np.ndarray) -> pd.DataFrame:
+        """Pooled counts, pooled Dice and mean per-image Dice at every reported threshold."""
+        # Bucket b holds pixels that reach exactly the first b edges: a pixel is predicted
+        # foreground at the threshold that is edge e iff its bucket is > e.
+        below = np.cumsum(per_image, axis=1)[:, self._reported_at, :]  # (images, T, 2)
+        totals = per_image.sum(axis=1)[:, None, :]
+        tn_i, fn_i = below[..., 0], below[..., 1]
+        fp_i, tp_i = totals[..., 0] - tn_i, totals[..., 1] - fn_i
+        tp, fp, fn, tn = (a.sum(axis=0) for a in (tp_i, fp_i, fn_i, tn_i))
+        return pd.DataFrame(
+            {
+                "threshold": self.reported,
+                "tp": tp,
+                "fp": fp,
+                "fn": fn,
+                "tn": tn,
+                "dice": dice_from_counts(tp, fp, fn),
+                "dice_per_image": dice_from_counts(tp_i, fp_i, fn_i).mean(axis=0),
+            }
+        )
+
+    def _nll_split(self, counts: pd.DataFrame, n_pixels: int) -> pd.DataFrame:
+        """NLL of the TP/FP/TN/FN pixels at every reported threshold, normalised two ways.
+
+        ``mean_nll_*``: mean over the category's pixels (NaN where it is empty);
+        ``paper_nll_*``: sum over the category's pixels / all pixels, as the paper's train.py,
+        so that the four add up to the fold's NLL at every threshold.
+        """
+        assert self._nll is not None
+        nll = self._nll.cpu().numpy().reshape(self._n_buckets, 2)
+        below = np.cumsum(nll, axis=0)[self._reported_at]
+        total = nll.sum(axis=0)
+        sums = {"tn": below[:, 0], "fn": below[:, 1]}
+        sums["fp"], sums["tp"] = total[0] - sums["tn"], total[1] - sums["fn"]
+        categories = ("tp", "fp", "tn", "fn")
+        columns = {f"mean_nll_{k}": _mean_or_nan(sums[k], counts[k].to_numpy()) for k in categories}
+        columns |= {f"paper_nll_{k}": sums[k] / max(n_pixels, 1) for k in categories}
+        return pd.DataFrame(columns, index=counts.index)
+
     def _expected_calibration_error(self, bucket_counts: np.ndarray, n_pixels: int) -> float:
         """sum over bins of |sum p - sum y| / N, i.e. sum_b (n_b / N) |mean p_b - mean y_b|."""
-        prob_per_bucket = self._prob_sum.numpy().reshape(self._n_buckets, 2).sum(axis=1)
+        assert self._prob_sum is not None
+        prob_per_bucket = self._prob_sum.cpu().numpy().reshape(self._n_buckets, 2).sum(axis=1)
         bins = self._calibration_of_bucket
         prob_sum = np.bincount(bins, weights=prob_per_bucket, minlength=self.calibration_bins)
         truth_sum = np.bincount(bins, weights=bucket_counts[:, 1], minlength=self.calibration_bins)
@@ -249,7 +330,8 @@ class ThresholdSweep:
 def threshold_sweep(
     prob: Tensor | np.ndarray, target: Tensor | np.ndarray, thresholds: Sequence[float]
 ) -> pd.DataFrame:
-    """One row per threshold: ``threshold, tp, fp, fn, tn, dice``; foreground: prob >= t."""
+    """One row per threshold: ``threshold, tp, fp, fn, tn, dice``; foreground: ``prob >= t``
+    exactly as torch evaluates it in ``prob``'s own dtype (no clipping)."""
     sweep = ThresholdSweep(thresholds)
     sweep.update(prob, target)
     return sweep.result().table[["threshold", "tp", "fp", "fn", "tn", "dice"]]

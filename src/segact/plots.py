@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from segact import activations
 
 PANEL_INCHES = 3.6
+DPI = 120
 
 
 def _panels(frame: pd.DataFrame, keys: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
@@ -26,8 +27,8 @@ def _panels(frame: pd.DataFrame, keys: Sequence[str]) -> list[tuple[str, pd.Data
     if not keys:
         return [("", frame)]
     return [
-        (" · ".join(map(str, key if isinstance(key, tuple) else (key,))), group)
-        for key, group in frame.groupby(list(keys), sort=True)
+        (" · ".join(map(str, key)), group)
+        for key, group in frame.groupby(list(keys), sort=True, dropna=False)
     ]
 
 
@@ -41,31 +42,36 @@ def _figure(n_panels: int, columns: int = 3) -> tuple[Figure, np.ndarray]:
     return fig, axes
 
 
-def _save(fig: Figure, path: Path) -> None:
-    fig.savefig(path, dpi=120)
+def _save(fig: Figure, path: Path) -> Figure:
+    fig.savefig(path, dpi=DPI)
+    return fig
 
 
-def dice_vs_threshold(thresholds: pd.DataFrame, panel_keys: Sequence[str], path: Path) -> None:
+def dice_curves(thresholds: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Mean and std over folds (and seeds) of the pooled Dice per ``by`` group and threshold."""
+    groups = thresholds.groupby([*by, "threshold"], sort=True, dropna=False)["dice"]
+    return groups.agg(["mean", "std"]).reset_index()
+
+
+def dice_vs_threshold(thresholds: pd.DataFrame, panel_keys: Sequence[str], path: Path) -> Figure:
     """Mean pooled Dice over folds (± std band) against the threshold, a line per activation."""
-    panels = _panels(thresholds, panel_keys)
+    panels = _panels(dice_curves(thresholds, [*panel_keys, "activation"]), panel_keys)
     fig, axes = _figure(len(panels))
     for ax, (title, frame) in zip(axes, panels, strict=False):
-        curves = frame.groupby(["activation", "threshold"])["dice"].agg(["mean", "std"])
-        for activation, curve in curves.groupby(level="activation"):
-            t = curve.index.get_level_values("threshold")
-            ax.plot(t, curve["mean"], marker=".", label=activation)
+        for activation, curve in frame.groupby("activation", sort=True):
+            ax.plot(curve["threshold"], curve["mean"], marker=".", label=activation)
             low, high = curve["mean"] - curve["std"], curve["mean"] + curve["std"]
-            ax.fill_between(t, low, high, alpha=0.2)
+            ax.fill_between(curve["threshold"], low, high, alpha=0.2)
         ax.set(title=title, xlabel="threshold", ylabel="Dice", xlim=(0, 1), ylim=(0, 1))
         ax.legend(fontsize="small")
-    _save(fig, path)
+    return _save(fig, path)
 
 
 def reliability_bins(thresholds: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     """Pixels and foreground pixels per probability bin [t_k, t_k+1), summed over ``by`` groups."""
     per_run = thresholds.sort_values([*by, "run_path", "fold", "threshold"]).copy()
     per_run["predicted"] = per_run["tp"] + per_run["fp"]
-    runs = per_run.groupby([*by, "run_path", "fold"], sort=False)
+    runs = per_run.groupby([*by, "run_path", "fold"], sort=False, dropna=False)
     # Pixels with t_k <= p < t_k+1: the count at t_k minus the count at t_k+1 (0 after the last).
     for column, count in (("pixels", "predicted"), ("foreground", "tp")):
         per_run[column] = per_run[count] - runs[count].shift(-1, fill_value=0)
@@ -73,13 +79,15 @@ def reliability_bins(thresholds: pd.DataFrame, by: Sequence[str]) -> pd.DataFram
     per_run["confidence"] = np.where(
         upper > per_run["threshold"], (per_run["threshold"] + upper) / 2, per_run["threshold"]
     )
-    bins = per_run.groupby([*by, "confidence"], as_index=False)[["pixels", "foreground"]].sum()
+    bins = per_run.groupby([*by, "confidence"], as_index=False, dropna=False)[
+        ["pixels", "foreground"]
+    ].sum()
     bins = bins[bins["pixels"] > 0]
     bins["frequency"] = bins["foreground"] / bins["pixels"]
     return bins
 
 
-def reliability(thresholds: pd.DataFrame, panel_keys: Sequence[str], path: Path) -> None:
+def reliability(thresholds: pd.DataFrame, panel_keys: Sequence[str], path: Path) -> Figure:
     """Observed foreground frequency per probability bin; the diagonal is perfect calibration."""
     bins = reliability_bins(thresholds, [*panel_keys, "activation"])
     panels = _panels(bins, panel_keys)
@@ -96,10 +104,10 @@ def reliability(thresholds: pd.DataFrame, panel_keys: Sequence[str], path: Path)
             ylim=(0, 1),
         )
         ax.legend(fontsize="small")
-    _save(fig, path)
+    return _save(fig, path)
 
 
-def activation_functions(names: Sequence[str], path: Path, limit: float = 6.0) -> None:
+def activation_functions(names: Sequence[str], path: Path, limit: float = 6.0) -> Figure:
     """Each registered activation f and the slope of its curve f' on [-limit, limit].
 
     The slope is taken from the plotted curve (np.gradient), not autograd: ``linear`` is a min-max
@@ -115,4 +123,4 @@ def activation_functions(names: Sequence[str], path: Path, limit: float = 6.0) -
     ax_f.set(title="activation f(z)", xlabel="logit z", ylabel="probability")
     ax_df.set(title="derivative f'(z)", xlabel="logit z", ylabel="df/dz")
     ax_f.legend(fontsize="small")
-    _save(fig, path)
+    return _save(fig, path)

@@ -1,14 +1,15 @@
 """``segact-train``: compose the config, check it, train every fold, write the result files.
 
 Outputs of a run (DESIGN.md): epochs.csv, thresholds.csv, folds.csv and summary.json, each
-written atomically and refreshed after every fold so a crash loses at most the fold in flight.
+written atomically. Each finished fold is first kept in ``parts/`` (its row, epochs and
+thresholds), so a crash loses at most the fold in flight, and folds computed by separate jobs
+(``trainer.fold=k``) or by two processes sharing a sweep join into the same run files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import sys
@@ -25,47 +26,25 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from segact import checkpoint, report
-from segact.config import ConfigError, instantiate_named, validate, validate_against_data
+from segact import checkpoint, runs, tables
+from segact.config import (
+    ConfigError,
+    config_dir,
+    instantiate_named,
+    validate,
+    validate_against_data,
+)
 from segact.data.base import SegmentationData
-from segact.data.splits import case_folds
-from segact.engine import ZERO_GRADIENT_MESSAGE, Augment, fit_fold, resolve_device
+from segact.data.splits import Fold, case_folds
+from segact.engine import FoldResult, FoldSetup, fit_fold, resolve_device
+from segact.fitting import Augment
 from segact.heads import build_head
-from segact.io import read_json, write_csv, write_json
+from segact.interrupt import Interrupted
+from segact.io import read_json, remove_temporaries_of, write_csv, write_json
 
 log = logging.getLogger("segact")
 
-
-def config_dir() -> Path:
-    """configs/ inside an installed wheel, else the repository's top-level configs/."""
-    packaged = Path(__file__).resolve().parent / "configs"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "configs"
-
-
-def run_keys(cfg: DictConfig) -> dict[str, Any]:
-    """The run's choices, as columns of every result row."""
-    return {
-        "experiment": cfg.get("experiment_name", "default"),
-        "dataset": cfg.dataset.name,
-        "arch": cfg.model.arch,
-        "encoder": cfg.model.encoder,
-        "head": cfg.head.name,
-        "activation": cfg.activation.name,
-        "loss": cfg.loss.name,
-        "binarize": cfg.loss.get("binarize", "none"),
-        "protocol": cfg.eval.protocol,
-        "seed": int(cfg.trainer.seed),
-        "max_epochs": int(cfg.trainer.max_epochs),
-        "lr": float(cfg.trainer.lr),
-        "batch_size": int(cfg.trainer.batch_size),
-    }
-
-
-UNFINGERPRINTED = {
-    "trainer": ("progress", "threads", "checkpoint_every_s"),
-    "": ("experiment_name",),
-}
-"""Keys that change neither the numbers nor the run directory's meaning."""
+PARTS_DIR = "parts"
 
 
 def threads_per_job(n_jobs: int) -> int:
@@ -76,79 +55,11 @@ def threads_per_job(n_jobs: int) -> int:
 OmegaConf.register_new_resolver("threads_per_job", threads_per_job, replace=True)
 
 
-def config_fingerprint(cfg: DictConfig) -> str:
-    """Hash of the resolved config: results and checkpoints are reused only under the same one
-    (the directory name holds only the command line's choices, not edits to the YAML files)."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    for section, keys in UNFINGERPRINTED.items():
-        node = container.get(section, {}) if section else container
-        for key in keys:
-            node.pop(key, None)
-    text = json.dumps(container, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def finished_summary(run_dir: Path, fingerprint: str) -> dict[str, Any] | None:
-    """The run's summary.json if it says ok and was written under the same config."""
-    path = run_dir / "summary.json"
-    try:
-        summary = read_json(path)
-    except (OSError, ValueError):
-        return None
-    if summary.get("status") == "ok" and summary.get("config_hash") == fingerprint:
-        return summary
-    return None
-
-
-@dataclasses.dataclass
-class _Outputs:
-    """The run's three tables, grown fold by fold and rewritten after each fold."""
-
-    epochs: list[pd.DataFrame] = dataclasses.field(default_factory=list)
-    thresholds: list[pd.DataFrame] = dataclasses.field(default_factory=list)
-    folds: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    notes: list[str] = dataclasses.field(default_factory=list)
-
-    @classmethod
-    def finished(cls, run_dir: Path, fingerprint: str) -> _Outputs:
-        """Folds an interrupted run already finished under the same config."""
-        try:
-            tables = {
-                name: pd.read_csv(run_dir / f"{name}.csv")
-                for name in ("folds", "epochs", "thresholds")
-            }
-            folds = tables["folds"]
-            done = folds[(folds["status"] == "ok") & (folds["config_hash"] == fingerprint)]
-        except (OSError, KeyError, pd.errors.ParserError, pd.errors.EmptyDataError):
-            return cls()
-        if done.empty:
-            return cls()
-        epochs, thresholds = (
-            tables[name][tables[name]["fold"].isin(done["fold"])]
-            for name in ("epochs", "thresholds")
-        )
-        notes = [ZERO_GRADIENT_MESSAGE] if done["zero_gradient"].any() else []
-        return cls([epochs], [thresholds], done.to_dict("records"), notes)
-
-    @property
-    def fold_indices(self) -> set[int]:
-        return {int(row["fold"]) for row in self.folds}
-
-    def add(self, result: Any, row: dict[str, Any], run_dir: Path) -> None:
-        self.epochs.append(result.epochs)
-        self.thresholds.append(result.thresholds)
-        self.folds.append(row)
-        self.notes.extend(n for n in result.notes if n not in self.notes)
-        write_csv(pd.concat(self.epochs, ignore_index=True), run_dir / "epochs.csv")
-        write_csv(pd.concat(self.thresholds, ignore_index=True), run_dir / "thresholds.csv")
-        write_csv(pd.DataFrame(self.folds), run_dir / "folds.csv")
-
-
-def configure_torch(cfg: DictConfig) -> torch.device:
+def configure_torch(cfg: DictConfig) -> tuple[torch.device, int]:
     threads = cfg.trainer.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    return resolve_device(cfg.trainer.device)
+    return resolve_device(cfg.trainer.device), threads
 
 
 def load_dataset(cfg: DictConfig) -> SegmentationData:
@@ -169,27 +80,157 @@ def build_augment(cfg: DictConfig) -> Augment | None:
     return instantiate_named(augment_cfg)
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Run every fold of one configuration; returns the run's summary.
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """Where a run writes and what identifies it."""
 
-    A run whose summary.json says ok (under the same config) is skipped; an interrupted one keeps
-    its finished folds and resumes the fold in flight from its last epoch checkpoint.
+    run_dir: Path
+    label: str  # the run folder relative to its sweep folder
+    identity: dict[str, Any]
+    fingerprint: str
+    keys: dict[str, Any]
+
+    @property
+    def columns(self) -> dict[str, Any]:
+        return {**self.keys, "run_dir": self.label, "config_hash": self.fingerprint}
+
+
+class FoldParts:
+    """Finished folds of a run, one set of files each in ``parts/``: ``fold<k>.json`` (the fold's
+    row and notes, written last), ``fold<k>.epochs.csv`` and ``fold<k>.thresholds.csv``."""
+
+    def __init__(self, run_dir: Path, fingerprint: str) -> None:
+        self.folder = Path(run_dir) / PARTS_DIR
+        self.fingerprint = fingerprint
+
+    def _path(self, fold: int, kind: str) -> Path:
+        return self.folder / f"fold{fold}.{kind}"
+
+    def load(self, fold: int) -> dict[str, Any] | None:
+        """The fold's record if it finished under this identity and its files are intact."""
+        try:
+            record = read_json(self._path(fold, "json"))
+            intact = all(
+                runs.file_digest(self._path(fold, f"{kind}.csv")) == record["sha256"][kind]
+                for kind in ("epochs", "thresholds")
+            )
+        except (OSError, ValueError, KeyError):
+            return None
+        return record if intact and record.get("config_hash") == self.fingerprint else None
+
+    def save(self, fold: int, result: FoldResult, row: dict[str, Any]) -> None:
+        digests = {}
+        for kind, frame in (("epochs", result.epochs), ("thresholds", result.thresholds)):
+            write_csv(frame, self._path(fold, f"{kind}.csv"))
+            digests[kind] = runs.file_digest(self._path(fold, f"{kind}.csv"))
+        record = {"config_hash": self.fingerprint, "row": row, "notes": result.notes}
+        write_json({**record, "sha256": digests}, self._path(fold, "json"))
+
+    def frames(self, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return tuple(
+            pd.read_csv(self._path(fold, f"{kind}.csv")) for kind in ("epochs", "thresholds")
+        )
+
+
+def compute_fold(setup: FoldSetup, ctx: RunContext, parts: FoldParts, fold: Fold) -> bool:
+    """Train ``fold`` unless it is finished or another process holds it; True if it ran."""
+    stale_s = float(setup.cfg.runtime.lock_stale_s)
+    lock = runs.acquire(runs.fold_lock_path(ctx.run_dir, fold.index), stale_s)
+    if lock is None:
+        log.info(
+            "fold %d of %s is being computed by another process: skipped", fold.index, ctx.label
+        )
+        return False
+    try:
+        if parts.load(fold.index) is not None:  # finished while we waited for the lock
+            return False
+        saved = checkpoint.fold_checkpoint(ctx.run_dir, fold.index)
+        result = fit_fold(setup, fold, saved, heartbeat=lock.refresh)
+        row = {**ctx.columns, "fold": fold.index, **result.summary, "status": "ok", "error": ""}
+        parts.save(fold.index, result, row)
+        checkpoint.remove(saved)
+    finally:
+        lock.release()
+    log.info(
+        "fold %d: best Dice %.4f at t=%.2f, mean Dice %.4f (epoch %d)",
+        fold.index,
+        row["best_dice"],
+        row["best_threshold"],
+        row["mean_dice"],
+        row["epoch_selected"],
+    )
+    return True
+
+
+def assemble(ctx: RunContext, parts: FoldParts, n_folds: int, stale_s: float) -> dict[str, Any]:
+    """Join the finished folds into the run's files; summary.json says ok once all are there."""
+    with runs.holding(runs.run_lock_path(ctx.run_dir), stale_s):
+        records = {k: r for k in range(n_folds) if (r := parts.load(k)) is not None}
+        frames = [parts.frames(k) for k in records]
+        names = ("epochs.csv", "thresholds.csv", "folds.csv")
+        for name in (*names, runs.SUMMARY_FILE):
+            remove_temporaries_of(ctx.run_dir / name)
+        if not records:
+            return {**ctx.columns, "status": "incomplete", "folds": 0}
+        fold_frame = pd.DataFrame([r["row"] for r in records.values()])
+        tables_out = (
+            pd.concat([f[0] for f in frames], ignore_index=True),
+            pd.concat([f[1] for f in frames], ignore_index=True),
+            fold_frame,
+        )
+        for name, frame in zip(names, tables_out, strict=True):
+            write_csv(frame, ctx.run_dir / name)
+        notes = sorted({note for r in records.values() for note in r["notes"]})
+        summary = {
+            **ctx.columns,
+            "status": "ok" if len(records) == n_folds else "incomplete",
+            "error": "",
+            "folds": len(records),
+            "zero_gradient": bool(fold_frame["zero_gradient"].all()),
+            "notes": notes,
+            **tables.summarize_numbers(fold_frame),
+            "identity": ctx.identity,
+        }
+        if summary["status"] == "ok":
+            summary["files"] = runs.file_records(ctx.run_dir)
+            write_json(summary, ctx.run_dir / runs.SUMMARY_FILE)
+    with contextlib.suppress(OSError):  # other processes may still hold locks there
+        (ctx.run_dir / runs.LOCK_FOLDER).rmdir()
+    return summary
+
+
+def run_context(
+    cfg: DictConfig, run_dir: Path, label: str | None, device: torch.device, threads: int
+) -> RunContext:
+    identity = runs.identity(cfg, device.type, threads)
+    fingerprint = runs.config_hash(identity)
+    return RunContext(
+        Path(run_dir), label or Path(run_dir).name, identity, fingerprint, runs.run_keys(cfg)
+    )
+
+
+def train(cfg: DictConfig, run_dir: Path, label: str | None = None) -> dict[str, Any]:
+    """Run the folds of one configuration (``trainer.fold``: only that one); returns the summary.
+
+    A run whose summary.json says ok (same identity, files intact) is skipped; an interrupted one
+    keeps its finished folds and resumes the fold in flight from its last checkpoint.
     """
-    run_dir = Path(run_dir)
-    fingerprint = config_fingerprint(cfg)
-    finished = finished_summary(run_dir, fingerprint)
-    if finished is not None:
-        print(f"skipped {run_dir}: finished already (summary.json says ok)")
-        return finished
     validate(cfg)
-    device = configure_torch(cfg)
-    data = load_dataset(cfg)
+    device, threads = configure_torch(cfg)
+    ctx = run_context(cfg, run_dir, label, device, threads)
+    finished = runs.finished_summary(ctx.run_dir, ctx.fingerprint)
+    if finished is not None:
+        log.info("skipped %s: finished already (summary.json says ok)", ctx.run_dir)
+        return finished
+    warn_if_superseding(ctx)
+    data = load_dataset(cfg).on_device(device)
     validate_against_data(cfg, data.n_cases)
     head = build_head(cfg.head, cfg.activation)
-    loss_fn = instantiate_named(cfg.loss)
-    augment = build_augment(cfg)
-    keys = {**run_keys(cfg), "run_dir": str(run_dir), "config_hash": fingerprint}
-    folds = case_folds(data.cases, cfg.trainer.folds, cfg.trainer.seed)
+    setup = FoldSetup(
+        cfg, data, head, instantiate_named(cfg.loss), device, build_augment(cfg), ctx.fingerprint
+    )
+    trainer = cfg.trainer
+    folds = case_folds(data.cases, trainer.folds, trainer.seed, trainer.shuffle_folds)
     log.info(
         "%s: %d images, %d cases, %d folds on %s",
         data.name,
@@ -198,53 +239,42 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         len(folds),
         device,
     )
-
-    outputs = _Outputs.finished(run_dir, fingerprint)
-    if outputs.folds:
-        log.info("resuming %s: folds %s finished already", run_dir, sorted(outputs.fold_indices))
-    for fold in folds:
-        if fold.index in outputs.fold_indices:
-            continue
-        saved = checkpoint.fold_checkpoint(run_dir, fold.index)
-        result = fit_fold(cfg, data, fold, head, loss_fn, device, augment, saved, fingerprint)
-        row = {**keys, "fold": fold.index, **result.summary, "status": "ok", "error": ""}
-        outputs.add(result, row, run_dir)
-        checkpoint.remove(saved)
-        log.info(
-            "fold %d: best Dice %.4f at t=%.2f, mean Dice %.4f (epoch %d)",
-            fold.index,
-            result.summary["best_dice"],
-            result.summary["best_threshold"],
-            result.summary["mean_dice"],
-            result.summary["epoch_selected"],
-        )
-
-    fold_frame = pd.DataFrame(outputs.folds)
-    notes = outputs.notes
-    summary = {
-        **keys,
-        "status": "ok",
-        "error": "",
-        "folds": len(fold_frame),
-        "zero_gradient": bool(fold_frame["zero_gradient"].all()),
-        "notes": notes,
-        **report.summarize_numbers(fold_frame),
-    }
-    write_json(summary, run_dir / "summary.json")
-    print(f"\n{run_dir}")
-    print(report.format_table(report.dice_table(fold_frame)))
-    for note in notes:
-        print(f"NOTE: {note}")
+    parts = FoldParts(ctx.run_dir, ctx.fingerprint)
+    for fold in folds if trainer.fold is None else [folds[trainer.fold]]:
+        if parts.load(fold.index) is None:
+            compute_fold(setup, ctx, parts, fold)
+    summary = assemble(ctx, parts, len(folds), float(cfg.runtime.lock_stale_s))
+    if summary["status"] == "ok":
+        finished_rows = pd.read_csv(ctx.run_dir / "folds.csv")
+        log.info("%s\n%s", ctx.run_dir, tables.format_table(tables.dice_table(finished_rows)))
+        for note in summary["notes"]:
+            log.warning("NOTE: %s", note)
+    else:
+        log.info("%s: %d of %d folds finished so far", ctx.run_dir, summary["folds"], len(folds))
     return summary
 
 
-def record_failure(cfg: DictConfig, run_dir: Path, error: BaseException) -> dict[str, Any]:
+def warn_if_superseding(ctx: RunContext) -> None:
+    old = runs.superseded_identity(ctx.run_dir, ctx.fingerprint)
+    if old is not None:
+        changed = runs.differing_keys(old, ctx.identity)
+        log.warning(
+            "%s holds a finished run of another configuration (differs in %s); computing the "
+            "new one in its place",
+            ctx.run_dir,
+            ", ".join(changed) or "settings not recorded",
+        )
+
+
+def record_failure(
+    cfg: DictConfig, run_dir: Path, label: str | None, error: BaseException
+) -> dict[str, Any]:
     """summary.json says failed, and folds.csv gains a failed row, so reports list the run."""
     try:
-        keys = run_keys(cfg)
+        keys = runs.run_keys(cfg)
     except Exception:  # the config itself may be what is broken
         keys = {}
-    keys["run_dir"] = str(run_dir)
+    keys["run_dir"] = label or Path(run_dir).name
     message = f"{type(error).__name__}: {error}"
     summary = {
         **keys,
@@ -253,33 +283,27 @@ def record_failure(cfg: DictConfig, run_dir: Path, error: BaseException) -> dict
         "epoch": getattr(error, "epoch", None),
         "traceback": traceback.format_exc(limit=-8),
     }
-    write_json(summary, run_dir / "summary.json")
-    folds_path = run_dir / "folds.csv"
+    write_json(summary, Path(run_dir) / runs.SUMMARY_FILE)
+    folds_path = Path(run_dir) / "folds.csv"
     previous = pd.read_csv(folds_path) if folds_path.exists() else pd.DataFrame()
     if "status" in previous.columns:  # a retried run: drop the failed row of the last attempt
         previous = previous[previous["status"] == "ok"]
-    failed_row = pd.DataFrame(
-        [
-            {
-                **keys,
-                "fold": len(previous),
-                "status": "failed",
-                "error": message,
-                "failed_epoch": summary["epoch"],
-            }
-        ]
-    )
-    write_csv(pd.concat([previous, failed_row], ignore_index=True), folds_path)
+    failed_row = {**keys, "fold": len(previous), "status": "failed", "error": message}
+    failed_row["failed_epoch"] = summary["epoch"]
+    write_csv(pd.concat([previous, pd.DataFrame([failed_row])], ignore_index=True), folds_path)
     return summary
 
 
-def run(cfg: DictConfig, run_dir: Path, raise_errors: bool = True) -> dict[str, Any]:
-    """``train`` with failures recorded; in a sweep (raise_errors=False) the sweep goes on."""
+def run(
+    cfg: DictConfig, run_dir: Path, label: str | None = None, raise_errors: bool = True
+) -> dict[str, Any]:
+    """``train`` with failures recorded (bad config or data too); in a sweep (raise_errors=False)
+    the sweep goes on. An interrupt is no failure: the checkpoint is kept for the next start."""
     started = time.perf_counter()
     try:
-        summary = train(cfg, run_dir)
+        summary = train(cfg, run_dir, label)
     except Exception as error:
-        summary = record_failure(cfg, run_dir, error)
+        summary = record_failure(cfg, run_dir, label, error)
         log.error("run failed: %s", summary["error"])
         if raise_errors:
             raise
@@ -287,18 +311,26 @@ def run(cfg: DictConfig, run_dir: Path, raise_errors: bool = True) -> dict[str, 
     return summary
 
 
-def _is_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+def _label(run_dir: Path) -> str:
+    """The run folder relative to its sweep folder (multirun) or its outputs/ folder."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return os.path.relpath(run_dir, hydra_cfg.sweep.dir)
+    return hydra_cfg.sweep.subdir if hydra_cfg.sweep.subdir else run_dir.name
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        summary = run(cfg, run_dir, raise_errors=not _is_multirun())
+        summary = run(cfg, run_dir, _label(run_dir), raise_errors=not multirun)
     except ConfigError as error:
         print(f"segact: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except (Interrupted, KeyboardInterrupt):
+        print("segact: interrupted; run the same command to resume", file=sys.stderr)
+        sys.exit(130)
     return summary.get("mean_dice_mean")
 
 

@@ -1,4 +1,4 @@
-"""Datasets: every loader returns a SegmentationData held in memory."""
+"""Datasets: every loader returns a SegmentationData, its compact raw arrays read by the batch."""
 
 from segact.data.base import SegmentationData
 

@@ -34,3 +34,25 @@ class Albumentations:
             torch.from_numpy(np.stack(out_images).transpose(0, 3, 1, 2).copy()),
             torch.from_numpy(np.stack(out_masks)[:, None].copy()),
         )
+
+    def _random_owners(self) -> list[A.BaseCompose | A.BasicTransform]:
+        """The compose and every transform in it: each holds its own random generators."""
+        owners: list[A.BaseCompose | A.BasicTransform] = []
+        pending: list[A.BaseCompose | A.BasicTransform] = [self.compose]
+        while pending:
+            owner = pending.pop(0)
+            owners.append(owner)
+            pending.extend(getattr(owner, "transforms", []))
+        return owners
+
+    def state_dict(self) -> list[tuple[dict, tuple]]:
+        """The random state of every generator, for fold checkpoints (exact resume)."""
+        return [
+            (o.random_generator.bit_generator.state, o.py_random.getstate())
+            for o in self._random_owners()
+        ]
+
+    def load_state_dict(self, states: list[tuple[dict, tuple]]) -> None:
+        for owner, (numpy_state, python_state) in zip(self._random_owners(), states, strict=True):
+            owner.random_generator.bit_generator.state = numpy_state
+            owner.py_random.setstate(python_state)

@@ -1,29 +1,42 @@
-"""Preprocessed-array cache: decode and resize once, then load the arrays in milliseconds.
+"""Preprocessed-array cache: decode and resize once, then read the arrays batch by batch.
 
-A cache file is keyed by the loader's preprocessing settings and by the path, size and
-modification time of every input file, so any changed, added or removed file (or setting) gives
-a new key and a fresh decode. Files are written atomically, so parallel runs of a sweep that
-build the same entry at once never read a half-written file.
+A loader hands its decoded images and masks, part by part, to a ``Writer``, which streams them to
+disk, so decoding holds a few images in memory, not the dataset. A cache entry is three files:
+``<name>-<key>.images.npy`` (uint8 for 8-bit sources, else float32), ``<name>-<key>.masks.npy``
+(uint8 0/1) and ``<name>-<key>.npz`` (names, cases, and the ``Summary`` of the arrays: channel
+statistics and foreground count, so a cached load reads no pixel; written last: it marks a
+complete entry).
+The key covers the loader's preprocessing settings and the path, size and modification time of
+every input file, so any changed, added or removed file (or setting) gives a fresh decode.
+Files are written atomically, so parallel runs of a sweep that build the same entry at once
+never read a half-written file. With the cache off, the same files go to a temporary folder that
+is deleted at once (the open files stay readable until the dataset is gone).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
+from segact.data.base import Meta, Stored, Summary
+from segact.data.rows import FileRows
+from segact.errors import DatasetError
+from segact.io import atomic_path
+
 log = logging.getLogger(__name__)
 
-VERSION = 1  # bump when the arrays a loader produces change for the same settings
-Arrays = dict[str, np.ndarray]
+VERSION = 2  # bump when the files or the arrays a loader produces change for the same settings
+Layout = tuple[tuple[int, ...], np.dtype]
 
 
 def default_cache_dir() -> Path:
@@ -40,38 +53,146 @@ def cache_key(settings: dict[str, Any], files: Iterable[Path]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def _save(arrays: Arrays, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-        np.savez(handle, **arrays)
-    os.replace(handle.name, path)
+class Spool:
+    """Arrays appended in order to ``file`` (a temporary file), each in its own layout."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self.file = file
+        self.parts: list[Layout] = []
+
+    def append(self, array: np.ndarray) -> None:
+        array = np.ascontiguousarray(array)
+        self.file.write(memoryview(array).cast("B"))
+        self.parts.append((array.shape, array.dtype))
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        self.file.seek(0)
+        for shape, dtype in self.parts:
+            data = self.file.read(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+            yield np.frombuffer(data, dtype).reshape(shape)
+
+    def save(self, path: Path, row_shape: tuple[int, ...], dtype: np.dtype) -> None:
+        """One .npy file of every part, each made ``row_shape`` and ``dtype`` by ``conform``."""
+        rows = sum(shape[0] for shape, _ in self.parts)
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+            "fortran_order": False,
+            "shape": (rows, *row_shape),
+        }
+        with atomic_path(path) as tmp, open(tmp, "wb") as out:
+            np.lib.format.write_array_header_2_0(out, header)
+            for part in self:
+                out.write(memoryview(np.ascontiguousarray(conform(part, row_shape[0], dtype))))
+
+
+def conform(images: np.ndarray, channels: int, dtype: np.dtype) -> np.ndarray:
+    """(k, c, h, w) images as ``channels`` channels (gray repeated) of ``dtype`` (uint8 -> float
+    in [0, 1]); unchanged where they match already."""
+    if images.shape[1] != channels:
+        images = np.repeat(images, channels, axis=1)
+    if images.dtype != dtype:
+        images = images.astype(np.float32) / 255 if images.dtype == np.uint8 else images
+        images = images.astype(dtype)
+    return images
+
+
+def common_layout(parts: list[Layout], gray_to_rgb: bool, source: Path) -> tuple[int, np.dtype]:
+    """One channel count and type for every image: mixed gray and colour (or ``gray_to_rgb``)
+    gives colour; mixed 8-bit and other images give float32."""
+    channels = {shape[1] for shape, _ in parts}
+    if gray_to_rgb or channels == {1, 3}:
+        channels = {3 if c == 1 else c for c in channels}
+    if len(channels) > 1:
+        raise DatasetError(
+            f"{source}: images have different channel counts {sorted(channels)}: "
+            "convert them to one format"
+        )
+    dtypes = {dtype for _, dtype in parts}
+    return channels.pop(), dtypes.pop() if len(dtypes) == 1 else np.dtype(np.float32)
+
+
+class Writer:
+    """Where a loader puts its decoded data, in order: ``add(images (k, C, h, w), masks (k, h,
+    w) bool)``; ``save`` settles the images' common layout and writes the .npy files."""
+
+    def __init__(self, images: Spool, masks: Spool, gray_to_rgb: bool = False) -> None:
+        self.images, self.masks, self.gray_to_rgb = images, masks, gray_to_rgb
+
+    def add(self, images: np.ndarray, masks: np.ndarray) -> None:
+        self.images.append(images)
+        self.masks.append(masks.reshape(len(masks), 1, *masks.shape[-2:]).astype(np.uint8))
+
+    def save(self, stem: Path, source: Path) -> None:
+        if not self.images.parts:
+            raise DatasetError(f"{source}: no images found: put the data there")
+        channels, dtype = common_layout(self.images.parts, self.gray_to_rgb, source)
+        size = self.images.parts[0][0][2:]
+        self.images.save(_path(stem, "images"), (channels, *size), dtype)
+        self.masks.save(_path(stem, "masks"), (1, *size), np.dtype(np.uint8))
+
+
+def _path(stem: Path, part: str) -> Path:
+    return stem.parent / f"{stem.name}.{part}.npy"
+
+
+def _meta_path(stem: Path) -> Path:
+    return stem.parent / f"{stem.name}.npz"
+
+
+def _open(stem: Path) -> Stored:
+    with np.load(_meta_path(stem), allow_pickle=False) as stored:
+        meta = {key: stored[key] for key in stored.files}
+    return Stored(FileRows(_path(stem, "images")), FileRows(_path(stem, "masks")), meta)
+
+
+def _build(stem: Path, build: Callable[[Writer], Meta], gray_to_rgb: bool, source: Path) -> Stored:
+    spool = functools.partial(tempfile.TemporaryFile, dir=stem.parent)
+    with spool() as images, spool() as masks:
+        writer = Writer(Spool(images), Spool(masks), gray_to_rgb)
+        meta = build(writer)
+        writer.save(stem, source)
+    summary = Summary.of(FileRows(_path(stem, "images")), FileRows(_path(stem, "masks")))
+    with atomic_path(_meta_path(stem)) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **meta, **summary.to_meta())
+    return _open(stem)
 
 
 def cached(
-    label: str,
+    source: Path,
     settings: dict[str, Any],
     files: Iterable[Path],
-    build: Callable[[], Arrays],
+    build: Callable[[Writer], Meta],
     cache_dir: str | Path | None = None,
     enabled: bool = True,
-) -> Arrays:
-    """``build()``'s arrays, from the cache when the settings and files are unchanged."""
-    if not enabled:
-        return build()
-    folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    path = folder / f"{label}-{cache_key(settings, files)}.npz"
-    if path.exists():
+) -> Stored:
+    """The arrays ``build(writer)`` writes for ``source``, from the cache when the settings and
+    files are unchanged; ``settings['gray_to_rgb']`` makes gray images join colour ones."""
+    gray_to_rgb = bool(settings.get("gray_to_rgb", False))
+    if enabled:
+        folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        stem = folder / f"{source.name}-{cache_key(settings, files)}"
         started = time.perf_counter()
-        with np.load(path, allow_pickle=False) as stored:
-            arrays = {key: stored[key] for key in stored.files}
-        log.info("%s: loaded from cache %s in %.2f s", label, path, time.perf_counter() - started)
-        return arrays
-    started = time.perf_counter()
-    arrays = build()
-    try:
-        _save(arrays, path)
-    except OSError as error:  # a read-only cache folder slows later runs, it breaks nothing
-        log.warning("%s: could not write the cache file %s (%s)", label, path, error)
-    else:
-        log.info("%s: decoded in %.1f s, cached to %s", label, time.perf_counter() - started, path)
-    return arrays
+        if _meta_path(stem).exists():
+            try:
+                stored = _open(stem)
+            except (OSError, ValueError) as error:  # e.g. a file of the entry deleted by hand
+                log.warning(
+                    "%s: cache entry %s is incomplete (%s): decoding again", source, stem, error
+                )
+            else:
+                log.info(
+                    "%s: opened cache %s in %.3f s", source, stem, time.perf_counter() - started
+                )
+                return stored
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            stored = _build(stem, build, gray_to_rgb, source)
+        except OSError as error:  # a read-only cache folder slows later runs, it breaks nothing
+            log.warning("%s: could not write the cache in %s (%s)", source, folder, error)
+        else:
+            log.info(
+                "%s: decoded in %.1f s, cached to %s", source, time.perf_counter() - started, stem
+            )
+            return stored
+    with tempfile.TemporaryDirectory(prefix="segact-") as scratch:
+        return _build(Path(scratch) / source.name, build, gray_to_rgb, source)

@@ -1,8 +1,9 @@
 """``dataset=folder``: ``root/images/*`` and ``root/masks/*`` (png, jpg, tif, bmp) paired by name.
 
-Images are scaled to [0, 1], resized bilinearly to ``image_size``; masks are binarized (see
-``preprocess.binarize``) and resized by nearest neighbour. A case is one file, or the group that
-``case_regex`` extracts from the name (e.g. a video id), so folds never split a group.
+Images are resized bilinearly to ``image_size`` and stored as 8-bit where the files are (else as
+float32 in [0, 1]); masks are binarized (see ``MaskRule``, ``preprocess.binarize``) and resized
+by nearest neighbour. A case is one file, or the group that ``case_regex`` extracts from the
+name (e.g. a video id), so folds never split a group.
 """
 
 from __future__ import annotations
@@ -12,17 +13,25 @@ import os
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from segact.data.base import SegmentationData
-from segact.data.cache import Arrays, cached
-from segact.data.errors import DatasetError
-from segact.data.normalize import finish
+from segact.data.base import Meta, SegmentationData, checked_dataset
+from segact.data.cache import Writer, cached
+from segact.data.normalize import check_normalize
 from segact.data.pairs import list_named, match_pairs, require_nonempty, resolve_root
-from segact.data.preprocess import binarize, parse_size, resize_image, resize_mask, unit_scale
+from segact.data.preprocess import (
+    binarize,
+    check_int,
+    parse_size,
+    resize_image,
+    resize_mask,
+    unit_scale,
+)
+from segact.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -30,66 +39,111 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 COLOUR_MODES = ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV")  # read as RGB (a mask keeps P indices)
+ALPHA_BANDS = ("A", "a")
+MASK_CHANNELS = "null (the mask's colour), alpha, or a channel index 0, 1, ..."
 
 
-def read_image(path: Path, mask: bool = False) -> np.ndarray:
-    """Pixels as stored: (H, W) or (H, W, C) without alpha; a DatasetError names a bad file."""
+@dataclass(frozen=True)
+class MaskRule:
+    """Which pixels of a mask file are foreground (see ``read_mask`` and ``binarize``)."""
+
+    threshold: float | None = None
+    foreground_values: list[int] | None = None
+    channel: str | int | None = None  # None: the colour (alpha dropped); "alpha"; an index
+
+
+def mask_rule(
+    threshold: float | None, foreground_values: Sequence[int] | None, channel: str | int | None
+) -> MaskRule:
+    """The dataset.mask_* settings, checked."""
+    wrong_index = isinstance(channel, bool) or not isinstance(channel, int) or channel < 0
+    if channel is not None and channel != "alpha" and wrong_index:
+        raise DatasetError(f"config key 'dataset.mask_channel' = {channel!r}: use {MASK_CHANNELS}")
+    values = None if foreground_values is None else [int(v) for v in foreground_values]
+    return MaskRule(threshold, values, channel)
+
+
+def read_pixels(path: Path, mask: bool = False) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Pixels as stored, (H, W) or (H, W, C), and their band names; colour modes are read as RGB
+    (a mask's as RGBA when it has alpha, its P indices as they are). A bad file is named."""
     require_nonempty(path)
     try:
         with Image.open(path) as image:
             image.load()
             if image.mode in COLOUR_MODES and not (mask and image.mode == "P"):
-                image = image.convert("RGB")
-            array = np.asarray(image)
+                keep_alpha = mask and image.mode == "PA"
+                image = image.convert("RGBA" if keep_alpha else "RGB")
+            return np.asarray(image), image.getbands()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise DatasetError(
             f"{path} cannot be read as an image ({error}): replace it with a valid file, or "
             "remove it together with its image or mask"
         ) from error
-    if array.ndim == 3 and array.shape[-1] in (2, 4):  # drop alpha
-        array = array[..., :-1]
-    return array
+
+
+def _without_alpha(pixels: np.ndarray) -> np.ndarray:
+    if pixels.ndim == 3 and pixels.shape[-1] in (2, 4):  # LA, RGBA, RGBX: drop the last band
+        pixels = pixels[..., :-1]
+    return pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] == 1 else pixels
+
+
+def read_image(path: Path) -> np.ndarray:
+    """(H, W) or (H, W, 3) pixels without alpha."""
+    pixels, _ = read_pixels(path)
+    return _without_alpha(pixels)
+
+
+def read_mask(path: Path, channel: str | int | None = None) -> np.ndarray:
+    """(H, W) values of a mask: its colour (the brightest channel; alpha dropped), its
+    ``alpha`` channel, or channel number ``channel``."""
+    pixels, bands = read_pixels(path, mask=True)
+    has_alpha = bands[-1] in ALPHA_BANDS
+    if channel == "alpha":
+        if not has_alpha:
+            raise DatasetError(
+                f"{path} has no alpha channel (bands {''.join(bands)}) but "
+                f"dataset.mask_channel=alpha: use {MASK_CHANNELS}"
+            )
+        return pixels[..., -1]
+    if isinstance(channel, int):
+        planes = pixels.reshape(*pixels.shape[:2], -1)
+        if channel >= planes.shape[-1]:
+            raise DatasetError(
+                f"config key 'dataset.mask_channel' = {channel}: {path} has only "
+                f"{planes.shape[-1]} channel(s) ({''.join(bands)}): use {MASK_CHANNELS}"
+            )
+        return planes[..., channel]
+    if has_alpha and _only_alpha_varies(pixels):
+        raise DatasetError(
+            f"{path}: the mask's colour is the same everywhere and only its alpha channel "
+            "varies: set dataset.mask_channel=alpha to use the alpha channel as the mask"
+        )
+    colour = _without_alpha(pixels)
+    return colour.max(axis=-1) if colour.ndim == 3 else colour
+
+
+def _only_alpha_varies(pixels: np.ndarray) -> bool:
+    colour, alpha = pixels[..., :-1], pixels[..., -1]
+    return bool(colour.min() == colour.max() and alpha.min() != alpha.max())
 
 
 def _decode(
-    image_path: Path,
-    mask_path: Path,
-    size: tuple[int, int],
-    threshold: float | None,
-    foreground_values: Sequence[int] | None,
+    image_path: Path, mask_path: Path, size: tuple[int, int], rule: MaskRule
 ) -> tuple[np.ndarray, np.ndarray]:
-    image, mask = read_image(image_path), read_image(mask_path, mask=True)
+    """(C, h, w) image (uint8 for 8-bit files, else float32 in [0, 1]) and (h, w) bool mask."""
+    image, mask = read_image(image_path), read_mask(mask_path, rule.channel)
     if image.shape[:2] != mask.shape[:2]:
         raise DatasetError(
             f"{image_path} is {image.shape[1]}x{image.shape[0]} but its mask {mask_path} is "
             f"{mask.shape[1]}x{mask.shape[0]} (width x height): they must have the same size"
         )
-    if mask.ndim == 3:  # a colour mask: its brightest channel
-        mask = mask.max(axis=-1)
-    foreground = binarize(mask, mask_path, threshold, foreground_values)
+    foreground = binarize(mask, mask_path, rule.threshold, rule.foreground_values)
     is_8bit = image.dtype == np.uint8
     pixels = unit_scale(image)
     resized = resize_image(pixels[..., None] if pixels.ndim == 2 else pixels, size)
     if is_8bit:  # 8-bit stays 8-bit in the cache: four times smaller
         resized = np.clip(np.rint(resized * 255), 0, 255).astype(np.uint8)
     return resized, resize_mask(foreground, size)
-
-
-def _stack_images(images: list[np.ndarray], gray_to_rgb: bool, root: Path) -> np.ndarray:
-    channels = {image.shape[0] for image in images}
-    if gray_to_rgb or channels == {1, 3}:  # mixed gray and colour: colour wins
-        images = [np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image for image in images]
-        channels = {image.shape[0] for image in images}
-    if len(channels) > 1:
-        raise DatasetError(
-            f"{root / 'images'}: images have different channel counts {sorted(channels)}: "
-            "convert them to one format"
-        )
-    if len({image.dtype for image in images}) > 1:
-        images = [
-            image.astype(np.float32) / 255 if image.dtype == np.uint8 else image for image in images
-        ]
-    return np.stack(images)
 
 
 def cases_from_names(
@@ -134,6 +188,7 @@ def load_folder(
     masks_dir: str = "masks",
     mask_threshold: float | None = None,
     foreground_values: Sequence[int] | None = None,
+    mask_channel: str | int | None = None,
     gray_to_rgb: bool = False,
     case_regex: str | None = None,
     case_starts: Sequence[int] | None = None,
@@ -143,33 +198,26 @@ def load_folder(
     default_root: str | None = None,
     workers: int = 0,
 ) -> SegmentationData:
-    """The dataset under ``root`` (or the preset's ``default_root``), held in memory."""
-    path = resolve_root(root, default_root)
+    """The dataset under ``root`` (or the preset's ``default_root``), read by the batch."""
+    check_normalize(normalize)
     size = parse_size(image_size)
+    rule = mask_rule(mask_threshold, foreground_values, mask_channel)
+    workers = check_int("dataset.workers", workers, minimum=0)
+    threads = workers or min(8, len(os.sched_getaffinity(0)))
+    path = resolve_root(root, default_root)
     images = list_named(path / images_dir, IMAGE_SUFFIXES, lambda p: p.stem, "the images")
     masks = list_named(path / masks_dir, IMAGE_SUFFIXES, lambda p: p.stem, "one mask per image")
     pairs = match_pairs(images, masks, path)
-    fg = None if foreground_values is None else [int(v) for v in foreground_values]
 
-    def build() -> Arrays:
+    def build(writer: Writer) -> Meta:
         log.info("%s: decoding %d image/mask pairs", path, len(pairs))
-        threads = workers or min(8, len(os.sched_getaffinity(0)))
         with ThreadPoolExecutor(threads) as pool:
-            decoded = list(pool.map(lambda p: _decode(p[1], p[2], size, mask_threshold, fg), pairs))
-        return {
-            "images": _stack_images([image for image, _ in decoded], gray_to_rgb, path),
-            "masks": np.stack([mask for _, mask in decoded])[:, None],
-            "names": np.asarray([name for name, _, _ in pairs]),
-        }
+            for image, mask in pool.map(lambda p: _decode(p[1], p[2], size, rule), pairs):
+                writer.add(image[None], mask[None])
+        return {"names": np.asarray([name for name, _, _ in pairs])}
 
-    settings = {
-        "loader": "folder",
-        "size": size,
-        "mask_threshold": mask_threshold,
-        "foreground_values": fg,
-        "gray_to_rgb": gray_to_rgb,
-    }
+    settings = {"loader": "folder", "size": size, "gray_to_rgb": gray_to_rgb, **asdict(rule)}
     files = [file for _, image, mask in pairs for file in (image, mask)]
-    arrays = cached(path.name, settings, files, build, cache_dir, cache)
-    cases = cases_from_names([str(n) for n in arrays["names"]], case_regex, case_starts)
-    return finish(path.name, arrays, cases, normalize, path)
+    stored = cached(path, settings, files, build, cache_dir, cache)
+    cases = cases_from_names([str(n) for n in stored.meta["names"]], case_regex, case_starts)
+    return checked_dataset(path.name, stored, cases, normalize, path)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from segact.data.base import SegmentationData
-from segact.data.cache import Arrays, cached
-from segact.data.errors import DatasetError
-from segact.data.normalize import finish
+from segact.data.base import Meta, SegmentationData, checked_dataset
+from segact.data.cache import Writer, cached
+from segact.data.normalize import check_normalize
 from segact.data.pairs import list_named, match_pairs, require_nonempty, resolve_root
 from segact.data.preprocess import binarize, parse_size, resize_image, resize_mask
+from segact.errors import DatasetError
 
 SUFFIXES = (".nii.gz", ".nii")
 VOLUME_NORMS = ("zscore", "percentile", "none")
@@ -92,6 +92,11 @@ def _slices(
             f"label {label} has shape {labels.shape}: they must cover the same voxels"
         )
     if modalities is not None:
+        if max(modalities) >= volume.shape[-1]:
+            raise DatasetError(
+                f"config key 'dataset.modalities' = {list(modalities)}: {images[0]} has "
+                f"{volume.shape[-1]} modalities (0..{volume.shape[-1] - 1})"
+            )
         volume = volume[..., list(modalities)]
     volume = _normalize_volume(volume, volume_norm)
     foreground = binarize(np.rint(labels).astype(np.int64), label, None, foreground_labels)
@@ -100,6 +105,21 @@ def _slices(
         np.stack([resize_image(plane, size) for plane in volume]),
         np.stack([resize_mask(plane, size) for plane in foreground]),
     )
+
+
+def _check_options(axis: int, volume_norm: str, modalities: Sequence[int] | None) -> None:
+    if volume_norm not in VOLUME_NORMS:
+        raise DatasetError(
+            f"config key 'dataset.volume_norm' = {volume_norm!r}: choose one of "
+            f"{', '.join(VOLUME_NORMS)}"
+        )
+    if axis not in (0, 1, 2):
+        raise DatasetError(f"config key 'dataset.axis' = {axis!r}: choose 0, 1 or 2")
+    if modalities is not None and (not modalities or min(modalities) < 0):
+        raise DatasetError(
+            f"config key 'dataset.modalities' = {modalities!r}: list channel numbers from 0, "
+            "or null for all"
+        )
 
 
 def load_nifti(
@@ -117,37 +137,26 @@ def load_nifti(
     default_root: str | None = None,
 ) -> SegmentationData:
     """Every slice of every volume under ``root`` (or the preset's ``default_root``)."""
-    if volume_norm not in VOLUME_NORMS:
-        raise DatasetError(
-            f"config key 'dataset.volume_norm' = {volume_norm!r}: choose one of "
-            f"{', '.join(VOLUME_NORMS)}"
-        )
-    if axis not in (0, 1, 2):
-        raise DatasetError(f"config key 'dataset.axis' = {axis!r}: choose 0, 1 or 2")
-    path = resolve_root(root, default_root)
+    mods = None if modalities is None else [int(v) for v in modalities]
+    _check_options(axis, volume_norm, mods)
+    check_normalize(normalize)
     size = parse_size(image_size)
+    path = resolve_root(root, default_root)
     labels = list_named(path / labels_dir, SUFFIXES, _stem, "one label volume per image")
     images = _group_modalities(
         list_named(path / images_dir, SUFFIXES, _stem, "the image volumes"), labels
     )
     cases = match_pairs(images, labels, path)
     fg = None if foreground_labels is None else [int(v) for v in foreground_labels]
-    mods = None if modalities is None else [int(v) for v in modalities]
 
-    def build() -> Arrays:
-        images_, masks_, names, owners = [], [], [], []
+    def build(writer: Writer) -> Meta:
+        names, owners = [], []
         for case, image, label in cases:
             slices, masks = _slices(image, label, axis, size, mods, volume_norm, fg)
-            images_.append(slices)
-            masks_.append(masks)
+            writer.add(slices, masks)
             names.extend(f"{case}_{i:03d}" for i in range(len(masks)))
             owners.extend([case] * len(masks))
-        return {
-            "images": np.concatenate(images_),
-            "masks": np.concatenate(masks_)[:, None],
-            "names": np.asarray(names),
-            "cases": np.asarray(owners),
-        }
+        return {"names": np.asarray(names), "cases": np.asarray(owners)}
 
     settings = {
         "loader": "nifti",
@@ -158,5 +167,6 @@ def load_nifti(
         "foreground_labels": fg,
     }
     files = [file for _, image, label in cases for file in (*image, label)]
-    arrays = cached(path.name, settings, files, build, cache_dir, cache)
-    return finish(path.name, arrays, arrays["cases"], normalize, path)
+    stored = cached(path, settings, files, build, cache_dir, cache)
+    fix = "check the label volumes, or dataset.foreground_labels"
+    return checked_dataset(path.name, stored, stored.meta["cases"], normalize, path, fix)

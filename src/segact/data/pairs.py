@@ -2,49 +2,77 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from segact.data.errors import DatasetError
+from segact.errors import DatasetError
 
 MAX_LISTED = 10
 
 
 def resolve_root(root: str | None, default_root: str | None, key: str = "dataset.root") -> Path:
-    """``root`` if given, else ``default_root`` relative to the repository (the parent of
-    configs/); a missing folder is a DatasetError that says how to pass the right one."""
+    """``root`` if given, else the preset's ``default_root`` (``${paths.datasets}/<name>``); a
+    relative path is taken from the current folder. A missing or unreadable folder is a
+    DatasetError that says how to pass the right one."""
     if root is None:
         if default_root is None:
             raise DatasetError(f"config key '{key}' is not set: pass {key}=/path/to/your/data")
-        from segact.train import config_dir  # late: segact.train imports the data modules
-
-        path = (config_dir().parent / default_root).resolve()
-        if not path.is_dir():
+        path = Path(default_root).expanduser().resolve()
+        if not _is_dir(path):
             raise DatasetError(
                 f"config key '{key}' is not set and the default data folder {path} does not "
-                f"exist: pass {key}=/path/to/{Path(default_root).name}"
+                f"exist: pass {key}=/path/to/{path.name} (or paths.datasets=/path/to/datasets)"
             )
-        return path
-    path = Path(root).expanduser().resolve()
-    if not path.is_dir():
-        raise DatasetError(
-            f"config key '{key}' = {str(root)!r}: no such folder; pass {key}=/path/to/your/data"
-        )
+    else:
+        path = Path(root).expanduser().resolve()
+        if not _is_dir(path):
+            raise DatasetError(
+                f"config key '{key}' = {str(root)!r}: no such folder; pass {key}=/path/to/your/data"
+            )
+    _entries(path)  # readable?
     return path
+
+
+def _unreadable(folder: Path, error: OSError) -> DatasetError:
+    return DatasetError(
+        f"{folder} cannot be read ({error.strerror or error}): give the user running segact "
+        f"read access to it (e.g. chmod -R a+rX '{folder}')"
+    )
+
+
+def _is_dir(folder: Path) -> bool:
+    try:
+        return folder.is_dir()
+    except OSError as error:  # e.g. a parent folder without search permission
+        raise _unreadable(folder.parent, error) from error
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError as error:
+        raise _unreadable(folder, error) from error
 
 
 def list_named(
     folder: Path, suffixes: Iterable[str], stem: Callable[[Path], str], what: str
 ) -> dict[str, Path]:
     """Files of ``folder`` whose name ends with one of ``suffixes`` (any case), keyed by stem;
-    hidden files are skipped. A missing or empty folder, or two files of one stem, is an error."""
-    if not folder.is_dir():
+    hidden files are skipped. A missing or empty folder, a broken link, or two files of one stem
+    is an error."""
+    if not _is_dir(folder):
         raise DatasetError(f"{folder} is missing: a dataset root needs {what}")
     suffixes = tuple(s.lower() for s in suffixes)
     files: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
+    for path in _entries(folder):
         if path.name.startswith(".") or not path.name.lower().endswith(suffixes):
             continue
+        if path.is_symlink() and not path.exists():
+            raise DatasetError(
+                f"{path} is a broken link (to {os.readlink(path)}, which does not exist): "
+                "restore its target, or remove the link together with its image or mask"
+            )
         name = stem(path)
         if name in files:
             raise DatasetError(

@@ -8,15 +8,39 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segact.data.errors import DatasetError
+from segact.errors import DatasetError
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_int(key: str, value: object, minimum: int) -> int:
+    """A whole-number setting of at least ``minimum``; else a DatasetError naming its key."""
+    if not _whole(value) or value < minimum:  # type: ignore[operator]
+        raise DatasetError(
+            f"config key '{key}' = {value!r}: must be a whole number of at least {minimum}"
+        )
+    return int(value)
+
+
+def check_range(key: str, value: object, low: float, high: float) -> float:
+    """A number in [low, high]; else a DatasetError naming its key."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise DatasetError(f"config key '{key}' = {value!r}: must be a number in [{low}, {high}]")
+    return float(value)
 
 
 def parse_size(image_size: int | Sequence[int]) -> tuple[int, int]:
-    """``dataset.image_size``: one int (square) or [height, width]."""
-    size = [image_size] if isinstance(image_size, int) else list(image_size)
+    """``dataset.image_size``: one positive int (square) or [height, width]."""
+    values = [image_size] if _whole(image_size) else image_size
+    try:
+        size = list(values)  # type: ignore[call-overload]
+    except TypeError:
+        size = []
     if len(size) == 1:
         size = size * 2
-    if len(size) != 2 or any(int(s) < 1 for s in size):
+    if len(size) != 2 or not all(_whole(s) and s >= 1 for s in size):
         raise DatasetError(
             f"config key 'dataset.image_size' = {image_size!r}: give a positive int or [H, W]"
         )

@@ -18,16 +18,18 @@ class Fold:
     val: np.ndarray
 
 
-def case_folds(cases: np.ndarray, n_folds: int, seed: int) -> list[Fold]:
-    """``n_folds`` folds over the unique cases, shuffled with ``seed``; sizes differ by <= 1."""
+def case_folds(cases: np.ndarray, n_folds: int, seed: int, shuffle: bool = True) -> list[Fold]:
+    """``n_folds`` folds over the unique cases, shuffled with ``seed`` (or, with ``shuffle`` off,
+    contiguous in sorted case order like sklearn's ``KFold(n_splits)``, the paper's split);
+    sizes differ by <= 1."""
     unique = np.unique(cases)
     if not 2 <= n_folds <= len(unique):
         raise ValueError(
             f"trainer.folds={n_folds} needs 2 <= folds <= number of cases ({len(unique)})"
         )
-    shuffled = np.random.default_rng(seed).permutation(unique)
+    ordered = np.random.default_rng(seed).permutation(unique) if shuffle else unique
     folds = []
-    for index, val_cases in enumerate(np.array_split(shuffled, n_folds)):
+    for index, val_cases in enumerate(np.array_split(ordered, n_folds)):
         in_val = np.isin(cases, val_cases)
         folds.append(Fold(index, np.flatnonzero(~in_val), np.flatnonzero(in_val)))
     return folds

@@ -10,7 +10,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from segact.data.base import SegmentationData, as_tensor_images
+from segact.data.base import SegmentationData, Stored, checked_dataset
+from segact.data.preprocess import check_int, check_range
+from segact.data.rows import MemoryRows
+from segact.errors import DatasetError
 
 
 def _blob(rng: np.random.Generator, size: int, radius_range: tuple[float, float]) -> np.ndarray:
@@ -70,6 +73,27 @@ def make_image(
     return image.astype(np.float32), mask
 
 
+def _check_pair(key: str, value: tuple[float, float], low: float, high: float) -> None:
+    values = list(value) if not isinstance(value, (int, float, str)) else []
+    if len(values) != 2 or check_range(key, values[0], low, high) > check_range(
+        key, values[1], low, high
+    ):
+        raise DatasetError(f"config key '{key}' = {value!r}: give [low, high] with low <= high")
+
+
+def _check_settings(settings: dict[str, object]) -> None:
+    """Every synthetic setting, so that a bad one is one line naming its key."""
+    for key, minimum in (("n_images", 2), ("image_size", 1), ("channels", 1), ("max_blobs", 1)):
+        check_int(f"dataset.{key}", settings[key], minimum)
+    check_int("dataset.distractors", settings["distractors"], 0)
+    check_int("dataset.seed", settings["seed"], 0)
+    check_range("dataset.empty_fraction", settings["empty_fraction"], 0.0, 1.0)
+    for key in ("distractor_contrast", "noise"):
+        check_range(f"dataset.{key}", settings[key], 0.0, float("inf"))
+    _check_pair("dataset.blob_radius", settings["blob_radius"], 0.0, 1.0)  # type: ignore[arg-type]
+    _check_pair("dataset.contrast", settings["contrast"], -float("inf"), float("inf"))  # type: ignore[arg-type]
+
+
 def make_synthetic(
     n_images: int = 200,
     image_size: int = 64,
@@ -83,7 +107,9 @@ def make_synthetic(
     distractor_contrast: float = 0.4,
     noise: float = 0.6,
 ) -> SegmentationData:
-    """``n_images`` pairs, identical for the same arguments; each image is its own case."""
+    """``n_images`` pairs, identical for the same arguments; each image is its own case. Held
+    in memory as float32 (their source type), standardised per batch like every dataset."""
+    _check_settings(locals())
     rng = np.random.default_rng(seed)
     empty = rng.random(n_images) < empty_fraction
     pairs = [
@@ -102,12 +128,8 @@ def make_synthetic(
         for is_empty in empty
     ]
     images = np.stack([image for image, _ in pairs])
-    masks = np.stack([mask for _, mask in pairs])[:, None]
-    names = [f"synthetic_{i:05d}" for i in range(n_images)]
-    return SegmentationData(
-        name="synthetic",
-        images=as_tensor_images(images),
-        masks=as_tensor_images(masks),
-        cases=np.asarray(names),
-        names=names,
-    ).standardized()
+    masks = np.stack([mask for _, mask in pairs])[:, None].astype(np.uint8)
+    names = np.asarray([f"synthetic_{i:05d}" for i in range(n_images)])
+    stored = Stored(MemoryRows(images), MemoryRows(masks), {"names": names})
+    fix = "lower dataset.empty_fraction or raise dataset.n_images"
+    return checked_dataset("synthetic", stored, names, "dataset", "dataset=synthetic", fix)

@@ -1,0 +1,214 @@
+"""The Dice tables: mean ± std over folds (and seeds), one row per kind of run, as the runner's
+plain table or the paper's layout (best mean in bold), in Markdown or LaTeX.
+
+Used by ``segact-train`` (after a run or sweep) and ``segact-report``; nothing here imports the
+report CLI or plotting, so printing a table costs no matplotlib import.
+
+Rows are split by every named choice or setting that differs between runs of the same kind
+(``row_keys``), so runs at two learning rates are two rows, never one row with twice the n.
+A cell whose metric is NaN in some folds says how many folds it averages: ``0.712 ± 0.020 (n=4)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from segact.results import setting_columns
+
+TABLE_METRICS: tuple[str, ...] = ("best_dice", "mean_dice", "dice_at_05", "best_threshold", "nll")
+PAPER_METRICS: tuple[str, ...] = ("paper_best_dice", "paper_mean_dice", "paper_nll")
+AGGREGATIONS: dict[str, dict[str, str]] = {
+    "selected": {
+        "best_threshold": "threshold",
+        "nll": "NLL",
+        "best_dice": "best Dice",
+        "mean_dice": "mean Dice",
+    },
+    "paper": {"paper_nll": "NLL", "paper_best_dice": "best Dice", "paper_mean_dice": "mean Dice"},
+}
+"""The paper-style table per ``--aggregate``: folds.csv column -> header."""
+CAPTIONS: dict[str, str] = {
+    "selected": (
+        "aggregation selected: each fold at its selected epoch (eval.protocol): the best "
+        "threshold, NLL, Dice at that threshold, mean Dice over the threshold grid"
+    ),
+    "paper": (
+        "aggregation paper (as the paper's generate_table.py): best Dice = max over thresholds "
+        "and epochs, mean Dice = max over epochs of the mean over thresholds, NLL = min over "
+        "epochs, each on its own (no single epoch, so no threshold column)"
+    ),
+}
+LOWER_IS_BETTER = frozenset({"nll", "paper_nll"})
+NOT_RANKED = frozenset({"best_threshold"})
+ROW_ORDER: tuple[str, ...] = (
+    "loss",
+    "activation",
+    "head",
+    "binarize",
+    "arch",
+    "encoder",
+    "protocol",
+)
+NAN_NOTE = "(n=k): only k of the row's n folds have a value (the others are NaN, left out)."
+STYLES: dict[str, tuple[str, str, str]] = {
+    "plain": ("{}", " ± ", "—"),
+    "markdown": ("**{}**", " ± ", "—"),
+    "latex": ("\\textbf{{{}}}", " $\\pm$ ", "--"),
+}
+"""Style -> (bold, plus-minus, empty cell)."""
+
+
+def _varies_within(folds: pd.DataFrame, by: Sequence[str], column: str) -> bool:
+    if not by:
+        return folds[column].nunique(dropna=False) > 1
+    counts = folds.groupby(list(by), dropna=False, sort=False)[column].nunique(dropna=False)
+    return bool((counts > 1).any())
+
+
+def row_keys(
+    folds: pd.DataFrame, always: Sequence[str] = ("dataset", "loss", "activation")
+) -> list[str]:
+    """``always`` plus every other choice or setting that differs between runs alike in the keys
+    before it: each run is counted once, in a row of its own kind. A setting that only follows
+    the keys already there (``trainer.lr`` next to ``lr``, ``dataset.root`` with the dataset)
+    adds no row."""
+    keys = [k for k in always if k in folds.columns]
+    for candidate in (*ROW_ORDER, *setting_columns(folds)):
+        present = candidate in folds.columns and candidate not in keys
+        if present and _varies_within(folds, keys, candidate):
+            keys.append(candidate)
+    return keys
+
+
+def hidden_settings(folds: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+    """Settings that differ between runs but follow the row keys, so they make no row; a
+    setting of a row key's own group or named as one (``activation.eps``, ``trainer.lr`` next
+    to ``lr``) is no news and left out."""
+    own = {"dataset", *keys}
+    return [
+        c
+        for c in setting_columns(folds)
+        if c not in keys
+        and c.split(".")[0] not in own
+        and c.split(".")[-1] not in own
+        and folds[c].nunique() > 1
+    ]
+
+
+def numeric(folds: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
+    """The ``keys`` columns as they are and the ``metrics`` as numbers (NaN where not one)."""
+    frame = folds[[*keys, *metrics]].copy()
+    frame[list(metrics)] = frame[list(metrics)].apply(pd.to_numeric, errors="coerce")
+    return frame
+
+
+def metric_table(folds: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
+    """Per row of ``keys``: mean, std and count (of non-NaN values) of each metric, plus n."""
+    frame = numeric(folds, keys, metrics)
+    groups = frame.groupby(list(keys), sort=True, dropna=False)
+    columns = {m: groups[m].agg(["mean", "std", "count"]) for m in metrics}
+    columns["n"] = groups.size().to_frame("")
+    return pd.concat(columns, axis=1)
+
+
+def _best_rows(table: pd.DataFrame, metric: str) -> np.ndarray:
+    means = table[(metric, "mean")]
+    best = means.min() if metric in LOWER_IS_BETTER else means.max()
+    return np.isclose(means, best) & (metric not in NOT_RANKED)
+
+
+def _cell_texts(table: pd.DataFrame, metric: str, style: str, rank: bool) -> Iterator[str]:
+    """``mean ± std`` (the best mean in bold when ``rank``), ``(n=k)`` where values are NaN."""
+    bold, plus_minus, empty = STYLES[style]
+    digits = 3
+    best = _best_rows(table, metric) if rank else np.zeros(len(table), dtype=bool)
+    columns = (table[(metric, s)] for s in ("mean", "std", "count"))
+    for mean, std, count, n, is_best in zip(*columns, table[("n", "")], best, strict=True):
+        if count == 0:
+            yield empty
+            continue
+        text = bold.format(f"{mean:.{digits}f}") if is_best else f"{mean:.{digits}f}"
+        text += f"{plus_minus}{std:.{digits}f}" if count > 1 else ""
+        yield text + (f" (n={count})" if count < n else "")
+
+
+def format_cells(
+    table: pd.DataFrame,
+    headers: Mapping[str, str],
+    style: str = "plain",
+    rank: bool = False,
+    n_header: str = "n",
+) -> pd.DataFrame:
+    """A ``metric_table`` as text cells, one column per metric (named by ``headers``)."""
+    cells = pd.DataFrame(index=table.index)
+    for metric, header in headers.items():
+        cells[header] = list(_cell_texts(table, metric, style, rank))
+    cells[n_header] = table[("n", "")]
+    return cells.reset_index()
+
+
+def has_nan_cells(table: pd.DataFrame) -> bool:
+    counts = table.xs("count", axis=1, level=1)
+    return bool((counts.to_numpy() < table[("n", "")].to_numpy()[:, None]).any())
+
+
+def paper_table(
+    folds: pd.DataFrame, keys: Sequence[str], aggregation: str = "selected"
+) -> pd.DataFrame:
+    """The paper's layout: per row of ``keys``, mean/std/count of the aggregation's columns."""
+    return metric_table(folds, keys, list(AGGREGATIONS[aggregation]))
+
+
+def _latex_escape(text: object) -> str:
+    return str(text).replace("_", "\\_")
+
+
+def format_paper_table(
+    table: pd.DataFrame, style: str, aggregation: str = "selected", title: str = ""
+) -> str:
+    """``mean ± std`` cells, the best mean of each ranked column in bold; style markdown|latex.
+    The caption names the table and the aggregation (and explains any ``(n=k)`` cell)."""
+    caption = f"{title}: {CAPTIONS[aggregation]}" if title else CAPTIONS[aggregation]
+    caption += f". {NAN_NOTE}" if has_nan_cells(table) else ""
+    cells = format_cells(table, AGGREGATIONS[aggregation], style, rank=True)
+    if style == "markdown":
+        return f"Table: {caption}\n\n" + cells.to_markdown(index=False, disable_numparse=True)
+    cells = cells.rename(columns=_latex_escape).map(_latex_escape)
+    return cells.to_latex(
+        index=False,
+        escape=False,
+        column_format="l" * len(cells.columns),
+        caption=_latex_escape(caption),
+    )
+
+
+def dice_table(folds: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> pd.DataFrame:
+    """Rows: the choices and settings that vary (e.g. loss x activation, or the dataset alone);
+    cells: mean ± std over folds, ``(n=k)`` where some are NaN; ``folds``: rows averaged."""
+    ok = folds[folds["status"] == "ok"] if "status" in folds.columns else folds
+    keys = [k for k in row_keys(ok, ("dataset",)) if _varies_within(ok, (), k)]
+    keys = keys or [k for k in ("dataset", *ROW_ORDER) if k in ok.columns][:1]
+    present = [m for m in metrics if m in ok.columns]
+    table = metric_table(ok, keys, present)
+    return format_cells(table, {m: m for m in present}, n_header="folds")
+
+
+def format_table(table: pd.DataFrame) -> str:
+    return table.to_markdown(index=False, disable_numparse=True)
+
+
+def summarize_numbers(
+    folds: pd.DataFrame, metrics: Sequence[str] = (*TABLE_METRICS, *PAPER_METRICS)
+) -> dict[str, float]:
+    """Mean and std over folds of each metric (NaN values left out), for summary.json."""
+    present = [m for m in metrics if m in folds.columns]
+    values = folds[present].apply(pd.to_numeric, errors="coerce")
+    out: dict[str, float] = {}
+    for metric in present:
+        column = values[metric]
+        out[f"{metric}_mean"] = float(column.mean())
+        out[f"{metric}_std"] = float(column.std()) if column.count() > 1 else 0.0
+    return out
