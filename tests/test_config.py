@@ -122,6 +122,7 @@ def test_more_folds_than_cases(make_cfg):
         "loss.smoothing=1",
         "head.name=softmax3",
         "runtime.progres=false",
+        "dataset.n_imagez=3",
     ],
 )
 def test_schema_rejects_bad_values_while_composing(make_cfg, override):

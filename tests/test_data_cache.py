@@ -14,7 +14,7 @@ from segact.data import folder
 from segact.data.cache import cache_key, default_cache_dir
 from segact.data.folder import load_folder
 from segact.data.rows import FileRows
-from tests.test_data_folder import write_folder
+from tests.data_fixtures import write_folder
 
 
 @pytest.fixture

@@ -14,11 +14,13 @@ def brute_force(prob: np.ndarray | torch.Tensor, target, thresholds) -> pd.DataF
     """Direct computation: torch's own ``prob >= t`` once per threshold, in prob's dtype."""
     p = torch.as_tensor(prob).reshape(-1)
     y = torch.as_tensor(np.asarray(target)).reshape(-1) > 0.5
+    positives, pixels = int(y.sum()), len(y)
     rows = []
     for t in thresholds:
         pred = p >= float(t)
-        tp, fp = int((pred & y).sum()), int((pred & ~y).sum())
-        fn, tn = int((~pred & y).sum()), int((~pred & ~y).sum())
+        tp, predicted = int((pred & y).sum()), int(pred.sum())
+        fp, fn = predicted - tp, positives - tp
+        tn = pixels - tp - fp - fn
         denominator = 2 * tp + fp + fn
         rows.append((t, tp, fp, fn, tn, 2 * tp / denominator if denominator else 1.0))
     return pd.DataFrame(rows, columns=["threshold", "tp", "fp", "fn", "tn", "dice"])

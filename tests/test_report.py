@@ -1,7 +1,11 @@
 """segact-report on hand-made sweeps: every file, rows split by every differing setting, each
 run counted once, statistics equal to scipy's, plots that show the CSV's numbers, clear errors."""
 
+import contextlib
+import inspect
+import io
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +28,74 @@ from tests.report_fixtures import (
 LOWER = [x - 0.1 for x in SIGMOID]
 
 
-@pytest.fixture
-def sweep(tmp_path):
-    return write_sweep(tmp_path / "sweep")
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """Read only: no test writes into it (a report leaves its sources as they are)."""
+    return write_sweep(tmp_path_factory.mktemp("report") / "sweep")
+
+
+@pytest.fixture(scope="module")
+def built(sweep) -> tuple[Path, str]:
+    """The default report of ``sweep`` (its folder, what it printed), built once (~1 s) for the
+    tests that only read it; it lies next to the sweep, in the folder a test passes as the
+    sweep's parent. Tests that write write elsewhere."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        out = _report(sweep.parent / "once", sweep)
+    return out, printed.getvalue()
 
 
 def _report(out: Path, *args: object) -> Path:
-    assert report.main([*map(str, args), "--out", str(out)]) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        for name, plot in vars(plots).items():
+            public = inspect.isfunction(plot) and not name.startswith("_")
+            if public and plot.__module__ == plots.__name__ and "path" in _parameters(plot):
+                patch.setattr(plots, name, _drawn_once(plot))
+        assert report.main([*map(str, args), "--out", str(out)]) == 0
     return out
+
+
+def _parameters(function: Callable) -> list[str]:
+    return list(inspect.signature(function).parameters)
+
+
+_DRAWN: dict[str, tuple[object, bytes]] = {}
+"""A report's figures by their inputs: most reports here draw the same figures again."""
+
+
+def _fingerprint(value: object) -> object:
+    """``value`` as a key (a frame by its columns, dtypes and hashed rows); None where it is of
+    a kind not known here (that call is drawn)."""
+    if isinstance(value, pd.DataFrame):
+        rows = pd.util.hash_pandas_object(value).to_numpy().tobytes()
+        return (list(value.columns), list(map(str, value.dtypes)), rows)
+    if isinstance(value, list | tuple):
+        items = [_fingerprint(v) for v in value]
+        return None if None in items else (type(value).__name__, items)
+    return value if isinstance(value, str | int | float) else None
+
+
+def _drawn_once(plot: Callable) -> Callable:
+    """``plot`` (arguments ..., path) drawn once per input (~0.3 s a figure); for an input drawn
+    before, that figure and a copy of its PNG (matplotlib writes the same bytes again)."""
+    signature = inspect.signature(plot)
+
+    def drawn(*args: object, **kwargs: object) -> object:
+        arguments = signature.bind(*args, **kwargs)
+        arguments.apply_defaults()
+        path = Path(arguments.arguments.pop("path"))
+        inputs = [_fingerprint(v) for v in arguments.arguments.values()]
+        if None in inputs:
+            return plot(*args, **kwargs)
+        key = repr((plot.__name__, inputs))
+        if key not in _DRAWN:
+            figure = plot(*args, **kwargs)
+            _DRAWN[key] = (figure, path.read_bytes())
+        else:
+            path.write_bytes(_DRAWN[key][1])
+        return _DRAWN[key][0]
+
+    return drawn
 
 
 def _table(path: Path) -> pd.DataFrame:
@@ -41,8 +105,8 @@ def _table(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows[2:], columns=rows[0])
 
 
-def test_report_writes_every_file(sweep, tmp_path, capsys):
-    out = _report(tmp_path / "out", sweep)
+def test_report_writes_every_file(sweep, built, tmp_path):
+    out, printed = built
     expected = {
         "results.csv",
         "thresholds.csv",
@@ -59,20 +123,20 @@ def test_report_writes_every_file(sweep, tmp_path, capsys):
     }
     assert {p.name for p in out.iterdir()} == expected
     assert len(pd.read_csv(out / "results.csv")) == 11  # one row per run x fold
-    assert "| **0.712** ± 0.026 |" in capsys.readouterr().out  # best mean best-Dice in bold
+    assert "| **0.712** ± 0.026 |" in printed  # best mean best-Dice in bold
     assert "\\textbf{0.712}" in (out / "table_dataset_toy.tex").read_text()
     table = _table(out / "table_dataset_toy.md")
     assert table[["activation", "n"]].values.tolist() == [["arctan", "5"], ["sigmoid", "5"]]
     assert pd.read_csv(out / "failed.csv")["activation"].tolist() == ["hardtanh"]
     assert "## Failed runs" in (out / "report.md").read_text()
-    _report(out, sweep, "--compare", out / "results.csv")
-    compared = pd.read_csv(out / "compare.csv")
+    again = _report(tmp_path / "again", sweep, "--compare", out / "results.csv")
+    compared = pd.read_csv(again / "compare.csv")
     assert (compared["present"] == "both").all() and len(compared) == 11
     assert (compared["best_dice"].dropna() == 0).all() and compared["best_dice"].notna().sum() == 10
 
 
-def test_paired_statistics_match_scipy(sweep, tmp_path):
-    out = _report(tmp_path / "out", sweep)
+def test_paired_statistics_match_scipy(built):
+    out, _ = built
     summary = pd.read_csv(out / "paired_summary.csv").set_index("metric").loc["best_dice"]
     d = np.subtract(SIGMOID, ARCTAN)
     sem = scipy_stats.sem(d)
@@ -125,11 +189,11 @@ def test_two_folder_datasets_are_two_rows(tmp_path):
 
 
 @pytest.mark.parametrize("second", ["same", "parent", "results_csv"])
-def test_a_sweep_passed_twice_counts_once(sweep, tmp_path, second):
-    once = _report(tmp_path / "once", sweep)
+def test_a_sweep_passed_twice_counts_once(sweep, built, tmp_path, second):
+    once, _ = built
     source = {
         "same": sweep,
-        "parent": tmp_path / "sweep" / "..",
+        "parent": sweep / "..",  # holds the sweep and the report "once" of it
         "results_csv": once / "results.csv",
     }
     twice = _report(tmp_path / "twice", sweep, source[second])
@@ -203,8 +267,8 @@ def test_exclude_degenerate_drops_them_from_tables_and_statistics(tmp_path):
     assert "## Tables with the 1 degenerate fold(s)" in text
 
 
-def test_dice_plot_shows_the_thresholds_csv(sweep, tmp_path):
-    out = _report(tmp_path / "out", sweep)
+def test_dice_plot_shows_the_thresholds_csv(built, tmp_path):
+    out, _ = built
     thresholds = pd.read_csv(out / "thresholds.csv")
     fig = plots.dice_vs_threshold(thresholds, ["dataset", "loss"], tmp_path / "dice.png")
     lines = {line.get_label(): line for line in fig.axes[0].get_lines()}

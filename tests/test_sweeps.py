@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from segact.config import config_dir, validate
-from tests.helpers import TINY, compose_config, numbers, segact_train
+from segact.config import validate
+from tests.helpers import TINY, compose_config, composed, numbers, segact_train
 
 GRID = ("trainer.max_epochs=1",)
 NAN_ACTIVATION = (
@@ -21,10 +19,7 @@ NAN_ACTIVATION = (
 
 
 def _sweep_params(experiment: str) -> dict[str, list[str]]:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("config", [f"experiment={experiment}"], return_hydra_config=True)
-    GlobalHydra.instance().clear()
+    cfg = composed(f"experiment={experiment}", return_hydra_config=True)
     return {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
 
 

@@ -80,6 +80,18 @@ class Binarize(Choice):
     ste = "ste"
 
 
+class Normalize(Choice):
+    dataset = "dataset"  # per-channel mean/std of the dataset
+    imagenet = "imagenet"  # the statistics smp's ImageNet encoders expect (no download)
+    none = "none"
+
+
+class VolumeNorm(Choice):
+    zscore = "zscore"
+    percentile = "percentile"  # 0.5-99.5 percentile to [0, 1]
+    none = "none"
+
+
 class HeadName(Choice):
     sigmoid1 = "sigmoid1"
     softmax2 = "softmax2"
@@ -192,12 +204,84 @@ class BoundaryLossConfig(DiceLossConfig):
     width: int = 1  # boundary thickness in pixels on each side of the edge (kernel 2 width + 1)
 
 
+@dataclass
+class DatasetConfig:
+    _target_: str = MISSING  # a loader returning segact.data.base.SegmentationData
+    name: str = MISSING  # the label in the result files
+
+
+@dataclass
+class SyntheticDatasetConfig(DatasetConfig):
+    """The embedded default: procedurally generated blobs on textured noise, no files."""
+
+    _target_: str = "segact.data.synthetic.make_synthetic"
+    name: str = "synthetic"
+    n_images: int = 200
+    image_size: int = 64
+    channels: int = 3
+    seed: int = 0
+    max_blobs: int = 3
+    blob_radius: list[float] = field(default_factory=lambda: [0.08, 0.22])
+    empty_fraction: float = 0.1
+    distractors: int = 2
+    contrast: list[float] = field(default_factory=lambda: [1.0, 2.2])
+    distractor_contrast: float = 0.4  # brightness of the unlabelled look-alikes
+    noise: float = 0.6
+
+
+@dataclass
+class FileDatasetConfig(DatasetConfig):
+    root: str | None = None  # required unless a preset sets default_root
+    default_root: str | None = None  # presets: ${paths.datasets}/<name>
+    image_size: Any = 256  # int (square) or [height, width]; images bilinear, masks nearest
+    normalize: Normalize = Normalize.dataset
+    cache: bool = True
+    cache_dir: str | None = None  # null: $SEGACT_CACHE, else ~/.cache/segact
+
+
+@dataclass
+class FolderDatasetConfig(FileDatasetConfig):
+    """<root>/images/<name>.<png|jpg|tif|bmp> + <root>/masks/<name>.<...>, paired by name."""
+
+    _target_: str = "segact.data.folder.load_folder"
+    name: str = "folder"
+    images_dir: str = "images"
+    masks_dir: str = "masks"
+    mask_threshold: float | None = None  # foreground = value > this (e.g. 127, soft edges)
+    foreground_values: list[int] | None = None  # or: these values are foreground
+    mask_channel: Any = None  # null: brightest colour channel | alpha | a channel number
+    gray_to_rgb: bool = False  # repeat a gray channel 3 times (e.g. for normalize=imagenet)
+    case_regex: str | None = None  # the case is the regex's group 'case' (or 1) in the name
+    case_starts: list[int] | None = None  # with a number captured: first number of each case
+    workers: int = 0  # decoding threads; 0: one per core (at most 8)
+
+
+@dataclass
+class NiftiDatasetConfig(FileDatasetConfig):
+    """MSD layout <root>/imagesTr + <root>/labelsTr, cut into 2D slices by volume (case)."""
+
+    _target_: str = "segact.data.nifti.load_nifti"
+    name: str = "nifti"
+    images_dir: str = "imagesTr"
+    labels_dir: str = "labelsTr"
+    axis: int = 2  # the voxel axis the slices are cut along
+    modalities: list[int] | None = None  # null: every modality as an input channel
+    volume_norm: VolumeNorm = VolumeNorm.zscore  # per volume and channel
+    foreground_labels: list[int] | None = None  # null: labels must be binary
+    normalize: Normalize = Normalize.none  # after slicing
+
+
 SCHEMAS: dict[str, dict[str, type]] = {
     "trainer": {"trainer": TrainerConfig},
     "runtime": {"runtime": RuntimeConfig},
     "eval": {"eval": EvalConfig},
     "model": {"model": ModelConfig},
     "head": {"head": HeadConfig},
+    "dataset": {
+        "synthetic": SyntheticDatasetConfig,
+        "folder": FolderDatasetConfig,
+        "nifti": NiftiDatasetConfig,
+    },
     "activation": {"activation": ActivationConfig},
     "loss": {
         "loss": LossConfig,

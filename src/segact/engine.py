@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import segmentation_models_pytorch as smp
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -44,6 +43,10 @@ log = logging.getLogger(__name__)
 
 
 def build_model(model_cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module:
+    # Imported here: smp pulls in timm, torchvision and torch._dynamo (~150 MB, 2-3 s), which
+    # config errors, --help and the report never need.
+    import segmentation_models_pytorch as smp
+
     kwargs = OmegaConf.to_container(model_cfg.kwargs, resolve=True) if model_cfg.kwargs else {}
     return smp.create_model(
         model_cfg.arch,

@@ -124,3 +124,36 @@ def activation_functions(names: Sequence[str], path: Path, limit: float = 6.0) -
     ax_df.set(title="derivative f'(z)", xlabel="logit z", ylabel="df/dz")
     ax_f.legend(fontsize="small")
     return _save(fig, path)
+
+
+def epoch_curves(epochs: pd.DataFrame, by: Sequence[str], column: str) -> pd.DataFrame:
+    """Mean and std over folds (and seeds) of an epochs.csv ``column`` per ``by`` group and
+    epoch; a fold that stopped early leaves the mean of the later epochs."""
+    groups = epochs.groupby([*by, "epoch"], sort=True, dropna=False)[column]
+    return groups.agg(["mean", "std"]).reset_index()
+
+
+def metric_vs_epoch(
+    epochs: pd.DataFrame, line_keys: Sequence[str], column: str, label: str, path: Path
+) -> Figure:
+    """One panel per dataset: ``column`` (mean ± std over folds) against the epoch, a line per
+    combination of ``line_keys`` (e.g. loss and binarize mode). A gradient norm that is exactly
+    zero is drawn on a symlog axis, so it stays visible as a line at 0."""
+    curves = epoch_curves(epochs, ["dataset", *line_keys], column)
+    panels = _panels(curves, ["dataset"])
+    fig, axes = _figure(len(panels))
+    for ax, (title, frame) in zip(axes, panels, strict=False):
+        for key, line in frame.groupby(list(line_keys), sort=True, dropna=False):
+            name = " · ".join(map(str, key if isinstance(key, tuple) else (key,)))
+            ax.plot(line["epoch"], line["mean"], label=name)
+            ax.fill_between(
+                line["epoch"],
+                line["mean"] - line["std"].fillna(0),
+                line["mean"] + line["std"].fillna(0),
+                alpha=0.2,
+            )
+        if column == "grad_norm":
+            ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set(title=title, xlabel="epoch", ylabel=label)
+        ax.legend(fontsize="small")
+    return _save(fig, path)

@@ -207,6 +207,19 @@ def _figure_sections(
         plots.dice_vs_threshold(chosen, panel_keys, out / "dice_vs_threshold.png")
         plots.reliability(chosen, panel_keys, out / "reliability.png")
     plots.activation_functions(sorted(used["activation"].unique()), out / "activations.png")
+    epochs = results.load_epochs(used)
+    if not epochs.empty:
+        line_keys = list(keys) or ["activation"]
+        plots.metric_vs_epoch(
+            epochs,
+            line_keys,
+            "grad_norm",
+            "gradient norm (first batch)",
+            out / "grad_norm_vs_epoch.png",
+        )
+        plots.metric_vs_epoch(
+            epochs, line_keys, "val_mean_dice", "validation mean Dice", out / "dice_vs_epoch.png"
+        )
     figures = sorted(p.name for p in out.glob("*.png"))
     return ["## Figures", "", *(f"![{name}]({name})" for name in figures), ""]
 
@@ -287,6 +300,16 @@ def build_report(
     pairs = choose_pairs(ok, pairs, notes)
     used = _used_folds(ok, exclude_degenerate, notes)
     keys = [k for k in tables.row_keys(ok) if k != "dataset"]
+    zero = results.flag(ok, "zero_gradient")
+    if zero.any():
+        runs = ok.loc[zero, [k for k in ("dataset", *keys) if k in ok]].drop_duplicates()
+        names = "; ".join(" ".join(map(str, row)) for row in runs.itertuples(index=False))
+        notes.append(
+            f"{int(zero.sum())} fold(s) had an exactly zero gradient in every epoch ({names}): "
+            "the loss does not change when the weights do, so the weights never moved and "
+            "the network learned nothing (loss.binarize=hard: a step function has zero "
+            "derivative; loss.binarize=ste trains)."
+        )
     hidden = tables.hidden_settings(ok, keys)
     if hidden:
         notes.append(

@@ -217,3 +217,20 @@ def collect_sweep(sweep_dir: Path) -> pd.DataFrame:
     if folds.empty or "status" not in folds.columns:
         return folds
     return deduplicate(folds)[0]
+
+
+def load_epochs(folds: pd.DataFrame) -> pd.DataFrame:
+    """The epochs.csv rows of the kept, finished run x folds (read from their run folders), with
+    the runs' identity columns; empty when the folds came from a results CSV."""
+    ok = folds[(folds["status"] == "ok") & _column(folds, "run_path").notna()]
+    frames = []
+    for run_path in sorted(ok["run_path"].unique()):
+        path = Path(run_path) / "epochs.csv"
+        if path.exists():
+            frames.append(_read_csv(path).assign(run_path=run_path))
+    epochs = _concat(frames)
+    if epochs.empty:
+        return epochs
+    keys = [c for c in sort_keys(folds) if c in folds.columns and c != "fold"]
+    epochs = epochs.drop(columns=keys, errors="ignore")
+    return epochs.merge(ok[["run_path", "fold", *keys]], on=["run_path", "fold"])

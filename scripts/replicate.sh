@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The real-data replication (results/PLAN.md): every grid as a Hydra multirun into a sweep folder
+# under results/runs/, then segact-report into results/<grid>/. Resumes: a finished run (its
+# summary.json says ok, files intact) is skipped, an interrupted one continues from its
+# checkpoint, so running this again after a stop loses nothing and recomputes nothing.
+#
+#   scripts/replicate.sh [--quick] [--jobs N] [GRID ...]
+#     GRID: sigmoid_vs_arctan paper_grid head_comparison binarize_gradients report (default: all)
+#     --quick: a smoke run (1 seed, 2 folds, 2 epochs, 32 px, synthetic + ISBI) into /tmp
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TRAIN=${SEGACT_TRAIN:-.venv/bin/segact-train}
+REPORT=${SEGACT_REPORT:-.venv/bin/segact-report}
+JOBS=2
+QUICK=0
+GRIDS=()
+while (($#)); do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --jobs) JOBS="$2"; shift ;;
+        *) GRIDS+=("$1") ;;
+    esac
+    shift
+done
+((${#GRIDS[@]})) || GRIDS=(sigmoid_vs_arctan paper_grid head_comparison binarize_gradients report)
+
+# The scale of results/PLAN.md. trainer.threads is fixed (not cores / jobs), so a checkout on a
+# machine with another core count finds the same run identities and skips the finished runs.
+SCALE=(model=tiny dataset.image_size=48 trainer=paper trainer.max_epochs=60 trainer.threads=1)
+SEEDS=trainer.seed=0,1,2
+RUNS=results/runs
+OUT=results
+ALL_DATASETS=isbi2012,drive_vessels,synthetic,ph2,cvc_clinicdb,kvasir_seg  # smallest first
+if ((QUICK)); then
+    SCALE=(model=tiny dataset.image_size=32 trainer=paper trainer.max_epochs=2 trainer.folds=2 trainer.threads=1)
+    SEEDS=trainer.seed=0
+    RUNS=/tmp/segact_replicate_quick/runs
+    OUT=/tmp/segact_replicate_quick
+    ALL_DATASETS=synthetic,isbi2012
+fi
+
+sweep() {  # sweep NAME OVERRIDES...: one multirun, finished runs skipped; failures do not stop us
+    local name=$1
+    shift
+    "$TRAIN" -m launcher=joblib hydra.launcher.n_jobs="$JOBS" runtime.progress=false \
+        "${SCALE[@]}" hydra.sweep.dir="$RUNS/$name" "$@" || echo "replicate: $name had failed runs"
+}
+
+for grid in "${GRIDS[@]}"; do
+    case "$grid" in
+        sigmoid_vs_arctan)
+            sweep sigmoid_vs_arctan dataset="$ALL_DATASETS" "$SEEDS" \
+                +combination=dice_sigmoid,dice_arctan,bce_sigmoid,bce_normal_cdf ;;
+        paper_grid)
+            sweep paper_grid dataset=isbi2012,synthetic "$SEEDS" \
+                activation=sigmoid,arctan,normal_cdf,softsign,inv_sqrt,hardtanh,linear loss=bce,mse,dice ;;
+        head_comparison)
+            sweep head_comparison dataset=ph2,isbi2012 "$SEEDS" \
+                +combination=sigmoid1_bce,softmax2_ce,sigmoid1_dice,softmax2_dice ;;
+        binarize_gradients)
+            sweep binarize_gradients dataset=isbi2012 trainer.seed=0 loss=dice,boundary \
+                loss.binarize=none,hard,ste ;;
+        report)
+            for name in sigmoid_vs_arctan paper_grid head_comparison binarize_gradients; do
+                [[ -d "$RUNS/$name" ]] || continue
+                pairs=()
+                [[ $name == sigmoid_vs_arctan ]] && pairs=(--pair sigmoid arctan --pair sigmoid normal_cdf)
+                [[ $name == paper_grid ]] && pairs=(--pair sigmoid arctan --pair sigmoid normal_cdf)
+                "$REPORT" "$RUNS/$name" --out "$OUT/$name" "${pairs[@]}"
+                "$REPORT" "$RUNS/$name" --out "$OUT/$name/paper_aggregation" --aggregate paper \
+                    "${pairs[@]}" > /dev/null
+            done ;;
+        *) echo "replicate: unknown grid '$grid'" >&2; exit 2 ;;
+    esac
+done

@@ -1,0 +1,57 @@
+"""Per-epoch figures of a sweep (gradient norm and validation Dice against the epoch), and the
+report's words about runs that cannot learn."""
+
+import pandas as pd
+import pytest
+
+from segact import report
+from tests.report_fixtures import ARCTAN, SIGMOID, write_run
+
+
+def _write_epochs(run, grad_norm: float) -> pd.DataFrame:
+    epochs = pd.DataFrame(
+        [
+            {"fold": f, "epoch": e, "grad_norm": grad_norm * e, "val_mean_dice": 0.1 * e + 0.01 * f}
+            for f in range(5)
+            for e in (1, 2, 3)
+        ]
+    )
+    epochs.to_csv(run / "epochs.csv", index=False)
+    return epochs
+
+
+@pytest.fixture(scope="module")
+def sweep_with_epochs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    zero_rows = {f: {"zero_gradient": True} for f in range(5)}
+    frozen = write_run(root, "sigmoid", SIGMOID, overrides=zero_rows)
+    trained = write_run(root, "arctan", ARCTAN)
+    return root, _write_epochs(frozen, 0.0), _write_epochs(trained, 1.0)
+
+
+def test_epoch_figures_plot_the_epochs_csv(sweep_with_epochs, tmp_path):
+    root, frozen, trained = sweep_with_epochs
+    out = tmp_path / "report"
+    assert report.main([str(root), "--out", str(out)]) == 0
+    for name in ("grad_norm_vs_epoch.png", "dice_vs_epoch.png"):
+        assert (out / name).stat().st_size > 1000
+    from segact import plots
+
+    epochs = pd.concat([frozen.assign(activation="sigmoid"), trained.assign(activation="arctan")])
+    curves = plots.epoch_curves(epochs, ["activation"], "grad_norm").set_index(
+        ["activation", "epoch"]
+    )
+    assert (curves.loc["sigmoid", "mean"] == 0).all()
+    assert curves.loc[("arctan", 3), "mean"] == pytest.approx(3.0)
+    dice = plots.epoch_curves(epochs, ["activation"], "val_mean_dice").set_index(
+        ["activation", "epoch"]
+    )
+    assert dice.loc[("arctan", 2), "mean"] == pytest.approx(0.2 + 0.02)
+
+
+def test_report_says_in_words_that_a_zero_gradient_run_learns_nothing(sweep_with_epochs, tmp_path):
+    root, _, _ = sweep_with_epochs
+    out = tmp_path / "report"
+    report.main([str(root), "--out", str(out)])
+    text = (out / "report.md").read_text()
+    assert "exactly zero gradient" in text and "learned nothing" in text
