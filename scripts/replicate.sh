@@ -27,7 +27,7 @@ done
 
 # The scale of results/PLAN.md. trainer.threads is fixed (not cores / jobs), so a checkout on a
 # machine with another core count finds the same run identities and skips the finished runs.
-SCALE=(model=tiny dataset.image_size=48 trainer=paper trainer.max_epochs=60 trainer.threads=1)
+SCALE=(model=tiny dataset.image_size=48 trainer=paper trainer.threads=1)
 SEEDS=trainer.seed=0,1,2
 RUNS=results/runs
 OUT=results
