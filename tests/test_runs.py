@@ -76,6 +76,18 @@ def test_another_identity_or_a_failed_run_is_not_finished(tmp_path):
     assert runs.finished_summary(tmp_path, "abc") is None
 
 
+def test_a_run_that_predates_a_new_setting_stays_finished(tmp_path):
+    _finished_run(tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    old = {"trainer.lr": 0.001, "loss.name": "dice"}
+    write_json({**summary, "identity": old}, tmp_path / "summary.json")
+    extended = {**old, "trainer.grad_clip": None}
+    assert runs.finished_summary(tmp_path, "new-hash", extended) is not None
+    assert runs.finished_summary(tmp_path, "new-hash", {**extended, "trainer.lr": 0.1}) is None
+    assert runs.finished_summary(tmp_path, "new-hash", {"loss.name": "dice"}) is None  # key gone
+    assert runs.finished_summary(tmp_path, "new-hash") is None
+
+
 def test_a_lock_is_held_once_and_released(tmp_path):
     path = tmp_path / "locks" / "fold0.lock"
     lock = runs.acquire(path, stale_after_s=60)

@@ -160,16 +160,33 @@ def file_records(run_dir: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
-def finished_summary(run_dir: Path, fingerprint: str) -> dict[str, Any] | None:
-    """The run's summary.json if it says ok, was written under the same identity, and every
-    result file it lists is present and unchanged; otherwise None (the run is redone)."""
+def predates(recorded: dict[str, Any], current: dict[str, Any]) -> list[str] | None:
+    """The keys ``current`` adds to ``recorded`` when every recorded setting is unchanged (the
+    run predates those keys), else None. A key added to a schema must default to the behaviour
+    from before it existed, so that finished runs stay finished (their CSVs would be the same)."""
+    if any(key not in current or current[key] != value for key, value in recorded.items()):
+        return None
+    return sorted(set(current) - set(recorded))
+
+
+def finished_summary(
+    run_dir: Path, fingerprint: str, current: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The run's summary.json if it says ok, was written under the same identity (or one that
+    ``current`` only extends by keys added since, see ``predates``), and every result file it
+    lists is present and unchanged; otherwise None (the run is redone)."""
     run_dir = Path(run_dir)
     try:
         summary = read_json(run_dir / SUMMARY_FILE)
     except (OSError, ValueError):
         return None
-    if summary.get("status") != "ok" or summary.get("config_hash") != fingerprint:
+    if summary.get("status") != "ok":
         return None
+    if summary.get("config_hash") != fingerprint:
+        added = predates(summary.get("identity", {}), current) if current else None
+        if not added:
+            return None
+        log.info("%s predates the settings %s; their defaults keep it finished", run_dir, added)
     for name, record in summary.get("files", {}).items():
         try:
             digest = file_digest(run_dir / name)

@@ -218,7 +218,7 @@ def train(cfg: DictConfig, run_dir: Path, label: str | None = None) -> dict[str,
     validate(cfg)
     device, threads = configure_torch(cfg)
     ctx = run_context(cfg, run_dir, label, device, threads)
-    finished = runs.finished_summary(ctx.run_dir, ctx.fingerprint)
+    finished = runs.finished_summary(ctx.run_dir, ctx.fingerprint, ctx.identity)
     if finished is not None:
         log.info("skipped %s: finished already (summary.json says ok)", ctx.run_dir)
         return finished
