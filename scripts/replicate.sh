@@ -31,7 +31,7 @@ SCALE=(model=tiny dataset.image_size=48 trainer=paper trainer.threads=1)
 SEEDS=trainer.seed=0,1,2
 RUNS=results/runs
 OUT=results
-ALL_DATASETS=isbi2012,drive_vessels,synthetic,ph2,cvc_clinicdb,kvasir_seg  # smallest first
+ALL_DATASETS=synthetic,ph2,cvc_clinicdb,kvasir_seg,isbi2012,drive_vessels  # see results/PLAN.md
 if ((QUICK)); then
     SCALE=(model=tiny dataset.image_size=32 trainer=paper trainer.max_epochs=2 trainer.folds=2 trainer.threads=1)
     SEEDS=trainer.seed=0
