@@ -2,17 +2,22 @@
 
 Three loops train the same model (same config, same seed) on the same synthetic images:
 
-- bare: forward + loss + backward + optimizer step over tensors already in memory, then a
-  forward pass over the validation images (the least any train-and-validate epoch costs);
+- bare: forward + loss + backward + optimizer step, reading each batch with ``data.batch`` as
+  the runner does, then a forward pass over the validation images (the least any
+  train-and-validate epoch costs);
 - segact: one epoch of ``segact.engine.fit_fold`` (batching, threshold sweep of the validation
-  fold, early-stopping state, logging), read from its epochs.csv timings;
+  fold, early-stopping state, checkpoints, logging), read from its epochs.csv timings;
 - reference: the paper's code style: a Dataset reading one .npy file per item through a
   DataLoader with num_workers=1, ``loss.item()`` every step, and a float64 NumPy evaluation of
   every threshold with six boolean masks after each epoch.
 
-Then the speed options (channels_last, bf16 autocast, torch.compile, thread count) on the bare loop.
+Then the speed options (channels_last, bf16 autocast, torch.compile, thread count) on the bare
+loop, and, on a CUDA GPU, bare loop against runner on the runner's GPU path (device cuda, the
+raw arrays on the GPU through ``data.on_device``, ``trainer.precision=auto``: bf16 autocast,
+deterministic algorithms as ``segact-train`` sets them), by default at the paper's size
+(resnet34 Unet, 256 px, batch 8).
 
-    .venv/bin/python scripts/bench_train.py [--epochs 3] [--images 200] [--size 64]
+    .venv/bin/python scripts/bench_train.py [--epochs 4] [--images 200] [--size 64]
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,106 +37,132 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from segact.config import instantiate_named
+from segact.config import config_dir, instantiate_named, plain
 from segact.data.splits import case_folds
-from segact.engine import build_model, fit_fold
+from segact.engine import FoldSetup, build_model, fit_fold
+from segact.forward import uses_bf16
 from segact.heads import build_head
-from segact.train import config_dir, load_dataset
+from segact.train import configure_torch, load_dataset
 
 THRESHOLDS = np.round(np.linspace(0, 1, 21), 10)
+VAL_BATCH = 64
 
 
-def compose_config(args: argparse.Namespace) -> DictConfig:
+@dataclass(frozen=True)
+class Scale:
+    """What one section trains: model config name, image size, batch size, device."""
+
+    model: str
+    size: int
+    batch_size: int
+    device: str = "cpu"
+
+
+def compose_config(args: argparse.Namespace, scale: Scale) -> DictConfig:
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(
             "config",
             overrides=[
-                f"model={args.model}",
+                f"model={scale.model}",
                 f"dataset.n_images={args.images}",
-                f"dataset.image_size={args.size}",
+                f"dataset.image_size={scale.size}",
                 f"trainer.max_epochs={args.epochs}",
                 f"trainer.patience={args.epochs}",
-                f"trainer.batch_size={args.batch_size}",
-                "trainer.progress=false",
+                f"trainer.batch_size={scale.batch_size}",
+                f"trainer.device={scale.device}",
                 "trainer.folds=5",
+                "runtime.progress=false",
             ],
         )
 
 
+@dataclass(frozen=True)
+class Options:
+    """Speed options of the bare loop."""
+
+    channels_last: bool = False
+    bf16: bool = False
+    compile_model: bool = False
+    validate: bool = True
+
+
 class Setup:
-    """Everything the three loops share: data, fold, head, loss, and a model factory."""
+    """Everything the loops share: data (on the device as the runner has it), fold, head, loss,
+    and a model factory."""
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
-        self.data = load_dataset(cfg)
-        self.fold = case_folds(self.data.cases, cfg.trainer.folds, cfg.trainer.seed)[0]
+        self.device = torch.device(cfg.trainer.device)
+        self.data = load_dataset(cfg).on_device(self.device)
+        trainer = cfg.trainer
+        folds = case_folds(self.data.cases, trainer.folds, trainer.seed, trainer.shuffle_folds)
+        self.fold = folds[0]
         self.head = build_head(cfg.head, cfg.activation)
         self.loss_fn = instantiate_named(cfg.loss)
-        self.batch_size = int(cfg.trainer.batch_size)
+        self.batch_size = int(trainer.batch_size)
 
     def model(self) -> torch.nn.Module:
         torch.manual_seed(0)
-        return build_model(self.cfg.model, self.data.in_channels, self.head.out_channels)
+        model = build_model(self.cfg.model, self.data.in_channels, self.head.out_channels)
+        return model.to(self.device)
 
     def batches(self, generator: torch.Generator) -> Iterator[np.ndarray]:
         order = self.fold.train[torch.randperm(len(self.fold.train), generator=generator).numpy()]
         for start in range(0, len(order), self.batch_size):
             yield order[start : start + self.batch_size]
 
+    def synchronize(self) -> None:
+        """Wait for the device's queued work, so that a clock read counts it."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
-def bare_epochs(
-    setup: Setup,
-    epochs: int,
-    channels_last: bool = False,
-    bf16: bool = False,
-    compile_model: bool = False,
-    validate: bool = True,
-) -> list[float]:
-    """Seconds per epoch of the model's own work only."""
+
+def bare_epochs(setup: Setup, epochs: int, options: Options = Options()) -> list[float]:
+    """Seconds per epoch of the model's own work and the batch reads only."""
     model = setup.model()
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    step_model = torch.compile(model) if compile_model else model
+    step_model = torch.compile(model) if options.compile_model else model
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    images = setup.data.images.contiguous(memory_format=memory_format)
-    masks = setup.data.masks
-    val_images = images[setup.fold.val]
+    device, data = setup.device, setup.data
     generator = torch.Generator().manual_seed(0)
-    autocast = (
-        (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-    )
+
+    def autocast() -> contextlib.AbstractContextManager:
+        if not options.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        with autocast():
+            return step_model(images.contiguous(memory_format=memory_format))
+
     times = []
     for _ in range(epochs):
+        setup.synchronize()
         start = time.perf_counter()
         model.train()
         for batch in setup.batches(generator):
-            with autocast():
-                logits = step_model(images[batch])
-            loss = setup.loss_fn(setup.head, logits.float(), masks[batch])
+            images, masks = data.batch(batch, device)
+            loss = setup.loss_fn(setup.head, forward(images).float(), masks)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        if validate:
+        if options.validate:
             model.eval()
-            with torch.no_grad(), autocast():
-                for begin in range(0, len(val_images), 64):
-                    step_model(val_images[begin : begin + 64])
+            val = setup.fold.val
+            with torch.no_grad():
+                for begin in range(0, len(val), VAL_BATCH):
+                    forward(data.batch(val[begin : begin + VAL_BATCH], device)[0])
+        setup.synchronize()
         times.append(time.perf_counter() - start)
     return times
 
 
 def segact_epochs(setup: Setup) -> list[float]:
     """Epoch times of the runner, checkpointing as ``segact.train`` does."""
+    fold_setup = FoldSetup(setup.cfg, setup.data, setup.head, setup.loss_fn, setup.device)
     with tempfile.TemporaryDirectory() as folder:
-        result = fit_fold(
-            setup.cfg,
-            setup.data,
-            setup.fold,
-            setup.head,
-            setup.loss_fn,
-            torch.device("cpu"),
-            checkpoint_path=Path(folder) / "fold0.pt",
-        )
+        result = fit_fold(fold_setup, setup.fold, checkpoint_path=Path(folder) / "fold0.pt")
     return result.epochs["epoch_seconds"].tolist()
 
 
@@ -165,12 +197,18 @@ def reference_evaluation(prob: np.ndarray, target: np.ndarray) -> list[float]:
     return dice
 
 
+def write_npy_files(setup: Setup, folder: Path) -> None:
+    """Every normalised image and mask as its own .npy file (the reference's input)."""
+    images, masks = setup.data.tensors()
+    for i in range(len(setup.data)):
+        np.save(folder / f"image_{i}.npy", images[i].numpy())
+        np.save(folder / f"mask_{i}.npy", masks[i].numpy())
+
+
 def reference_epochs(setup: Setup, epochs: int) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for i in range(len(setup.data)):
-            np.save(folder / f"image_{i}.npy", setup.data.images[i].numpy())
-            np.save(folder / f"mask_{i}.npy", setup.data.masks[i].numpy())
+        write_npy_files(setup, folder)
         loader = torch.utils.data.DataLoader(
             NpyDataset(folder, setup.fold.train),
             batch_size=setup.batch_size,
@@ -219,7 +257,95 @@ def with_threads(threads: int, fn: Callable[[], list[float]]) -> list[float]:
         torch.set_num_threads(previous)
 
 
-def main() -> None:
+def describe(setup: Setup, args: argparse.Namespace) -> str:
+    cfg, size = setup.cfg, setup.cfg.dataset.image_size
+    return (
+        f"model={cfg.model.arch}/{cfg.model.encoder} on {setup.device}, "
+        f"{len(setup.fold.train)} training + {len(setup.fold.val)} validation images of "
+        f"{size}x{size}, batch {setup.batch_size}, median of epochs 2..{args.epochs}"
+    )
+
+
+def print_loop_table(rows: list[tuple[str, float]], n_train: int, bare: float) -> None:
+    print("| loop | s / epoch | training images / s | vs bare |")
+    print("|---|---|---|---|")
+    for name, seconds in rows:
+        print(f"| {name} | {seconds:.3f} | {n_train / seconds:.1f} | {seconds / bare:.2f}x |")
+    print()
+
+
+def cpu_loops(setup: Setup, args: argparse.Namespace) -> None:
+    """The three loops on CPU, as a table, and the runner's ratios to the bare and reference."""
+    default = Options(channels_last=bool(setup.cfg.trainer.channels_last))
+    bare = steady(bare_epochs(setup, args.epochs, default))
+    bare_train_only = steady(bare_epochs(setup, args.epochs, replace(default, validate=False)))
+    runner = steady(segact_epochs(setup))
+    reference = steady(reference_epochs(setup, args.epochs))
+    print(describe(setup, args) + "\n")
+    rows = [
+        ("bare: steps only", bare_train_only),
+        ("bare: steps + validation forward", bare),
+        ("segact runner (with threshold sweep)", runner),
+        ("reference style (npy Dataset, .item(), float64 eval)", reference),
+    ]
+    print_loop_table(rows, len(setup.fold.train), bare)
+    print(f"runner / bare (target <= 1.10x): {runner / bare:.3f}x")
+    print(f"runner speed-up over the reference style (target >= 1.5x): {reference / runner:.2f}x\n")
+
+
+def speed_options(setup: Setup, args: argparse.Namespace) -> None:
+    """The bare loop (with validation forward) under each speed option."""
+    options: list[tuple[str, Callable[[], list[float]]]] = [
+        ("fp32, contiguous", lambda: bare_epochs(setup, args.epochs)),
+        ("channels_last (the default)", lambda: bare_epochs(setup, args.epochs, Options(True))),
+        ("bf16 autocast", lambda: bare_epochs(setup, args.epochs, Options(bf16=True))),
+        ("channels_last + bf16", lambda: bare_epochs(setup, args.epochs, Options(True, True))),
+        (
+            "channels_last, 1 thread",
+            lambda: with_threads(1, lambda: bare_epochs(setup, args.epochs, Options(True))),
+        ),
+    ]
+    if not args.skip_compile:
+        options.append(
+            ("torch.compile", lambda: bare_epochs(setup, args.epochs, Options(compile_model=True)))
+        )
+    print("| speed option (bare loop incl. validation forward) | s / epoch | vs default |")
+    print("|---|---|---|")
+    baseline = None
+    for name, run in options:
+        seconds = steady(run())
+        baseline = baseline or seconds
+        print(f"| {name} | {seconds:.3f} | {seconds / baseline:.2f}x |")
+    print()
+
+
+def gpu_loops(args: argparse.Namespace, device: str = "cuda") -> None:
+    """Bare loop against the runner on the runner's GPU path (``device`` is a parameter so the
+    section can be tried on CPU)."""
+    print("## GPU: bare loop vs runner\n")
+    if device == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device: GPU rows skipped")
+        return
+    cfg = compose_config(args, Scale(args.gpu_model, args.gpu_size, args.gpu_batch_size, device))
+    configure_torch(cfg)  # deterministic algorithms, as segact-train runs
+    setup = Setup(cfg)
+    bf16 = uses_bf16(str(plain(cfg.trainer.precision)), setup.device)
+    name = torch.cuda.get_device_name(setup.device) if setup.device.type == "cuda" else device
+    resident = isinstance(setup.data.images, torch.Tensor)
+    print(f"device: {name}; bf16 autocast: {bf16}; data resident on the device: {resident}")
+    print(describe(setup, args) + "\n")
+    options = Options(channels_last=bool(cfg.trainer.channels_last), bf16=bf16)
+    bare = steady(bare_epochs(setup, args.epochs, options))
+    runner = steady(segact_epochs(setup))
+    rows = [
+        ("bare: steps + validation forward", bare),
+        ("segact runner (with threshold sweep)", runner),
+    ]
+    print_loop_table(rows, len(setup.fold.train), bare)
+    print(f"GPU runner / bare: {runner / bare:.3f}x")
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -229,68 +355,24 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--skip-compile", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--gpu-model", default="unet", help="GPU section (default: resnet34)")
+    parser.add_argument("--gpu-size", type=int, default=256)
+    parser.add_argument("--gpu-batch-size", type=int, default=8)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     cores = len(os.sched_getaffinity(0))
     torch.set_num_threads(cores)
-
-    setup = Setup(compose_config(args))
-    n_train, n_val = len(setup.fold.train), len(setup.fold.val)
-    default = {"channels_last": bool(setup.cfg.trainer.channels_last)}
-    bare = steady(bare_epochs(setup, args.epochs, **default))
-    bare_train_only = steady(bare_epochs(setup, args.epochs, validate=False, **default))
-    runner = steady(segact_epochs(setup))
-    reference = steady(reference_epochs(setup, args.epochs))
-
+    setup = Setup(compose_config(args, Scale(args.model, args.size, args.batch_size)))
     print("# Training loop benchmark\n")
     print(
         f"machine: {platform.machine()}, {cores} cores, torch {torch.__version__} ({cores} threads)"
     )
-    print(
-        f"model={args.model} ({setup.cfg.model.arch}/{setup.cfg.model.encoder}), "
-        f"{n_train} training + "
-        f"{n_val} validation images of {args.size}x{args.size}, batch {args.batch_size}, "
-        f"median of epochs 2..{args.epochs}\n"
-    )
-    print("| loop | s / epoch | training images / s | vs bare |")
-    print("|---|---|---|---|")
-    for name, seconds in (
-        ("bare: steps only", bare_train_only),
-        ("bare: steps + validation forward", bare),
-        ("segact runner (with threshold sweep)", runner),
-        ("reference style (npy Dataset, .item(), float64 eval)", reference),
-    ):
-        print(f"| {name} | {seconds:.3f} | {n_train / seconds:.1f} | {seconds / bare:.2f}x |")
-    print()
-    print(f"runner / bare (target <= 1.10x): {runner / bare:.3f}x")
-    print(f"runner speed-up over the reference style (target >= 1.5x): {reference / runner:.2f}x\n")
-
-    options: list[tuple[str, Callable[[], list[float]]]] = [
-        ("fp32, contiguous", lambda: bare_epochs(setup, args.epochs)),
-        (
-            "channels_last (the default)",
-            lambda: bare_epochs(setup, args.epochs, channels_last=True),
-        ),
-        ("bf16 autocast", lambda: bare_epochs(setup, args.epochs, bf16=True)),
-        (
-            "channels_last + bf16",
-            lambda: bare_epochs(setup, args.epochs, channels_last=True, bf16=True),
-        ),
-        (
-            "channels_last, 1 thread",
-            lambda: with_threads(1, lambda: bare_epochs(setup, args.epochs, channels_last=True)),
-        ),
-    ]
-    if not args.skip_compile:
-        options.append(
-            ("torch.compile", lambda: bare_epochs(setup, args.epochs, compile_model=True))
-        )
-    print("| speed option (bare loop incl. validation forward) | s / epoch | vs default |")
-    print("|---|---|---|")
-    baseline = None
-    for name, run in options:
-        seconds = steady(run())
-        baseline = baseline or seconds
-        print(f"| {name} | {seconds:.3f} | {seconds / baseline:.2f}x |")
+    cpu_loops(setup, args)
+    speed_options(setup, args)
+    gpu_loops(args)
 
 
 if __name__ == "__main__":
