@@ -1,0 +1,86 @@
+"""The scripts in scripts/: paper_scale.sh end to end on a tiny generated folder dataset."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER_SCALE = REPO / "scripts" / "paper_scale.sh"
+
+
+def write_folder_dataset(root: Path, n: int = 10, size: int = 40) -> Path:
+    """``n`` random RGB png images and binary png masks (a square each) in images/ + masks/."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        mask = np.zeros((size, size), np.uint8)
+        y, x = rng.integers(8, size - 8, 2)
+        mask[y - 6 : y + 6, x - 6 : x + 6] = 255
+        Image.fromarray(image).save(root / "images" / f"img{i:02d}.png")
+        Image.fromarray(mask).save(root / "masks" / f"img{i:02d}.png")
+    return root
+
+
+def table_rows(markdown: str) -> dict[str, list[str]]:
+    """The timing table's data rows by their first cell."""
+    rows = {}
+    for line in markdown.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and not set(cells[0]) <= set(":-") and cells[0] != "activation":
+            rows[cells[0]] = cells
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("bash") is None, reason="paper_scale.sh needs bash")
+def test_paper_scale_quick(tmp_path: Path) -> None:
+    data = write_folder_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    env = {**os.environ, "SEGACT_CACHE": str(tmp_path / "cache")}
+    command = ["bash", str(PAPER_SCALE), "--quick", str(out), "--dataset-root", str(data)]
+    result = subprocess.run(
+        [*command, "--", "trainer.threads=1", "runtime.progress=false"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    runs = sorted((out / "runs").rglob("folds.csv"))
+    assert len(runs) == 2  # sigmoid and arctan
+    epoch_seconds = 0.0
+    for folds_csv in runs:
+        folds = pd.read_csv(folds_csv)
+        assert folds[["fold", "epochs_run", "n_train", "status"]].values.tolist() == [
+            [0, 1, 8, "ok"]
+        ]
+        assert set(folds["arch"]) == {"Unet"} and set(folds["loss"]) == {"dice"}
+        seconds = pd.read_csv(folds_csv.with_name("epochs.csv"))["epoch_seconds"]
+        assert (seconds > 0).all()
+        epoch_seconds += seconds.sum()
+    activations = {pd.read_csv(path)["activation"].iloc[0] for path in runs}
+    assert activations == {"sigmoid", "arctan"}
+
+    timing = (out / "timing.md").read_text()
+    assert timing in result.stdout
+    wall = float(re.search(r"total wall time: ([\d.]+) s", timing).group(1))
+    rows = table_rows(timing)
+    assert set(rows) == {"sigmoid", "arctan", "all runs"}
+    folds, epochs, per_epoch, images_per_s, train_s = (float(v) for v in rows["all runs"][3:])
+    assert (folds, epochs) == (2, 2)
+    assert 0 < per_epoch < wall and 0 < train_s < wall
+    assert per_epoch == pytest.approx(epoch_seconds / 2, abs=0.01)
+    assert images_per_s == pytest.approx(2 * 8 / epoch_seconds, abs=0.1)
