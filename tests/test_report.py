@@ -319,6 +319,17 @@ def test_activation_plot_draws_each_function_and_its_slope(tmp_path):
         assert image.size == (864, 432)
 
 
+def test_activation_plot_draws_linear_and_the_softmax_head(tmp_path):
+    """``linear`` scales one sample's logits to [eps, 1 - eps]; softmax2 is sigmoid(z1 - z0)."""
+    fig = plots.activation_functions(["linear", "softmax"], tmp_path / "act.png", limit=4.0)
+    linear, softmax = fig.axes[0].get_lines()
+    assert linear.get_ydata()[[0, -1]] == pytest.approx([0, 1], abs=1e-6)
+    assert linear.get_ydata() == pytest.approx((linear.get_xdata() + 4) / 8, abs=1e-6)
+    x = softmax.get_xdata()
+    assert softmax.get_ydata() == pytest.approx(1 / (1 + np.exp(-x)))
+    assert "softmax" in softmax.get_label()
+
+
 def _bad_sources(tmp_path: Path, sweep: Path) -> dict[str, list[str]]:
     bad = tmp_path / "old.csv"
     pd.DataFrame({"dice": [0.5]}).to_csv(bad, index=False)

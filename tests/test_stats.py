@@ -94,6 +94,16 @@ def test_pairs_only_between_runs_equal_but_for_the_activation():
     assert summary[["lr", "n"]].values.tolist() == [[0.001, 5], [0.1, 5]]
 
 
+def test_settings_that_follow_the_dataset_add_no_pair_key():
+    """A synthetic set's own settings are NaN for a folder dataset: implied by the dataset."""
+    synthetic = _folds(**{"dataset.noise": 0.6, "dataset.root": np.nan})
+    folder = _folds(**{"dataset.noise": np.nan, "dataset.root": "/data/ph2"}).assign(dataset="ph2")
+    folds = pd.concat([synthetic, folder])
+    assert stats.pair_keys(folds) == ["dataset", "loss"]
+    within = pd.concat([folds, _folds(**{"dataset.noise": 0.9, "dataset.root": np.nan})])
+    assert stats.pair_keys(within) == ["dataset", "loss", "dataset.noise"]
+
+
 def test_an_unrecorded_setting_is_an_error_not_a_silent_first():
     folds = pd.concat([_folds(), _folds()])
     with pytest.raises(ReportError, match="cannot pair sigmoid: 5 fold result"):

@@ -108,18 +108,23 @@ def reliability(thresholds: pd.DataFrame, panel_keys: Sequence[str], path: Path)
 
 
 def activation_functions(names: Sequence[str], path: Path, limit: float = 6.0) -> Figure:
-    """Each registered activation f and the slope of its curve f' on [-limit, limit].
+    """Each registered activation f and the slope of its curve f' on [-limit, limit]; the
+    2-channel head's softmax as sigmoid(z1 - z0), the same curve in the logit difference.
 
-    The slope is taken from the plotted curve (np.gradient), not autograd: ``linear`` is a min-max
-    scaling of the whole tensor, so autograd of a sum would mix in every point's min and max.
+    The curve is one sample of logits (``linear`` scales each sample's min and max to [0, 1]).
+    The slope is taken from the plotted curve (np.gradient), not autograd: for ``linear``
+    autograd of a sum would mix in every point's min and max.
     """
-    names = [n for n in names if n in activations.REGISTRY] or activations.names()
+    known = [n for n in names if n in activations.REGISTRY or n == activations.SOFTMAX]
     x = torch.linspace(-limit, limit, 601, dtype=torch.float64)
     fig, (ax_f, ax_df) = _figure(2)
-    for name in names:
-        p = activations.get(name)(x).numpy()
-        ax_f.plot(x, p, label=name)
-        ax_df.plot(x, np.gradient(p, x.numpy()), label=name)
+    for name in known or activations.names():
+        label, curve = name, name
+        if name == activations.SOFTMAX:
+            label, curve = "softmax (2 channels), z = z1 - z0", "sigmoid"
+        p = activations.get(curve)(x[None])[0].numpy()
+        ax_f.plot(x, p, label=label)
+        ax_df.plot(x, np.gradient(p, x.numpy()), label=label)
     ax_f.set(title="activation f(z)", xlabel="logit z", ylabel="probability")
     ax_df.set(title="derivative f'(z)", xlabel="logit z", ylabel="df/dz")
     ax_f.legend(fontsize="small")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from segact import results, stats, tables
+from segact import claims, results, stats, tables
 from segact.errors import ReportError
 from segact.io import write_csv
 
@@ -163,6 +163,54 @@ def _paired_sections(summary: pd.DataFrame, pairs: Sequence[tuple[str, str]]) ->
             "",
         ]
     return sections
+
+
+def _claims_sections(summary: pd.DataFrame, out: Path) -> list[str]:
+    compared = claims.compare_with_paper(summary)
+    if compared.empty:
+        return []
+    write_csv(compared, out / "paper_claims.csv")
+    return [
+        "## The paper's claims",
+        "",
+        f"Each real dataset's mean counts once ({', '.join(claims.LEFT_OUT)} left out); "
+        "relative_percent = 100 (mean_b - mean_a) / mean_a.",
+        "",
+        _markdown(compared),
+        "",
+    ]
+
+
+def argmax_agreement(ok: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and loss of the 2-channel runs: validation pixels (every fold's, so each
+    image once per run), pixels where argmax differs from p >= 0.5, and exact ties z0 == z1
+    (argmax gives a tie to background, p = 0.5 >= 0.5 to foreground: each tie is one
+    disagreement, so the disagreements that are not ties must be 0)."""
+    counted = ok.dropna(subset=["argmax_disagreements"]) if "argmax_disagreements" in ok else ok[:0]
+    if counted.empty:
+        return pd.DataFrame()
+    columns = ["n_pixels", "argmax_disagreements", "argmax_ties"]
+    table = counted.groupby(["dataset", "loss"], sort=True)[columns].sum().astype("int64")
+    table["disagreements_not_ties"] = table["argmax_disagreements"] - table["argmax_ties"]
+    return table.reset_index()
+
+
+def _argmax_sections(ok: pd.DataFrame, out: Path) -> list[str]:
+    table = argmax_agreement(ok)
+    if table.empty:
+        return []
+    write_csv(table, out / "argmax_agreement.csv")
+    total = table[["n_pixels", "disagreements_not_ties", "argmax_ties"]].sum()
+    return [
+        "## Argmax of the 2-channel head vs p >= 0.5",
+        "",
+        f"Over {total['n_pixels']:,} validation pixels: {total['disagreements_not_ties']:,} "
+        f"disagreements that are not exact ties, and {total['argmax_ties']:,} exact ties "
+        "(z0 == z1; argmax gives them to background, p = 0.5 >= 0.5 to foreground).",
+        "",
+        _markdown(table),
+        "",
+    ]
 
 
 # --- flagged and failed folds -------------------------------------------------------------------
@@ -332,6 +380,8 @@ def build_report(
         "",
         *table_sections,
         *_paired_sections(summary, pairs),
+        *_claims_sections(summary, out),
+        *_argmax_sections(ok, out),
         *_flag_sections(ok, keys, out),
         *_failed_sections(folds, out),
         *_figure_sections(used, thresholds, keys, out),

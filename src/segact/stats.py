@@ -23,7 +23,7 @@ from scipy import stats
 
 from segact.errors import ReportError
 from segact.results import RUN_KEYS, setting_columns
-from segact.tables import numeric
+from segact.tables import numeric, varies_within
 
 PAIR_METRICS: tuple[str, ...] = ("best_dice", "mean_dice", "nll")
 CONFIDENCE = 0.95
@@ -124,11 +124,15 @@ def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
 
 def pair_keys(folds: pd.DataFrame) -> list[str]:
     """What two runs must share to be paired (besides seed and fold): dataset and loss, and every
-    other named choice or setting that differs between runs, ``activation.*`` excepted."""
-    candidates = [k for k in (*RUN_KEYS, *setting_columns(folds)) if k in folds.columns]
-    varying = [k for k in candidates if folds[k].nunique(dropna=False) > 1]
-    keys = dict.fromkeys(["dataset", "loss", *varying])
-    return [k for k in keys if k != "activation" and not k.startswith("activation.")]
+    other named choice or setting that differs between runs of one dataset and loss,
+    ``activation.*`` excepted. A setting that only follows the dataset (``dataset.root``, the
+    synthetic set's ``dataset.noise``) is implied by the dataset and adds no key."""
+    keys = ["dataset", "loss"]
+    for key in (*RUN_KEYS, *setting_columns(folds)):
+        own = key == "activation" or key.startswith("activation.")
+        if key in folds.columns and key not in keys and not own and varies_within(folds, keys, key):
+            keys.append(key)
+    return keys
 
 
 def _side(

@@ -61,7 +61,8 @@ STYLES: dict[str, tuple[str, str, str]] = {
 """Style -> (bold, plus-minus, empty cell)."""
 
 
-def _varies_within(folds: pd.DataFrame, by: Sequence[str], column: str) -> bool:
+def varies_within(folds: pd.DataFrame, by: Sequence[str], column: str) -> bool:
+    """Whether ``column`` takes more than one value (NaN counts as one) in some group of ``by``."""
     if not by:
         return folds[column].nunique(dropna=False) > 1
     counts = folds.groupby(list(by), dropna=False, sort=False)[column].nunique(dropna=False)
@@ -78,7 +79,7 @@ def row_keys(
     keys = [k for k in always if k in folds.columns]
     for candidate in (*ROW_ORDER, *setting_columns(folds)):
         present = candidate in folds.columns and candidate not in keys
-        if present and _varies_within(folds, keys, candidate):
+        if present and varies_within(folds, keys, candidate):
             keys.append(candidate)
     return keys
 
@@ -189,7 +190,7 @@ def dice_table(folds: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> p
     """Rows: the choices and settings that vary (e.g. loss x activation, or the dataset alone);
     cells: mean ± std over folds, ``(n=k)`` where some are NaN; ``folds``: rows averaged."""
     ok = folds[folds["status"] == "ok"] if "status" in folds.columns else folds
-    keys = [k for k in row_keys(ok, ("dataset",)) if _varies_within(ok, (), k)]
+    keys = [k for k in row_keys(ok, ("dataset",)) if varies_within(ok, (), k)]
     keys = keys or [k for k in ("dataset", *ROW_ORDER) if k in ok.columns][:1]
     present = [m for m in metrics if m in ok.columns]
     table = metric_table(ok, keys, present)

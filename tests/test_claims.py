@@ -1,0 +1,92 @@
+"""The paper's claims next to a report's paired summary, and the 2-channel argmax count."""
+
+import pandas as pd
+import pytest
+
+from segact import claims
+from segact.report import argmax_agreement
+
+
+def _summary(rows: list[tuple[str, str, float, float, float]]) -> pd.DataFrame:
+    """rows: (dataset, loss, mean sigmoid, mean other, Holm p); the pair follows the loss."""
+    other = {"dice": "arctan", "bce": "normal_cdf"}
+    return pd.DataFrame(
+        [
+            {
+                "activation_a": "sigmoid",
+                "activation_b": other[loss],
+                "metric": "best_dice",
+                "dataset": dataset,
+                "loss": loss,
+                "n": 15,
+                "mean_a": a,
+                "mean_b": b,
+                "mean_difference": a - b,
+                "wilcoxon_p_holm": p,
+            }
+            for dataset, loss, a, b, p in rows
+        ]
+    )
+
+
+def test_cross_dataset_means_count_each_real_dataset_once():
+    summary = _summary(
+        [
+            ("kvasir_seg", "dice", 0.70, 0.705, 0.01),
+            ("ph2", "dice", 0.90, 0.91, 0.30),
+            ("synthetic", "dice", 0.50, 0.40, 0.001),  # left out: not a medical set
+        ]
+    )
+    (row,) = claims.compare_with_paper(summary).to_dict("records")
+    assert row["datasets"] == "kvasir_seg, ph2"
+    assert (row["mean_a"], row["mean_b"]) == pytest.approx((0.80, 0.8075))
+    assert row["relative_percent"] == pytest.approx(100 * 0.0075 / 0.80)
+    assert (row["paper_mean_a"], row["paper_relative_percent"]) == (0.7266, 2.0)
+    assert row["verdict"] == (
+        "same direction, smaller than claimed; ahead on 2 dataset(s), Holm p < 0.05 for it on 1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("b", "p", "verdict"),
+    [
+        (0.81, 0.01, "replicates in direction and size; ahead on 1 dataset(s), "
+                     "Holm p < 0.05 for it on 1"),
+        (0.79, 0.01, "does not replicate: the other direction; ahead on 0 dataset(s), "
+                     "Holm p < 0.05 for it on 0, against it on 1"),
+    ],
+)  # fmt: skip
+def test_verdict_reads_direction_size_and_tests(b, p, verdict):
+    (row,) = claims.compare_with_paper(_summary([("ph2", "bce", 0.80, b, p)])).to_dict("records")
+    assert row["claim"].startswith("BCE: normal CDF")
+    assert row["verdict"] == verdict
+
+
+def test_no_claim_rows_without_the_claimed_pairs():
+    summary = _summary([("ph2", "dice", 0.8, 0.8, 1.0)]).assign(activation_b="softsign")
+    assert claims.compare_with_paper(summary).empty
+    assert claims.compare_with_paper(pd.DataFrame()).empty
+
+
+def test_argmax_count_sums_every_fold_and_separates_ties():
+    folds = pd.DataFrame(
+        {
+            "dataset": ["ph2"] * 3,
+            "loss": ["ce", "ce", "dice"],
+            "n_pixels": [100, 200, 300],
+            "argmax_disagreements": [2, 0, float("nan")],  # the Dice run had 1 channel
+            "argmax_ties": [2, 0, float("nan")],
+        }
+    )
+    table = argmax_agreement(folds)
+    assert table.to_dict("records") == [
+        {
+            "dataset": "ph2",
+            "loss": "ce",
+            "n_pixels": 300,
+            "argmax_disagreements": 2,
+            "argmax_ties": 2,
+            "disagreements_not_ties": 0,
+        }
+    ]
+    assert argmax_agreement(folds.drop(columns=["argmax_disagreements"])).empty
