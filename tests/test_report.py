@@ -114,6 +114,7 @@ def test_report_writes_every_file(sweep, built, tmp_path):
         "table_dataset_toy.tex",
         "paired_differences.csv",
         "paired_summary.csv",
+        "paper_claims.csv",
         "flagged.csv",
         "failed.csv",
         "report.md",
