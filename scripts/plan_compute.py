@@ -27,7 +27,7 @@ GRIDS: dict[str, tuple[tuple[str, ...], int]] = {
     "sigmoid_vs_arctan": (DATASETS, 4),
     "paper_grid": (("isbi2012", "synthetic"), 21),
     "head_comparison": (("ph2", "isbi2012"), 4),
-    "binarize_gradients": (("isbi2012",), 4),
+    "binarize_gradients": (("ph2",), 6),
 }
 SEEDS = {"binarize_gradients": 1}
 DEFAULT_SEEDS = 3

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from tests.helpers import compose_config
@@ -15,9 +14,8 @@ gc.freeze()  # see pytest_collection_finish: here for what conftest imported (to
 
 
 @pytest.fixture
-def make_cfg() -> Iterator[Callable[..., DictConfig]]:
-    yield compose_config
-    GlobalHydra.instance().clear()
+def make_cfg() -> Callable[..., DictConfig]:
+    return compose_config
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -57,10 +57,11 @@ def compose_config(*overrides: str, tiny: bool = True) -> DictConfig:
 @functools.cache
 def composed(*overrides: str, return_hydra_config: bool = False) -> DictConfig:
     """Hydra's compose of the real config tree, cached: read it, never change it (the next
-    caller gets the same object); ``compose_config`` gives copies."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("config", list(overrides), return_hydra_config=return_hydra_config)
+    caller gets the same object); ``compose_config`` gives copies. Hydra is initialized once
+    per process (a quarter of a compose's time), again only if something cleared it."""
+    if not GlobalHydra.instance().is_initialized():
+        initialize_config_dir(config_dir=str(config_dir()), version_base="1.3")
+    return compose("config", list(overrides), return_hydra_config=return_hydra_config)
 
 
 def _is_value_override(override: Override) -> bool:

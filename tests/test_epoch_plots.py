@@ -29,6 +29,7 @@ def sweep_with_epochs(tmp_path_factory):
     return root, _write_epochs(frozen, 0.0), _write_epochs(trained, 1.0)
 
 
+@pytest.mark.slow
 def test_epoch_figures_plot_the_epochs_csv(sweep_with_epochs, tmp_path):
     root, frozen, trained = sweep_with_epochs
     out = tmp_path / "report"
@@ -49,6 +50,7 @@ def test_epoch_figures_plot_the_epochs_csv(sweep_with_epochs, tmp_path):
     assert dice.loc[("arctan", 2), "mean"] == pytest.approx(0.2 + 0.02)
 
 
+@pytest.mark.slow
 def test_report_says_in_words_that_a_zero_gradient_run_learns_nothing(sweep_with_epochs, tmp_path):
     root, _, _ = sweep_with_epochs
     out = tmp_path / "report"

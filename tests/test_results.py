@@ -131,6 +131,7 @@ def test_collect_sweep_for_the_callback(sweep, tmp_path):
     assert results.collect_sweep(tmp_path / "empty").empty
 
 
+@pytest.mark.slow
 def test_results_and_tables_import_no_plotting_or_scipy():
     heavy = "sorted(m for m in ('matplotlib', 'scipy', 'torch') if m in sys.modules)"
     code = (

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from tests.report_fixtures import SIGMOID, write_run
+
 REPO = Path(__file__).resolve().parents[1]
 PAPER_SCALE = REPO / "scripts" / "paper_scale.sh"
 
@@ -84,3 +86,21 @@ def test_paper_scale_quick(tmp_path: Path) -> None:
     assert 0 < per_epoch < wall and 0 < train_s < wall
     assert per_epoch == pytest.approx(epoch_seconds / 2, abs=0.01)
     assert images_per_s == pytest.approx(2 * 8 / epoch_seconds, abs=0.1)
+
+
+def test_replication_progress_counts_finished_runs_and_their_cpu_time(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "scripts"))
+    from replication_progress import progress
+
+    grid = tmp_path / "sigmoid_vs_arctan"
+    per_fold = {fold: {"train_seconds": 360.0, "epochs_run": 10 + fold} for fold in range(5)}
+    for activation in ("sigmoid", "arctan"):
+        write_run(grid, activation, SIGMOID, keys={"dataset": "ph2"}, overrides=per_fold)
+    write_run(grid, "hardtanh", [0.1], keys={"dataset": "ph2"}, status="failed")
+    table = progress(tmp_path).set_index(["grid", "dataset"])
+    ph2 = table.loc[("sigmoid_vs_arctan", "ph2")]
+    assert ph2["runs done"] == "2 / 12"
+    assert ph2["epochs per fold"] == "12 (10-14)"
+    assert (ph2["CPU-h spent"], ph2["CPU-h per run"]) == pytest.approx((1.0, 0.5))
+    assert ph2["CPU-h to go"] == pytest.approx(5.0)
+    assert table.loc[("paper_grid", "isbi2012"), "runs done"] == "0 / 63"

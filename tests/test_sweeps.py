@@ -26,9 +26,9 @@ def _sweep_params(experiment: str) -> dict[str, list[str]]:
 @pytest.mark.parametrize(
     ("experiment", "n_jobs"),
     [
-        ("sigmoid_vs_arctan", 4),
-        ("paper_grid", 21),
-        ("head_comparison", 4),
+        pytest.param("sigmoid_vs_arctan", 4, marks=pytest.mark.slow),
+        pytest.param("paper_grid", 21, marks=pytest.mark.slow),
+        pytest.param("head_comparison", 4, marks=pytest.mark.slow),
         ("binarize_gradients", 3),
     ],
 )
