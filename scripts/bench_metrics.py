@@ -23,6 +23,9 @@ import torch
 
 from segact.metrics import EPS, ThresholdSweep
 
+COLUMNS = ("tp", "fp", "fn", "tn", "dice", *(f"mean_nll_{c}" for c in ("tp", "fp", "tn", "fn")))
+"""The per-threshold columns both evaluations give."""
+
 
 def make_fold(n_images: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities of a plausible model: blobs of truth, logits that mostly agree with it."""
@@ -47,20 +50,7 @@ def reference_evaluation(prob: np.ndarray, target: np.ndarray, thresholds: np.nd
     y = target.astype(np.float64) > 0.5
     clipped = np.clip(p, EPS, 1 - EPS)
     nll = -(y * np.log(clipped) + (~y) * np.log(1 - clipped))
-    out = {
-        k: []
-        for k in (
-            "tp",
-            "fp",
-            "fn",
-            "tn",
-            "dice",
-            "mean_nll_tp",
-            "mean_nll_fp",
-            "mean_nll_tn",
-            "mean_nll_fn",
-        )
-    }
+    out = {k: [] for k in COLUMNS}
     for t in thresholds:
         positive = prob >= t  # in prob's own dtype, as torch/NumPy compare (NEP 50)
         negative = ~positive
@@ -84,20 +74,7 @@ def segact_evaluation(prob: np.ndarray, target: np.ndarray, thresholds: np.ndarr
     sweep = ThresholdSweep(thresholds)
     sweep.update(torch.from_numpy(prob), torch.from_numpy(target))
     result = sweep.result()
-    out = {
-        k: result.table[k].tolist()
-        for k in (
-            "tp",
-            "fp",
-            "fn",
-            "tn",
-            "dice",
-            "mean_nll_tp",
-            "mean_nll_fp",
-            "mean_nll_tn",
-            "mean_nll_fn",
-        )
-    }
+    out = {k: result.table[k].tolist() for k in COLUMNS}
     out["nll"] = result.summary["nll"]
     return out
 
