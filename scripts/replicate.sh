@@ -83,6 +83,7 @@ for grid in "${GRIDS[@]}"; do
                 pairs=()
                 [[ $name == sigmoid_vs_arctan ]] && pairs=(--pair sigmoid arctan --pair sigmoid normal_cdf)
                 [[ $name == paper_grid ]] && pairs=(--pair sigmoid arctan --pair sigmoid normal_cdf)
+                [[ $name == head_comparison ]] && pairs=(--pair sigmoid softmax)
                 "$REPORT" "$RUNS/$name" --out "$OUT/$name" "${pairs[@]}"
                 "$REPORT" "$RUNS/$name" --out "$OUT/$name/paper_aggregation" --aggregate paper \
                     "${pairs[@]}" > /dev/null

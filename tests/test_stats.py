@@ -104,6 +104,14 @@ def test_settings_that_follow_the_dataset_add_no_pair_key():
     assert stats.pair_keys(within) == ["dataset", "loss", "dataset.noise"]
 
 
+def test_a_head_that_follows_the_activation_adds_no_pair_key():
+    folds = _folds(activations=("sigmoid", "softmax"))
+    folds["head"] = folds["activation"].map({"sigmoid": "sigmoid1", "softmax": "softmax2"})
+    assert stats.pair_keys(folds) == ["dataset", "loss"]
+    differences = stats.paired_differences(folds, "sigmoid", "softmax", ["dataset", "loss"])
+    assert len(differences) == 5
+
+
 def test_an_unrecorded_setting_is_an_error_not_a_silent_first():
     folds = pd.concat([_folds(), _folds()])
     with pytest.raises(ReportError, match="cannot pair sigmoid: 5 fold result"):

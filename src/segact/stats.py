@@ -124,13 +124,15 @@ def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
 
 def pair_keys(folds: pd.DataFrame) -> list[str]:
     """What two runs must share to be paired (besides seed and fold): dataset and loss, and every
-    other named choice or setting that differs between runs of one dataset and loss,
-    ``activation.*`` excepted. A setting that only follows the dataset (``dataset.root``, the
-    synthetic set's ``dataset.noise``) is implied by the dataset and adds no key."""
+    other named choice or setting that differs between runs of one dataset, loss and activation.
+    A setting that only follows the dataset (``dataset.root``, the synthetic set's
+    ``dataset.noise``) or the activation (``activation.eps``; ``head``: softmax comes only with
+    the 2-channel head) adds no key, so sigmoid1 + Dice pairs with softmax2 + Dice."""
     keys = ["dataset", "loss"]
     for key in (*RUN_KEYS, *setting_columns(folds)):
-        own = key == "activation" or key.startswith("activation.")
-        if key in folds.columns and key not in keys and not own and varies_within(folds, keys, key):
+        if key not in folds.columns or key in keys or key == "activation":
+            continue
+        if varies_within(folds, [*keys, "activation"], key):
             keys.append(key)
     return keys
 
