@@ -385,3 +385,17 @@ def test_without_the_default_pair_the_report_says_so(tmp_path):
     assert summary.loc["best_dice", "mean_difference"] == pytest.approx(
         np.mean(ARCTAN) - np.mean(SIGMOID)
     )
+
+
+def test_pooled_table_takes_only_the_datasets_with_every_row(tmp_path):
+    """c lacks arctan: pooling it would weigh its sigmoid folds into one row only."""
+    for dataset, activations_run in (("a", ("sigmoid", "arctan")), ("b", ("sigmoid", "arctan")),
+                                     ("c", ("sigmoid",))):  # fmt: skip
+        for activation in activations_run:
+            dice = SIGMOID if activation == "sigmoid" else ARCTAN
+            write_run(tmp_path / "sweep", activation, dice, keys={"dataset": dataset})
+    out = _report(tmp_path / "out", tmp_path / "sweep")
+    pooled = (out / "table_all_datasets.md").read_text()
+    assert "all datasets with every row, folds pooled (a, b)" in pooled
+    assert _table(out / "table_all_datasets.md")["n"].tolist() == ["10", "10"]
+    assert (out / "table_dataset_c.md").exists()

@@ -43,24 +43,42 @@ def _drop_constant(frame: pd.DataFrame, keep: Sequence[str] = SHOWN_ALWAYS) -> p
 # --- tables -------------------------------------------------------------------------------------
 
 
-def _dataset_frames(folds: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    frames = {f"dataset_{name}": group for name, group in folds.groupby("dataset", sort=True)}
-    if len(frames) > 1:
-        frames["all_datasets"] = folds
+def _row_set(frame: pd.DataFrame, keys: Sequence[str]) -> set[tuple[str, ...]]:
+    return set(frame[list(keys)].astype(str).itertuples(index=False, name=None))
+
+
+def _dataset_frames(
+    folds: pd.DataFrame, keys: Sequence[str]
+) -> dict[str, tuple[str, pd.DataFrame]]:
+    """name -> (title, folds): one per dataset, and the folds of every dataset that has every
+    row of the table pooled (a dataset still missing a row would tilt the pooled mean)."""
+    frames = {
+        f"dataset_{name}": (f"dataset {name}", group)
+        for name, group in folds.groupby("dataset", sort=True)
+    }
+    every_row = _row_set(folds, keys)
+    complete = [
+        str(name)
+        for name, group in folds.groupby("dataset", sort=True)
+        if _row_set(group, keys) == every_row
+    ]
+    if len(complete) > 1:
+        title = f"all datasets with every row, folds pooled ({', '.join(complete)})"
+        frames["all_datasets"] = (title, folds[folds["dataset"].astype(str).isin(complete)])
     return frames
 
 
 def paper_tables(
     folds: pd.DataFrame, keys: Sequence[str], aggregate: str = "selected"
-) -> dict[str, tuple[str, str]]:
-    """Per dataset (and over all datasets): the paper-style table as (Markdown, LaTeX). Rows:
-    loss x activation and any row key that differs within the table."""
+) -> dict[str, tuple[str, str, str]]:
+    """Per dataset (and over the datasets with every row): the paper-style table as (title,
+    Markdown, LaTeX). Rows: loss x activation and any row key that differs within the table."""
     out = {}
-    for name, frame in _dataset_frames(folds).items():
+    for name, (title, frame) in _dataset_frames(folds, keys).items():
         shown = [k for k in keys if k in SHOWN_ALWAYS or frame[k].nunique(dropna=False) > 1]
         table = tables.paper_table(frame, shown, aggregate)
-        title = name.replace("_", " ")
         out[name] = (
+            title,
             tables.format_paper_table(table, "markdown", aggregate, title),
             tables.format_paper_table(table, "latex", aggregate, title),
         )
@@ -73,18 +91,18 @@ def _table_sections(
     """The tables of the folds used (files and sections) and, where some folds are degenerate,
     the other variant (report.md only); returns the sections and the main table."""
     sections = []
-    for name, (markdown, latex) in paper_tables(used, keys, aggregate).items():
+    for name, (title, markdown, latex) in paper_tables(used, keys, aggregate).items():
         (out / f"table_{name}.md").write_text(markdown + "\n")
         (out / f"table_{name}.tex").write_text(latex)
-        sections += [f"## Table: {name.replace('_', ' ')}", "", markdown, ""]
+        sections += [f"## Table: {title}", "", markdown, ""]
     main_table = sections[-2]
     degenerate = results.flag(ok, "degenerate")
     if degenerate.any():
         other, what = (ok, "with") if len(used) < len(ok) else (ok[~degenerate], "without")
         sections += [f"## Tables {what} the {int(degenerate.sum())} degenerate fold(s)", ""]
-        for name, (markdown, _) in paper_tables(other, keys, aggregate).items():
+        for title, markdown, _ in paper_tables(other, keys, aggregate).values():
             sections += [
-                f"### {name.replace('_', ' ')} ({what} degenerate folds)",
+                f"### {title} ({what} degenerate folds)",
                 "",
                 markdown,
                 "",
