@@ -90,3 +90,14 @@ def test_argmax_count_sums_every_fold_and_separates_ties():
         }
     ]
     assert argmax_agreement(folds.drop(columns=["argmax_disagreements"])).empty
+
+
+def test_datasets_with_degenerate_folds_get_a_second_scope():
+    summary = _summary([("ph2", "dice", 0.90, 0.92, 0.01), ("isbi2012", "dice", 0.876, 0.876, 1.0)])
+    compared = claims.compare_with_paper(summary, degenerate=["isbi2012"])
+    assert compared[["scope", "datasets"]].values.tolist() == [
+        ["real datasets", "isbi2012, ph2"],
+        ["real datasets without degenerate folds", "ph2"],
+    ]
+    assert compared["relative_percent"].iloc[1] == pytest.approx(100 * 0.02 / 0.90)
+    assert len(claims.compare_with_paper(summary, degenerate=["drive_vessels"])) == 1

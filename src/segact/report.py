@@ -183,8 +183,9 @@ def _paired_sections(summary: pd.DataFrame, pairs: Sequence[tuple[str, str]]) ->
     return sections
 
 
-def _claims_sections(summary: pd.DataFrame, out: Path) -> list[str]:
-    compared = claims.compare_with_paper(summary)
+def _claims_sections(summary: pd.DataFrame, used: pd.DataFrame, out: Path) -> list[str]:
+    degenerate = used.loc[results.flag(used, "degenerate"), "dataset"].astype(str).unique()
+    compared = claims.compare_with_paper(summary, degenerate)
     if compared.empty:
         return []
     write_csv(compared, out / "paper_claims.csv")
@@ -398,7 +399,7 @@ def build_report(
         "",
         *table_sections,
         *_paired_sections(summary, pairs),
-        *_claims_sections(summary, out),
+        *_claims_sections(summary, used, out),
         *_argmax_sections(ok, out),
         *_flag_sections(ok, keys, out),
         *_failed_sections(folds, out),
