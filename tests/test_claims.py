@@ -43,17 +43,20 @@ def test_cross_dataset_means_count_each_real_dataset_once():
     assert row["relative_percent"] == pytest.approx(100 * 0.0075 / 0.80)
     assert (row["paper_mean_a"], row["paper_relative_percent"]) == (0.7266, 2.0)
     assert row["verdict"] == (
-        "same direction, smaller than claimed; ahead on 2 dataset(s), Holm p < 0.05 for it on 1"
+        "does not replicate (same direction, smaller); "
+        "ahead on 2 of 2 dataset(s); Holm p < 0.05: 1 for, 0 against"
     )
 
 
 @pytest.mark.parametrize(
     ("b", "p", "verdict"),
     [
-        (0.81, 0.01, "replicates in direction and size; ahead on 1 dataset(s), "
-                     "Holm p < 0.05 for it on 1"),
-        (0.79, 0.01, "does not replicate: the other direction; ahead on 0 dataset(s), "
-                     "Holm p < 0.05 for it on 0, against it on 1"),
+        (0.81, 0.01, "replicates (same direction and size); "
+                     "ahead on 1 of 1 dataset(s); Holm p < 0.05: 1 for, 0 against"),
+        (0.79, 0.01, "does not replicate (other direction); "
+                     "ahead on 0 of 1 dataset(s); Holm p < 0.05: 0 for, 1 against"),
+        (0.8004, 0.6, "not detectable here (same direction, smaller); "
+                      "ahead on 1 of 1 dataset(s); Holm p < 0.05: 0 for, 0 against"),
     ],
 )  # fmt: skip
 def test_verdict_reads_direction_size_and_tests(b, p, verdict):

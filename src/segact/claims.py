@@ -46,20 +46,25 @@ CLAIMS: tuple[Claim, ...] = (
 )  # fmt: skip
 
 
-def _verdict(relative: float, claimed: float, ahead: int, significant: int, against: int) -> str:
-    """Plain words: direction first, then size, then what the per-dataset tests can say."""
+def _verdict(
+    relative: float, claimed: float, ahead: int, n: int, significant: int, against: int
+) -> str:
+    """Plain words: direction and size of the cross-dataset mean, then what the per-dataset
+    paired tests can tell apart from noise."""
     if not np.isfinite(relative):
         return "no value"
     if relative <= 0:
-        words = "does not replicate: the other direction"
+        words = "other direction"
     elif relative >= claimed / 2:
-        words = "replicates in direction and size"
+        words = "same direction and size"
     else:
-        words = "same direction, smaller than claimed"
-    tests = f"; ahead on {ahead} dataset(s), Holm p < {ALPHA} for it on {significant}"
-    if against:
-        tests += f", against it on {against}"
-    return words + tests
+        words = "same direction, smaller"
+    tests = f"ahead on {ahead} of {n} dataset(s); Holm p < {ALPHA}: "
+    tests += f"{significant} for, {against} against"
+    if significant == against == 0:
+        return f"not detectable here ({words}); {tests}"
+    replicates = "replicates" if relative >= claimed / 2 and not against else "does not replicate"
+    return f"{replicates} ({words}); {tests}"
 
 
 def _extra_keys(summary: pd.DataFrame) -> list[str]:
@@ -101,6 +106,7 @@ def _claim_rows(summary: pd.DataFrame, claim: Claim) -> list[dict[str, object]]:
                     relative,
                     claim.relative_percent,
                     int(b_ahead.sum()),
+                    len(group),
                     int((held & b_ahead).sum()),
                     int((held & ~b_ahead).sum()),
                 ),
