@@ -131,6 +131,27 @@ def test_hard_binarize_gives_exactly_zero_gradient_and_ste_does_not(loss_cls):
     assert torch.count_nonzero(_gradient(loss_cls(binarize="none"))) > 0
 
 
+@pytest.mark.parametrize("mode", ["hard", "ste"])
+def test_hard_binarize_leaves_every_weight_as_it_was_but_batchnorm_statistics_move(mode):
+    """Why a hard run's validation Dice still wanders a little: training-mode forward passes
+    update BatchNorm's running mean and variance, gradient or not; the weights stay put."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4),
+                                torch.nn.Conv2d(4, 1, 1))  # fmt: skip
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    weights = {k: v.clone() for k, v in model.named_parameters()}
+    running_mean = model[1].running_mean.clone()
+    loss_fn = DiceLoss(binarize=mode)
+    for _ in range(3):
+        x, y = torch.randn(4, 1, 8, 8) + 2, (torch.rand(4, 1, 8, 8) > 0.5).float()
+        optimizer.zero_grad()
+        loss_fn(head("sigmoid"), model(x), y).backward()
+        optimizer.step()
+    moved = [k for k, v in model.named_parameters() if not torch.equal(v, weights[k])]
+    assert moved == ([] if mode == "hard" else list(weights))
+    assert not torch.equal(model[1].running_mean, running_mean)
+
+
 def test_ste_forward_is_hard_and_backward_is_identity():
     p = torch.tensor([0.2, 0.5, 0.7], requires_grad=True)
     out = binarize(p, "ste")

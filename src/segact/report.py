@@ -375,7 +375,9 @@ def build_report(
             f"{int(zero.sum())} fold(s) had an exactly zero gradient in every epoch ({names}): "
             "the loss does not change when the weights do, so the weights never moved and "
             "the network learned nothing (loss.binarize=hard: a step function has zero "
-            "derivative; loss.binarize=ste trains)."
+            "derivative; loss.binarize=ste trains). Their validation Dice can still wander a "
+            "little: training-mode forward passes update BatchNorm's running statistics, "
+            "gradient or not, and each curve's mean is over the folds still running."
         )
     hidden = tables.hidden_settings(ok, keys)
     if hidden:
