@@ -228,6 +228,11 @@ def test_paper_aggregation(sweep, tmp_path):
         table["best Dice"].iloc[1] == f"**{paper_best.mean():.3f}** ± {paper_best.std(ddof=1):.3f}"
     )
     assert "aggregation paper" in (out / "table_dataset_toy.tex").read_text()
+    paired = pd.read_csv(out / "paired_summary.csv").set_index("metric")
+    assert sorted(paired.index) == ["paper_best_dice", "paper_mean_dice", "paper_nll"]
+    assert paired.loc["paper_best_dice", "mean_a"] == pytest.approx(paper_best.mean())
+    claims = pd.read_csv(out / "paper_claims.csv")
+    assert claims["metric"].tolist() == ["paper_best_dice"]
 
 
 def _flagged_sweep(root: Path) -> Path:

@@ -78,7 +78,7 @@ def _claim_rows(summary: pd.DataFrame, claim: Claim) -> list[dict[str, object]]:
         (summary["activation_a"] == claim.a)
         & (summary["activation_b"] == claim.b)
         & (summary["loss"] == claim.loss)
-        & (summary["metric"] == claim.metric)
+        & summary["metric"].isin([claim.metric, f"paper_{claim.metric}"])
         & ~summary["dataset"].isin(LEFT_OUT)
     ]
     if chosen.empty:
@@ -95,7 +95,7 @@ def _claim_rows(summary: pd.DataFrame, claim: Claim) -> list[dict[str, object]]:
             {
                 "claim": claim.words,
                 **dict(zip(extra, values if extra else (), strict=True)),
-                "metric": claim.metric,
+                "metric": group["metric"].iloc[0],
                 "datasets": ", ".join(sorted(group["dataset"].astype(str))),
                 "mean_a": mean_a,
                 "mean_b": mean_b,

@@ -137,13 +137,15 @@ def choose_pairs(
 
 
 def paired(
-    used: pd.DataFrame, pairs: Sequence[tuple[str, str]]
+    used: pd.DataFrame, pairs: Sequence[tuple[str, str]], aggregate: str = "selected"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-pair differences, summary per pair x group x metric) over the folds used."""
+    """(per-pair differences, summary per pair x group x metric) over the folds used, of the
+    metrics the ``aggregate`` tables show."""
     keys = stats.pair_keys(used)
-    frames = [stats.paired_differences(used, a, b, keys) for a, b in pairs]
+    metrics = stats.PAIR_METRICS_BY_AGGREGATION[aggregate]
+    frames = [stats.paired_differences(used, a, b, keys, metrics) for a, b in pairs]
     if not frames:  # no pair asked for: the files keep their columns
-        frames = [stats.paired_differences(used.iloc[:0], "", "", keys)]
+        frames = [stats.paired_differences(used.iloc[:0], "", "", keys, metrics)]
     differences = pd.concat(frames, ignore_index=True)
     return differences, stats.summarize_pairs(differences, keys)
 
@@ -391,7 +393,7 @@ def build_report(
     if not thresholds.empty:
         write_csv(thresholds.drop(columns="run_path", errors="ignore"), out / "thresholds.csv")
     table_sections, main_table = _table_sections(ok, used, keys, aggregate, out)
-    differences, summary = paired(used, pairs)
+    differences, summary = paired(used, pairs, aggregate)
     write_csv(differences, out / "paired_differences.csv")
     write_csv(summary, out / "paired_summary.csv")
     sections = [

@@ -26,6 +26,11 @@ from segact.results import RUN_KEYS, setting_columns
 from segact.tables import numeric, varies_within
 
 PAIR_METRICS: tuple[str, ...] = ("best_dice", "mean_dice", "nll")
+PAIR_METRICS_BY_AGGREGATION: dict[str, tuple[str, ...]] = {
+    "selected": PAIR_METRICS,
+    "paper": tuple(f"paper_{m}" for m in PAIR_METRICS),
+}
+"""What is paired under each ``segact-report --aggregate``: the metrics its tables show."""
 CONFIDENCE = 0.95
 N_RESAMPLES = 9999
 BCA_MIN_PAIRS = 10
