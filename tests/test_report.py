@@ -159,7 +159,7 @@ def _kinds(values: list[str]) -> list[list[str]]:
 
 def test_rows_split_by_every_differing_setting(tmp_path):
     sweep = write_two_settings(tmp_path / "sweep", "trainer.lr", [0.001, 0.1])
-    out = _report(tmp_path / "out", sweep)
+    out = _report(tmp_path / "out", sweep, "--no-figures")
     table = _table(out / "table_dataset_toy.md")
     assert table[["activation", "lr", "n"]].values.tolist() == _kinds(["0.001", "0.1"])
     means = table["best Dice"].str.replace("*", "").str[:5]
@@ -174,7 +174,7 @@ def test_two_folder_datasets_are_two_rows(tmp_path):
     roots = ["/data/a", "/data/b"]
     keys = {"dataset": "folder"}
     sweep = write_two_settings(tmp_path / "sweep", "dataset.root", roots, (0.0, 0.2), keys)
-    out = _report(tmp_path / "out", sweep)
+    out = _report(tmp_path / "out", sweep, "--no-figures")
     table = _table(out / "table_dataset_folder.md")
     assert table[["activation", "dataset.root", "n"]].values.tolist() == _kinds(roots)
     # the statistics pair a with a and b with b: every difference is sigmoid - arctan
@@ -184,7 +184,7 @@ def test_two_folder_datasets_are_two_rows(tmp_path):
         np.tile(np.subtract(SIGMOID, ARCTAN), 2)
     )
     # results.csv passed back in gives the same tables and statistics
-    again = _report(tmp_path / "again", out / "results.csv")
+    again = _report(tmp_path / "again", out / "results.csv", "--no-figures")
     for name in ("table_dataset_folder.md", "table_dataset_folder.tex", "paired_summary.csv"):
         assert (again / name).read_text() == (out / name).read_text()
 
@@ -207,7 +207,7 @@ def test_a_nan_metric_is_left_out_and_said(tmp_path):
     sweep = tmp_path / "sweep"
     write_run(sweep, "sigmoid", SIGMOID, overrides={2: {"best_dice": np.nan}})
     write_run(sweep, "arctan", ARCTAN)
-    out = _report(tmp_path / "out", sweep)
+    out = _report(tmp_path / "out", sweep, "--no-figures")
     table = _table(out / "table_dataset_toy.md").set_index("activation")
     kept = pd.Series(SIGMOID).drop(2)
     assert table.loc["sigmoid", "best Dice"] == f"**{kept.mean():.3f}** ± {kept.std():.3f} (n=4)"
@@ -249,7 +249,7 @@ def _flagged_sweep(root: Path) -> Path:
 
 
 def test_flagged_folds_are_listed_and_tabled_both_ways(tmp_path):
-    out = _report(tmp_path / "out", _flagged_sweep(tmp_path / "sweep"))
+    out = _report(tmp_path / "out", _flagged_sweep(tmp_path / "sweep"), "--no-figures")
     flagged = pd.read_csv(out / "flagged.csv")
     assert flagged[["activation", "fold", "hit_max_epochs", "degenerate"]].values.tolist() == [
         ["sigmoid", 1, False, True],
@@ -264,7 +264,9 @@ def test_flagged_folds_are_listed_and_tabled_both_ways(tmp_path):
 
 
 def test_exclude_degenerate_drops_them_from_tables_and_statistics(tmp_path):
-    out = _report(tmp_path / "out", _flagged_sweep(tmp_path / "sweep"), "--exclude-degenerate")
+    out = _report(
+        tmp_path / "out", _flagged_sweep(tmp_path / "sweep"), "--exclude-degenerate", "--no-figures"
+    )
     assert _table(out / "table_dataset_toy.md")["n"].tolist() == ["5", "5", "4"]
     summary = pd.read_csv(out / "paired_summary.csv")
     assert (summary["n"] == 4).all()
@@ -380,12 +382,15 @@ def test_bad_input_gives_one_clear_line(sweep, tmp_path, capsys):
 def test_without_the_default_pair_the_report_says_so(tmp_path):
     write_run(tmp_path / "sweep", "sigmoid", SIGMOID)
     write_run(tmp_path / "sweep", "normal_cdf", ARCTAN)
-    out = _report(tmp_path / "out", tmp_path / "sweep")
+    out = _report(tmp_path / "out", tmp_path / "sweep", "--no-figures")
+    assert not list(out.glob("*.png")) and "## Figures" not in (out / "report.md").read_text()
     assert "No paired comparison: no --pair given" in (out / "report.md").read_text()
     assert pd.read_csv(out / "paired_summary.csv").empty
     differences = pd.read_csv(out / "paired_differences.csv")
     assert differences.empty and "difference" in differences.columns
-    out = _report(tmp_path / "out", tmp_path / "sweep", "--pair", "normal_cdf", "sigmoid")
+    out = _report(
+        tmp_path / "out2", tmp_path / "sweep", "--pair", "normal_cdf", "sigmoid", "--no-figures"
+    )
     summary = pd.read_csv(out / "paired_summary.csv").set_index("metric")
     assert summary.loc["best_dice", "mean_difference"] == pytest.approx(
         np.mean(ARCTAN) - np.mean(SIGMOID)
@@ -399,7 +404,7 @@ def test_pooled_table_takes_only_the_datasets_with_every_row(tmp_path):
         for activation in activations_run:
             dice = SIGMOID if activation == "sigmoid" else ARCTAN
             write_run(tmp_path / "sweep", activation, dice, keys={"dataset": dataset})
-    out = _report(tmp_path / "out", tmp_path / "sweep")
+    out = _report(tmp_path / "out", tmp_path / "sweep", "--no-figures")
     pooled = (out / "table_all_datasets.md").read_text()
     assert "all datasets with every row, folds pooled (a, b)" in pooled
     assert _table(out / "table_all_datasets.md")["n"].tolist() == ["10", "10"]

@@ -360,6 +360,7 @@ def build_report(
     compare: Path | None = None,
     aggregate: str = "selected",
     exclude_degenerate: bool = False,
+    figures: bool = True,
 ) -> str:
     """Write every report file into ``out``; returns the main table as Markdown. ``pairs``
     None: sigmoid vs arctan where both ran."""
@@ -407,7 +408,7 @@ def build_report(
         *_argmax_sections(ok, out),
         *_flag_sections(ok, keys, out),
         *_failed_sections(folds, out),
-        *_figure_sections(used, thresholds, keys, out),
+        *(_figure_sections(used, thresholds, keys, out) if figures else []),
         *(_comparison_sections(folds, compare, out) if compare is not None else []),
     ]
     (out / "report.md").write_text("\n".join(sections))
@@ -443,6 +444,11 @@ def _parser() -> argparse.ArgumentParser:
         help="leave degenerate folds (a trivial mask) out of the tables, statistics and plots",
     )
     parser.add_argument("--compare", type=Path, help="another results.csv to diff against")
+    parser.add_argument(
+        "--no-figures",
+        action="store_true",
+        help="tables, statistics and notes only (drawing the figures is most of a report's time)",
+    )
     return parser
 
 
@@ -452,7 +458,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     pairs = [tuple(p) for p in args.pair] if args.pair else None
     try:
         main_table = build_report(
-            args.sources, out, pairs, args.compare, args.aggregate, args.exclude_degenerate
+            args.sources,
+            out,
+            pairs,
+            args.compare,
+            args.aggregate,
+            args.exclude_degenerate,
+            figures=not args.no_figures,
         )
     except ReportError as error:
         print(f"segact-report: error: {error}", file=sys.stderr)
