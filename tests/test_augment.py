@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import albumentations as A
 import torch
 
 from segact.data.augment import Albumentations
@@ -31,7 +30,9 @@ def test_light_preset_keeps_shapes_and_binary_masks_and_is_seeded():
 
 
 def test_image_and_mask_move_together_for_any_channel_count():
-    augment = Albumentations([A.HorizontalFlip(p=1.0)], seed=0)
+    import albumentations  # here, not at collection: only the worker running this imports it
+
+    augment = Albumentations([albumentations.HorizontalFlip(p=1.0)], seed=0)
     for channels in (1, 5):
         images, masks = batch(channels)
         flipped_images, flipped_masks = augment(images, masks)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-import albumentations as A
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:  # albumentations takes a second to import: only when a run augments
+    import albumentations as A
 
 
 class Albumentations:
@@ -19,7 +22,9 @@ class Albumentations:
     """
 
     def __init__(self, transforms: Sequence[A.BasicTransform], seed: int = 0) -> None:
-        self.compose = A.Compose(list(transforms), seed=int(seed))
+        import albumentations
+
+        self.compose = albumentations.Compose(list(transforms), seed=int(seed))
 
     def __call__(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
         out_images, out_masks = [], []
@@ -35,10 +40,10 @@ class Albumentations:
             torch.from_numpy(np.stack(out_masks)[:, None].copy()),
         )
 
-    def _random_owners(self) -> list[A.BaseCompose | A.BasicTransform]:
+    def _random_owners(self) -> list[Any]:
         """The compose and every transform in it: each holds its own random generators."""
-        owners: list[A.BaseCompose | A.BasicTransform] = []
-        pending: list[A.BaseCompose | A.BasicTransform] = [self.compose]
+        owners: list[Any] = []
+        pending: list[Any] = [self.compose]
         while pending:
             owner = pending.pop(0)
             owners.append(owner)
