@@ -85,8 +85,9 @@ for grid in "${GRIDS[@]}"; do
                 [[ $name == paper_grid ]] && pairs=(--pair sigmoid arctan --pair sigmoid normal_cdf)
                 [[ $name == head_comparison ]] && pairs=(--pair sigmoid softmax)
                 "$REPORT" "$RUNS/$name" --out "$OUT/$name" "${pairs[@]}"
+                # the same figures as the selected epoch's report: drawn once, there
                 "$REPORT" "$RUNS/$name" --out "$OUT/$name/paper_aggregation" --aggregate paper \
-                    "${pairs[@]}" > /dev/null
+                    --no-figures "${pairs[@]}" > /dev/null
             done ;;
         *) echo "replicate: unknown grid '$grid'" >&2; exit 2 ;;
     esac
