@@ -353,6 +353,23 @@ def _used_folds(ok: pd.DataFrame, exclude_degenerate: bool, notes: list[str]) ->
     return ok[~degenerate]
 
 
+def _zero_gradient_notes(ok: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+    """The report's words for folds whose gradient was exactly zero in every epoch."""
+    zero = results.flag(ok, "zero_gradient")
+    if not zero.any():
+        return []
+    runs = ok.loc[zero, [k for k in ("dataset", *keys) if k in ok]].drop_duplicates()
+    names = "; ".join(" ".join(map(str, row)) for row in runs.itertuples(index=False))
+    return [
+        f"{int(zero.sum())} fold(s) had an exactly zero gradient in every epoch ({names}): "
+        "the loss does not change when the weights do, so the weights never moved and "
+        "the network learned nothing (loss.binarize=hard: a step function has zero "
+        "derivative; loss.binarize=ste trains). Their validation Dice can still wander a "
+        "little: training-mode forward passes update BatchNorm's running statistics, "
+        "gradient or not, and each curve's mean is over the folds still running."
+    ]
+
+
 def build_report(
     sources: Sequence[Path],
     out: Path,
@@ -370,18 +387,7 @@ def build_report(
     pairs = choose_pairs(ok, pairs, notes)
     used = _used_folds(ok, exclude_degenerate, notes)
     keys = [k for k in tables.row_keys(ok) if k != "dataset"]
-    zero = results.flag(ok, "zero_gradient")
-    if zero.any():
-        runs = ok.loc[zero, [k for k in ("dataset", *keys) if k in ok]].drop_duplicates()
-        names = "; ".join(" ".join(map(str, row)) for row in runs.itertuples(index=False))
-        notes.append(
-            f"{int(zero.sum())} fold(s) had an exactly zero gradient in every epoch ({names}): "
-            "the loss does not change when the weights do, so the weights never moved and "
-            "the network learned nothing (loss.binarize=hard: a step function has zero "
-            "derivative; loss.binarize=ste trains). Their validation Dice can still wander a "
-            "little: training-mode forward passes update BatchNorm's running statistics, "
-            "gradient or not, and each curve's mean is over the folds still running."
-        )
+    notes += _zero_gradient_notes(ok, keys)
     hidden = tables.hidden_settings(ok, keys)
     if hidden:
         notes.append(
