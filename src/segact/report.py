@@ -52,16 +52,12 @@ def _dataset_frames(
 ) -> dict[str, tuple[str, pd.DataFrame]]:
     """name -> (title, folds): one per dataset, and the folds of every dataset that has every
     row of the table pooled (a dataset still missing a row would tilt the pooled mean)."""
-    frames = {
-        f"dataset_{name}": (f"dataset {name}", group)
-        for name, group in folds.groupby("dataset", sort=True)
-    }
+    frames, complete = {}, []
     every_row = _row_set(folds, keys)
-    complete = [
-        str(name)
-        for name, group in folds.groupby("dataset", sort=True)
-        if _row_set(group, keys) == every_row
-    ]
+    for name, group in folds.groupby("dataset", sort=True):
+        frames[f"dataset_{name}"] = (f"dataset {name}", group)
+        if _row_set(group, keys) == every_row:
+            complete.append(str(name))
     if len(complete) > 1:
         title = f"all datasets with every row, folds pooled ({', '.join(complete)})"
         frames["all_datasets"] = (title, folds[folds["dataset"].astype(str).isin(complete)])
