@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -40,10 +40,10 @@ class Albumentations:
             torch.from_numpy(np.stack(out_masks)[:, None].copy()),
         )
 
-    def _random_owners(self) -> list[Any]:
+    def _random_owners(self) -> list[A.BaseCompose | A.BasicTransform]:
         """The compose and every transform in it: each holds its own random generators."""
-        owners: list[Any] = []
-        pending: list[Any] = [self.compose]
+        owners: list[A.BaseCompose | A.BasicTransform] = []
+        pending: list[A.BaseCompose | A.BasicTransform] = [self.compose]
         while pending:
             owner = pending.pop(0)
             owners.append(owner)
