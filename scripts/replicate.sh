@@ -80,14 +80,16 @@ for grid in "${GRIDS[@]}"; do
         report)
             for name in sigmoid_vs_arctan paper_grid head_comparison binarize_gradients; do
                 [[ -d "$RUNS/$name" ]] || continue
-                pairs=()
-                [[ $name == sigmoid_vs_arctan ]] && pairs=(--pair sigmoid arctan --pair sigmoid normal_cdf)
-                [[ $name == paper_grid ]] && pairs=(--pair sigmoid arctan --pair sigmoid normal_cdf)
-                [[ $name == head_comparison ]] && pairs=(--pair sigmoid softmax)
-                "$REPORT" "$RUNS/$name" --out "$OUT/$name" "${pairs[@]}"
+                options=()
+                [[ $name == sigmoid_vs_arctan ]] && options=(--pair sigmoid arctan --pair sigmoid normal_cdf)
+                # the paper grid's 21 cells are ranked against each other: until every cell has
+                # every seed, each is a mean over the seeds they all have (results.csv keeps all)
+                [[ $name == paper_grid ]] && options=(--pair sigmoid arctan --pair sigmoid normal_cdf --common-seeds)
+                [[ $name == head_comparison ]] && options=(--pair sigmoid softmax)
+                "$REPORT" "$RUNS/$name" --out "$OUT/$name" "${options[@]}"
                 # the same figures as the selected epoch's report: drawn once, there
                 "$REPORT" "$RUNS/$name" --out "$OUT/$name/paper_aggregation" --aggregate paper \
-                    --no-figures "${pairs[@]}" > /dev/null
+                    --no-figures "${options[@]}" > /dev/null
             done ;;
         *) echo "replicate: unknown grid '$grid'" >&2; exit 2 ;;
     esac

@@ -409,3 +409,27 @@ def test_pooled_table_takes_only_the_datasets_with_every_row(tmp_path):
     assert "all datasets with every row, folds pooled (a, b)" in pooled
     assert _table(out / "table_all_datasets.md")["n"].tolist() == ["10", "10"]
     assert (out / "table_dataset_c.md").exists()
+
+
+def test_common_seeds_compares_an_unfinished_grid_on_the_seeds_every_row_has(tmp_path):
+    """sigmoid has seeds 0-2, arctan only 0: with --common-seeds both rows are seed 0's five
+    folds (and the pairs too); results.csv keeps every fold."""
+    for seed in (0, 1, 2):
+        write_run(tmp_path / "sweep", "sigmoid", SIGMOID, seed=seed)
+    write_run(tmp_path / "sweep", "arctan", ARCTAN, seed=0)
+    plain = _report(tmp_path / "plain", tmp_path / "sweep", "--no-figures")
+    assert _table(plain / "table_dataset_toy.md")["n"].tolist() == ["5", "15"]
+    out = _report(tmp_path / "out", tmp_path / "sweep", "--no-figures", "--common-seeds")
+    assert _table(out / "table_dataset_toy.md")["n"].tolist() == ["5", "5"]
+    assert (pd.read_csv(out / "paired_summary.csv")["n"] == 5).all()
+    assert len(pd.read_csv(out / "results.csv")) == 20
+    text = (out / "report.md").read_text()
+    assert "--common-seeds: dataset toy uses seed(s) 0 of 0, 1, 2" in text
+
+
+def test_common_seeds_without_a_shared_seed_is_one_clear_error(tmp_path, capsys):
+    write_run(tmp_path / "sweep", "sigmoid", SIGMOID, seed=1)
+    write_run(tmp_path / "sweep", "arctan", ARCTAN, seed=0)
+    args = [str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), "--common-seeds"]
+    assert report.main([*args, "--no-figures"]) == 2
+    assert "--common-seeds: no dataset has a seed" in capsys.readouterr().err

@@ -349,6 +349,28 @@ def _used_folds(ok: pd.DataFrame, exclude_degenerate: bool, notes: list[str]) ->
     return ok[~degenerate]
 
 
+def common_seed_folds(ok: pd.DataFrame, keys: Sequence[str], notes: list[str]) -> pd.DataFrame:
+    """Per dataset, only the seeds that every row of its table has finished: the cells of an
+    unfinished grid are then means over the same seeds (and a no-op once the grid is done)."""
+    kept = []
+    for name, group in ok.groupby("dataset", sort=True):
+        rows = group[list(keys)].astype(str).apply(tuple, axis=1)
+        seeds_per_row = group["seed"].groupby(rows).agg(set)
+        common = set.intersection(*seeds_per_row)
+        if common != set(group["seed"]):
+            notes.append(
+                f"--common-seeds: dataset {name} uses seed(s) "
+                f"{', '.join(map(str, sorted(common))) or 'none'} of "
+                f"{', '.join(map(str, sorted(set(group['seed']))))}, the ones every row has "
+                "finished."
+            )
+        kept.append(group[group["seed"].isin(common)])
+    used = pd.concat(kept) if kept else ok
+    if used.empty:
+        raise ReportError("--common-seeds: no dataset has a seed that every row has finished")
+    return used
+
+
 def _zero_gradient_notes(ok: pd.DataFrame, keys: Sequence[str]) -> list[str]:
     """The report's words for folds whose gradient was exactly zero in every epoch."""
     zero = results.flag(ok, "zero_gradient")
@@ -374,15 +396,18 @@ def build_report(
     aggregate: str = "selected",
     exclude_degenerate: bool = False,
     figures: bool = True,
+    common_seeds: bool = False,
 ) -> str:
     """Write every report file into ``out``; returns the main table as Markdown. ``pairs``
     None: sigmoid vs arctan where both ran."""
     notes: list[str] = []
     folds, thresholds = results.load_results(sources, list(tables.AGGREGATIONS[aggregate]), notes)
     ok = folds[folds["status"] == "ok"]
+    keys = [k for k in tables.row_keys(ok) if k != "dataset"]
+    if common_seeds:
+        ok = common_seed_folds(ok, keys, notes)
     pairs = choose_pairs(ok, pairs, notes)
     used = _used_folds(ok, exclude_degenerate, notes)
-    keys = [k for k in tables.row_keys(ok) if k != "dataset"]
     notes += _zero_gradient_notes(ok, keys)
     hidden = tables.hidden_settings(ok, keys)
     if hidden:
@@ -445,6 +470,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave degenerate folds (a trivial mask) out of the tables, statistics and plots",
     )
+    parser.add_argument(
+        "--common-seeds",
+        action="store_true",
+        help="per dataset, only the seeds that every row of the table has finished (an "
+        "unfinished grid then compares its cells on the same seeds; results.csv keeps all)",
+    )
     parser.add_argument("--compare", type=Path, help="another results.csv to diff against")
     parser.add_argument(
         "--no-figures",
@@ -467,6 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.aggregate,
             args.exclude_degenerate,
             figures=not args.no_figures,
+            common_seeds=args.common_seeds,
         )
     except ReportError as error:
         print(f"segact-report: error: {error}", file=sys.stderr)
