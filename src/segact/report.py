@@ -354,15 +354,14 @@ def common_seed_folds(ok: pd.DataFrame, keys: Sequence[str], notes: list[str]) -
     unfinished grid are then means over the same seeds (and a no-op once the grid is done)."""
     kept = []
     for name, group in ok.groupby("dataset", sort=True):
-        rows = group[list(keys)].astype(str).apply(tuple, axis=1)
-        seeds_per_row = group["seed"].groupby(rows).agg(set)
-        common = set.intersection(*seeds_per_row)
-        if common != set(group["seed"]):
+        every_row = _row_set(group, keys)
+        seeds = sorted(group["seed"].unique())
+        common = [s for s in seeds if _row_set(group[group["seed"] == s], keys) == every_row]
+        if common != seeds:
             notes.append(
                 f"--common-seeds: dataset {name} uses seed(s) "
-                f"{', '.join(map(str, sorted(common))) or 'none'} of "
-                f"{', '.join(map(str, sorted(set(group['seed']))))}, the ones every row has "
-                "finished."
+                f"{', '.join(map(str, common)) or 'none'} of {', '.join(map(str, seeds))}, "
+                "the ones every row has finished."
             )
         kept.append(group[group["seed"].isin(common)])
     used = pd.concat(kept) if kept else ok
