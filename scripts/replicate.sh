@@ -4,10 +4,13 @@
 # summary.json says ok, files intact) is skipped, an interrupted one continues from its
 # checkpoint, so running this again after a stop loses nothing and recomputes nothing.
 #
-#   scripts/replicate.sh [--quick] [--jobs N] [--datasets A,B] [GRID ...]
+#   scripts/replicate.sh [--quick] [--jobs N] [--datasets A,B] [--size PX] [GRID ...] [-- OVERRIDES]
 #     GRID: sigmoid_vs_arctan paper_grid head_comparison binarize_gradients report (default: all)
 #     --quick: a smoke run (1 seed, 2 folds, 2 epochs, 32 px, synthetic + ISBI) into /tmp
 #     --datasets: only these datasets of each grid's list (the order of the plan's sessions)
+#     --size: the input size instead of the plan's 48 px (ISBI 2012 and DRIVE need more)
+#     -- OVERRIDES: more Hydra overrides for every sweep, e.g. trainer.device=cuda; like --size,
+#        they are in the run folders' names, so runs at another scale sit beside the plan's
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,12 +19,16 @@ REPORT=${SEGACT_REPORT:-.venv/bin/segact-report}
 JOBS=2
 QUICK=0
 ONLY=""
+SIZE=48
 GRIDS=()
+EXTRA=()
 while (($#)); do
     case "$1" in
         --quick) QUICK=1 ;;
         --jobs) JOBS="$2"; shift ;;
         --datasets) ONLY="$2"; shift ;;
+        --size) SIZE="$2"; shift ;;
+        --) shift; EXTRA=("$@"); break ;;
         *) GRIDS+=("$1") ;;
     esac
     shift
@@ -30,7 +37,7 @@ done
 
 # The scale of results/PLAN.md. trainer.threads is fixed (not cores / jobs), so a checkout on a
 # machine with another core count finds the same run identities and skips the finished runs.
-SCALE=(model=tiny dataset.image_size=48 trainer=paper trainer.threads=1)
+SCALE=(model=tiny dataset.image_size="$SIZE" trainer=paper trainer.threads=1)
 SEEDS=trainer.seed=0,1,2
 RUNS=results/runs
 OUT=results
@@ -55,7 +62,7 @@ sweep() {  # sweep NAME OVERRIDES...: one multirun, finished runs skipped; failu
     local name=$1
     shift
     "$TRAIN" -m launcher=joblib hydra.launcher.n_jobs="$JOBS" runtime.progress=false \
-        "${SCALE[@]}" hydra.sweep.dir="$RUNS/$name" "$@" || echo "replicate: $name had failed runs"
+        "${SCALE[@]}" hydra.sweep.dir="$RUNS/$name" "$@" ${EXTRA[@]+"${EXTRA[@]}"} || echo "replicate: $name had failed runs"
 }
 
 for grid in "${GRIDS[@]}"; do
