@@ -97,10 +97,30 @@ def test_argmax_count_sums_every_fold_and_separates_ties():
 
 def test_datasets_with_degenerate_folds_get_a_second_scope():
     summary = _summary([("ph2", "dice", 0.90, 0.92, 0.01), ("isbi2012", "dice", 0.876, 0.876, 1.0)])
-    compared = claims.compare_with_paper(summary, degenerate=["isbi2012"])
+    compared = claims.compare_with_paper(summary, pd.DataFrame({"dataset": ["isbi2012"]}))
     assert compared[["scope", "datasets"]].values.tolist() == [
         ["real datasets", "isbi2012, ph2"],
-        ["real datasets without degenerate folds", "ph2"],
+        ["real datasets, without degenerate folds", "ph2"],
     ]
     assert compared["relative_percent"].iloc[1] == pytest.approx(100 * 0.02 / 0.90)
-    assert len(claims.compare_with_paper(summary, degenerate=["drive_vessels"])) == 1
+    unrelated = pd.DataFrame({"dataset": ["drive_vessels"]})
+    assert len(claims.compare_with_paper(summary, unrelated)) == 1
+
+
+def test_datasets_at_two_sizes_also_average_at_each_ones_largest():
+    summary = _summary(
+        [
+            ("ph2", "dice", 0.90, 0.92, 0.01),
+            ("isbi2012", "dice", 0.876, 0.876, 1.0),  # 48 px: degenerate
+            ("isbi2012", "dice", 0.90, 0.91, 0.2),  # 96 px
+        ]
+    ).assign(**{claims.SIZE: ["48", "48", "96"]})
+    degenerate = pd.DataFrame({"dataset": ["isbi2012"], claims.SIZE: ["48"]})
+    compared = claims.compare_with_paper(summary, degenerate)
+    assert compared[["scope", claims.SIZE, "datasets"]].fillna("").values.tolist() == [
+        ["real datasets", "48", "isbi2012, ph2"],
+        ["real datasets", "96", "isbi2012"],
+        ["real datasets, each at its largest input size", "", "isbi2012, ph2"],
+    ]  # without the degenerate 48 px ISBI rows: the same rows as the largest sizes, not repeated
+    largest = compared.iloc[2]
+    assert (largest["mean_a"], largest["mean_b"]) == pytest.approx((0.90, 0.915))

@@ -8,7 +8,6 @@ the cross-dataset difference against the paper's and the Holm-adjusted paired te
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +18,8 @@ from segact.stats import FAMILY, SUMMARY_COLUMNS
 LEFT_OUT: tuple[str, ...] = ("synthetic",)
 """Datasets the cross-dataset average leaves out (the paper averaged medical sets only)."""
 ALPHA = 0.05
+SIZE = "dataset.image_size"
+"""The input size column: runs of one dataset at two sizes are two rows of a claim."""
 
 
 @dataclass(frozen=True)
@@ -115,17 +116,48 @@ def _claim_rows(summary: pd.DataFrame, claim: Claim) -> list[dict[str, object]]:
     return rows
 
 
-def compare_with_paper(summary: pd.DataFrame, degenerate: Sequence[str] = ()) -> pd.DataFrame:
+def _largest_size(summary: pd.DataFrame) -> pd.DataFrame | None:
+    """Each dataset's rows at its largest input size, the size column dropped so that the
+    datasets average together; None unless the runs have more than one size."""
+    if SIZE not in summary or summary[SIZE].nunique(dropna=False) < 2:
+        return None
+    size = pd.to_numeric(summary[SIZE], errors="coerce")
+    largest = size.groupby(summary["dataset"]).transform("max")
+    return summary[size == largest].drop(columns=SIZE)
+
+
+def _matches(summary: pd.DataFrame, keys: pd.DataFrame | None) -> pd.Series:
+    """Rows of ``summary`` whose values in ``keys``' columns (dataset, maybe input size) are one
+    of ``keys``' rows."""
+    if keys is None or keys.empty:
+        return pd.Series(False, index=summary.index)
+    columns = [c for c in keys.columns if c in summary]
+    wanted = set(keys[columns].astype(str).itertuples(index=False, name=None))
+    found = summary[columns].astype(str).itertuples(index=False, name=None)
+    return pd.Series([row in wanted for row in found], index=summary.index)
+
+
+def compare_with_paper(
+    summary: pd.DataFrame, degenerate: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One row per claim (and per differing extra setting) whose pair and loss the runs have:
-    our cross-dataset means of a and b, b over a in %, the paper's figures, and a verdict; over
-    every real dataset, and again without the ``degenerate`` ones (a dataset with folds that
+    our cross-dataset means of a and b, b over a in %, the paper's figures, and a verdict.
+
+    Scopes: every real dataset; where runs have several input sizes, also each dataset at its
+    largest (the scale where its structures survive best) as one average; and each again
+    without the ``degenerate`` keys (rows of dataset and, where given, input size whose folds
     learned a trivial mask), where that leaves a different set."""
     if summary.empty:
         return pd.DataFrame()
+    trivial = _matches(summary, degenerate)
     scopes = {"real datasets": summary}
-    trivial = summary["dataset"].isin(degenerate)
-    if trivial.any():
-        scopes["real datasets without degenerate folds"] = summary[~trivial]
+    largest = _largest_size(summary)
+    if largest is not None:
+        scopes["real datasets, each at its largest input size"] = largest
+    for name, chosen in list(scopes.items()):
+        kept = chosen[~trivial.loc[chosen.index]]
+        if all(not kept.index.equals(other.index) for other in scopes.values()):
+            scopes[f"{name}, without degenerate folds"] = kept
     rows = [
         {"scope": scope, **row}
         for scope, chosen in scopes.items()
