@@ -1,11 +1,14 @@
-"""Progress of the replication (results/PLAN.md): per grid and dataset, the finished runs of the
-plan, their epochs per fold, the CPU time they took, and what the rest would take at the same
-cost per run. Reads the committed run folders under results/runs/ only (nothing is trained):
+"""Progress of the replication (results/PLAN.md): per grid, dataset, input size and device, the
+finished runs of the plan, their epochs per fold, the time they took, and what the rest would
+take at the same cost per run. Reads the committed run folders under results/runs/ only (nothing
+is trained):
 
     .venv/bin/python scripts/replication_progress.py [--runs results/runs]
 
-Runs use one thread each (two joblib jobs on two cores), so a fold's training seconds are its
-CPU seconds.
+"hours" are the sum of the folds' training seconds. On the CPU every run has one thread (two
+joblib jobs on two cores), so they are CPU-hours. On a GPU they are process-hours of runs that
+shared it (results/PLAN.md says how many at once). Where a dataset ran at several input sizes,
+only its largest, the size the plan goes on with, has runs "to go".
 """
 
 from __future__ import annotations
@@ -18,14 +21,38 @@ import pandas as pd
 from plan_compute import DEFAULT_SEEDS, FOLDS, GRIDS, SEEDS
 from segact.results import load_results
 
+SIZE, DEVICE = "dataset.image_size", "resolved.device"
+COLUMNS = ["dataset", "run_dir", "epochs_run", "train_seconds", SIZE, DEVICE]
+
 
 def finished_folds(runs: Path, grid: str) -> pd.DataFrame:
     """The finished runs' folds of one grid (empty where the grid has not started)."""
     folder = runs / grid
     if not folder.is_dir() or not any(folder.rglob("summary.json")):
-        return pd.DataFrame(columns=["dataset", "run_dir", "epochs_run", "train_seconds"])
+        return pd.DataFrame(columns=COLUMNS)
     folds, _ = load_results([folder], metrics=())
-    return folds[folds["status"] == "ok"]
+    folds = folds[folds["status"] == "ok"]
+    return folds.assign(**{c: folds.get(c, "") for c in (SIZE, DEVICE)})
+
+
+def _row(grid: str, dataset: str, done: pd.DataFrame, planned: int, last: bool) -> dict:
+    n_runs = done["run_dir"].nunique()
+    hours = done["train_seconds"].sum() / 3600
+    per_run = hours / n_runs if n_runs else float("nan")
+    epochs = done["epochs_run"]
+    return {
+        "grid": grid,
+        "dataset": dataset,
+        "size": done[SIZE].iloc[0] if n_runs else "",
+        "device": done[DEVICE].iloc[0] if n_runs else "",
+        "runs done": f"{n_runs} / {planned}",
+        "epochs per fold": (
+            f"{epochs.mean():.0f} ({epochs.min():.0f}-{epochs.max():.0f})" if n_runs else ""
+        ),
+        "hours spent": hours,
+        "hours per run": per_run,
+        "hours to go": max(planned - n_runs, 0) * per_run if last else float("nan"),
+    }
 
 
 def progress(runs: Path) -> pd.DataFrame:
@@ -35,25 +62,15 @@ def progress(runs: Path) -> pd.DataFrame:
         planned = per_seed * SEEDS.get(grid, DEFAULT_SEEDS)
         for dataset in datasets:
             done = folds[folds["dataset"] == dataset]
-            n_runs = done["run_dir"].nunique()
-            cpu_h = done["train_seconds"].sum() / 3600
-            per_run = cpu_h / n_runs if n_runs else float("nan")
-            epochs = done["epochs_run"]
-            rows.append(
-                {
-                    "grid": grid,
-                    "dataset": dataset,
-                    "runs done": f"{n_runs} / {planned}",
-                    "epochs per fold": (
-                        f"{epochs.mean():.0f} ({epochs.min():.0f}-{epochs.max():.0f})"
-                        if n_runs
-                        else ""
-                    ),
-                    "CPU-h spent": cpu_h,
-                    "CPU-h per run": per_run,
-                    "CPU-h to go": (planned - n_runs) * per_run,
-                }
-            )
+            if done.empty:
+                rows.append(_row(grid, dataset, done, planned, last=True))
+                continue
+            size = pd.to_numeric(done[SIZE], errors="coerce").fillna(0)
+            scales = sorted(done.groupby([size, done[DEVICE]]).groups)
+            largest = max(scale[0] for scale in scales)
+            for scale in scales:
+                chosen = done[(size == scale[0]) & (done[DEVICE] == scale[1])]
+                rows.append(_row(grid, dataset, chosen, planned, last=scale[0] == largest))
     return pd.DataFrame(rows)
 
 
@@ -64,10 +81,11 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("results/runs"))
     args = parser.parse_args()
     table = progress(args.runs)
-    print(f"{FOLDS} folds per run; 'CPU-h to go' at the measured CPU-h per run (blank: none yet)\n")
-    print(table.to_markdown(index=False, floatfmt=".2f"))
-    spent, to_go = table["CPU-h spent"].sum(), table["CPU-h to go"].sum()
-    print(f"\nspent: {spent:.1f} CPU-hours; to go where a run of the dataset finished: {to_go:.1f}")
+    print(f"{FOLDS} folds per run; 'hours to go' at the measured hours per run (blank: none yet)\n")
+    print(table.to_markdown(index=False, floatfmt=".2f", missingval=""))
+    for device, rows in table[table["device"] != ""].groupby("device"):
+        spent, to_go = rows["hours spent"].sum(), rows["hours to go"].sum()
+        print(f"\n{device}: {spent:.2f} hours spent; to go where a run finished: {to_go:.2f}")
 
 
 if __name__ == "__main__":

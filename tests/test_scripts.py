@@ -88,19 +88,30 @@ def test_paper_scale_quick(tmp_path: Path) -> None:
     assert images_per_s == pytest.approx(2 * 8 / epoch_seconds, abs=0.1)
 
 
-def test_replication_progress_counts_finished_runs_and_their_cpu_time(tmp_path, monkeypatch):
+def test_replication_progress_counts_finished_runs_and_their_time(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "scripts"))
     from replication_progress import progress
 
     grid = tmp_path / "sigmoid_vs_arctan"
     per_fold = {fold: {"train_seconds": 360.0, "epochs_run": 10 + fold} for fold in range(5)}
+    cpu_48 = {"dataset.image_size": 48, "resolved.device": "cpu"}
     for activation in ("sigmoid", "arctan"):
-        write_run(grid, activation, SIGMOID, keys={"dataset": "ph2"}, overrides=per_fold)
+        write_run(grid, activation, SIGMOID, keys={"dataset": "ph2"}, overrides=per_fold,
+                  settings=cpu_48)  # fmt: skip
     write_run(grid, "hardtanh", [0.1], keys={"dataset": "ph2"}, status="failed")
-    table = progress(tmp_path).set_index(["grid", "dataset"])
-    ph2 = table.loc[("sigmoid_vs_arctan", "ph2")]
-    assert ph2["runs done"] == "2 / 12"
+    # ISBI: one run at 48 px on the CPU, superseded by one at 96 px on a GPU
+    write_run(grid, "sigmoid", SIGMOID, keys={"dataset": "isbi2012"}, settings=cpu_48)
+    gpu_96 = {"dataset.image_size": 96, "resolved.device": "cuda"}
+    write_run(grid, "sigmoid", SIGMOID, keys={"dataset": "isbi2012"}, settings=gpu_96,
+              overrides=per_fold)  # fmt: skip
+    table = progress(tmp_path).set_index(["grid", "dataset", "size"])
+    ph2 = table.loc[("sigmoid_vs_arctan", "ph2", "48")]
+    assert (ph2["device"], ph2["runs done"]) == ("cpu", "2 / 12")
     assert ph2["epochs per fold"] == "12 (10-14)"
-    assert (ph2["CPU-h spent"], ph2["CPU-h per run"]) == pytest.approx((1.0, 0.5))
-    assert ph2["CPU-h to go"] == pytest.approx(5.0)
-    assert table.loc[("paper_grid", "isbi2012"), "runs done"] == "0 / 63"
+    assert (ph2["hours spent"], ph2["hours per run"]) == pytest.approx((1.0, 0.5))
+    assert ph2["hours to go"] == pytest.approx(5.0)
+    isbi_48, isbi_96 = (table.loc[("sigmoid_vs_arctan", "isbi2012", s)] for s in ("48", "96"))
+    assert (isbi_48["runs done"], isbi_96["runs done"]) == ("1 / 12", "1 / 12")
+    assert isbi_96["device"] == "cuda" and isbi_96["hours to go"] > 0
+    assert pd.isna(isbi_48["hours to go"])  # the plan goes on at the largest size only
+    assert table.loc[("paper_grid", "isbi2012", ""), "runs done"] == "0 / 63"
