@@ -239,7 +239,9 @@ def _flagged_sweep(root: Path) -> Path:
     write_run(
         root, "sigmoid", SIGMOID, overrides={1: {"degenerate": True}, 3: {"hit_max_epochs": True}}
     )
-    write_run(root, "arctan", ARCTAN)
+    # fold 2 stopped at epoch 12 with epoch 1 its best; fold 4 ran a single epoch (not flagged)
+    first = {2: {"epoch_selected": 1, "epochs_run": 12}, 4: {"epoch_selected": 1, "epochs_run": 1}}
+    write_run(root, "arctan", ARCTAN, overrides=first)
     old = write_run(root, "normal_cdf", ARCTAN)  # an older run: no flag columns at all
     folds = pd.read_csv(old / "folds.csv").drop(
         columns=["hit_max_epochs", "degenerate", "zero_gradient"]
@@ -251,12 +253,15 @@ def _flagged_sweep(root: Path) -> Path:
 def test_flagged_folds_are_listed_and_tabled_both_ways(tmp_path):
     out = _report(tmp_path / "out", _flagged_sweep(tmp_path / "sweep"), "--no-figures")
     flagged = pd.read_csv(out / "flagged.csv")
-    assert flagged[["activation", "fold", "hit_max_epochs", "degenerate"]].values.tolist() == [
-        ["sigmoid", 1, False, True],
-        ["sigmoid", 3, True, False],
+    columns = ["activation", "fold", "hit_max_epochs", "degenerate", "best_at_first_epoch"]
+    assert flagged[columns].values.tolist() == [
+        ["arctan", 2, False, False, True],
+        ["sigmoid", 1, False, True, False],
+        ["sigmoid", 3, True, False, False],
     ]
     text = (out / "report.md").read_text()
-    assert "2 of 15 folds: 1 hit_max_epochs, 1 degenerate, 0 zero_gradient." in text
+    counts = "1 hit_max_epochs, 1 degenerate, 0 zero_gradient, 1 best_at_first_epoch"
+    assert f"3 of 15 folds: {counts}." in text
     assert _table(out / "table_dataset_toy.md")["n"].tolist() == ["5", "5", "5"]
     assert "## Tables without the 1 degenerate fold(s)" in text
     without = text.split("## Tables without the 1 degenerate fold(s)")[1].split("## Paired")[0]

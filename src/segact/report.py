@@ -236,8 +236,9 @@ def _argmax_sections(ok: pd.DataFrame, out: Path) -> list[str]:
 
 
 def flagged_folds(ok: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """The finished folds with a flag set: hit the epoch cap, degenerate, zero gradient."""
-    flags = pd.DataFrame({name: results.flag(ok, name) for name in results.FLAGS})
+    """The finished folds with a flag set: hit the epoch cap, degenerate, zero gradient, best at
+    the first epoch."""
+    flags = results.fold_flags(ok)
     any_flag = flags.any(axis=1)
     columns = [c for c in ("dataset", *keys, "seed", "fold", "run_dir") if c in ok.columns]
     return ok.loc[any_flag, columns].join(flags[any_flag])
@@ -246,9 +247,15 @@ def flagged_folds(ok: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
 def _flag_sections(ok: pd.DataFrame, keys: Sequence[str], out: Path) -> list[str]:
     flagged = flagged_folds(ok, keys)
     write_csv(flagged, out / "flagged.csv")
-    counts = ", ".join(f"{flagged[f].sum()} {f}" for f in results.FLAGS)
+    counts = ", ".join(f"{flagged[f].sum()} {f}" for f in results.fold_flags(ok).columns)
     body = _markdown(flagged) if not flagged.empty else "None."
-    return ["## Flagged folds", "", f"{len(flagged)} of {len(ok)} folds: {counts}.", "", body, ""]
+    legend = (
+        "degenerate: the reported mask is (nearly) all or no foreground; "
+        "best_at_first_epoch: trained past epoch 1, but no later epoch was better, so early "
+        "stopping ended the fold with the barely trained network."
+    )
+    summary = f"{len(flagged)} of {len(ok)} folds: {counts}."
+    return ["## Flagged folds", "", summary, "", legend, "", body, ""]
 
 
 def _failed_sections(folds: pd.DataFrame, out: Path) -> list[str]:

@@ -116,6 +116,23 @@ def flag(folds: pd.DataFrame, name: str) -> pd.Series:
     return folds[name].astype("string").str.lower().isin(["true", "1", "1.0"]).astype(bool)
 
 
+def best_at_first_epoch(folds: pd.DataFrame) -> pd.Series:
+    """Folds that trained past epoch 1 but kept epoch 1 as their best: early stopping ended them
+    before any improvement, so their numbers are the barely trained network's (under the paper's
+    rule, 11 epochs without a better total Dice, this is where BCE on thin structures stops)."""
+    if not {"epoch_selected", "epochs_run"} <= set(folds.columns):
+        return pd.Series(False, index=folds.index)
+    selected = pd.to_numeric(folds["epoch_selected"], errors="coerce")
+    trained = pd.to_numeric(folds["epochs_run"], errors="coerce")
+    return ((selected <= 1) & (trained > 1)).fillna(False).astype(bool)
+
+
+def fold_flags(folds: pd.DataFrame) -> pd.DataFrame:
+    """Every flag of every fold: the recorded ones (``FLAGS``), then the derived ones."""
+    flags = {name: flag(folds, name) for name in FLAGS}
+    return pd.DataFrame({**flags, "best_at_first_epoch": best_at_first_epoch(folds)})
+
+
 def deduplicate(folds: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """One row per run x fold: a run is its ``config_hash`` (equal hash == same result-changing
     config), else its resolved folder. An ok row wins over a failed one. Returns the rows kept
