@@ -42,6 +42,7 @@ def test_cross_dataset_means_count_each_real_dataset_once():
     assert (row["mean_a"], row["mean_b"]) == pytest.approx((0.80, 0.8075))
     assert row["relative_percent"] == pytest.approx(100 * 0.0075 / 0.80)
     assert (row["paper_mean_a"], row["paper_relative_percent"]) == (0.7266, 2.0)
+    assert row["sign_test_p"] == pytest.approx(0.5)  # ahead on 2 of 2: 2 * 0.5**2
     assert row["verdict"] == (
         "does not replicate (same direction, smaller); "
         "ahead on 2 of 2 dataset(s); Holm p < 0.05: 1 for, 0 against"
@@ -124,3 +125,4 @@ def test_datasets_at_two_sizes_also_average_at_each_ones_largest():
     ]  # without the degenerate 48 px ISBI rows: the same rows as the largest sizes, not repeated
     largest = compared.iloc[2]
     assert (largest["mean_a"], largest["mean_b"]) == pytest.approx((0.90, 0.915))
+    assert compared["sign_test_p"].tolist() == pytest.approx([1.0, 1.0, 0.5])  # 48 px: one tie

@@ -193,7 +193,8 @@ def _claims_sections(summary: pd.DataFrame, used: pd.DataFrame, out: Path) -> li
         "",
         f"Each real dataset's mean counts once ({', '.join(claims.LEFT_OUT)} left out); "
         "relative_percent = 100 (mean_b - mean_a) / mean_a. Datasets run at several input sizes "
-        "count once per size, and once more at their largest in the scope that says so.",
+        "count once per size, and once more at their largest in the scope that says so. "
+        "sign_test_p: two-sided sign test over the datasets where b is ahead or behind.",
         "",
         _markdown(compared),
         "",
