@@ -90,8 +90,10 @@ for grid in "${GRIDS[@]}"; do
                 options=()
                 [[ $name == sigmoid_vs_arctan ]] && options=(--pair sigmoid arctan --pair sigmoid normal_cdf)
                 # the paper grid's 21 cells are ranked against each other: until every cell has
-                # every seed, each is a mean over the seeds they all have (results.csv keeps all)
-                [[ $name == paper_grid ]] && options=(--pair sigmoid arctan --pair sigmoid normal_cdf --common-seeds)
+                # every seed, each is a mean over the seeds they all have (results.csv keeps all);
+                # ISBI's cells ran partly on a GPU, partly on the CPU: one row each all the same
+                [[ $name == paper_grid ]] && options=(--pair sigmoid arctan --pair sigmoid normal_cdf
+                    --common-seeds --pool resolved)
                 [[ $name == head_comparison ]] && options=(--pair sigmoid softmax)
                 "$REPORT" "$RUNS/$name" --out "$OUT/$name" "${options[@]}"
                 # the same figures as the selected epoch's report: drawn once, there

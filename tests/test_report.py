@@ -438,3 +438,28 @@ def test_common_seeds_without_a_shared_seed_is_one_clear_error(tmp_path, capsys)
     args = [str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), "--common-seeds"]
     assert report.main([*args, "--no-figures"]) == 2
     assert "--common-seeds: no dataset has a seed" in capsys.readouterr().err
+
+
+def test_pool_puts_runs_of_two_devices_into_the_same_rows_and_pairs(tmp_path):
+    """Seed 0 trained on a GPU, seed 1 on the CPU: without --pool each device is a row of its own;
+    with --pool resolved the rows and pairs hold both seeds."""
+    devices = {0: {"resolved.device": "cuda"}, 1: {"resolved.device": "cpu", "resolved.threads": 1}}
+    for seed, settings in devices.items():
+        for activation, dice in (("sigmoid", SIGMOID), ("arctan", ARCTAN)):
+            write_run(tmp_path / "sweep", activation, dice, seed=seed, settings=settings)
+    plain = _report(tmp_path / "plain", tmp_path / "sweep", "--no-figures")
+    assert _table(plain / "table_dataset_toy.md")["n"].tolist() == ["5", "5", "5", "5"]
+    out = _report(tmp_path / "out", tmp_path / "sweep", "--no-figures", "--pool", "resolved")
+    assert _table(out / "table_dataset_toy.md")["n"].tolist() == ["10", "10"]
+    assert (pd.read_csv(out / "paired_summary.csv")["n"] == 10).all()
+    text = (out / "report.md").read_text()
+    pooled = "--pool resolved: rows and pairs pool the values of"
+    assert f"{pooled} resolved.device: cpu (10 folds), cuda (10 folds)." in text
+    assert f"{pooled} resolved.threads: 1 (10 folds), unset (10 folds)." in text
+
+
+def test_pool_of_an_unknown_setting_is_one_clear_error(tmp_path, capsys):
+    write_run(tmp_path / "sweep", "sigmoid", SIGMOID)
+    args = [str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), "--pool", "trainer.devise"]
+    assert report.main([*args, "--no-figures"]) == 2
+    assert "--pool trainer.devise: the runs have no such setting" in capsys.readouterr().err

@@ -359,6 +359,23 @@ def _used_folds(ok: pd.DataFrame, exclude_degenerate: bool, notes: list[str]) ->
     return ok[~degenerate]
 
 
+def pool_settings(folds: pd.DataFrame, pool: Sequence[str], notes: list[str]) -> pd.DataFrame:
+    """``folds`` without the identity columns named in ``pool`` (a column, or a group such as
+    ``resolved`` for all of ``resolved.*``), so runs that differ only in them share rows and
+    pairs: e.g. a grid trained partly on a GPU and partly on the CPU."""
+    for name in pool:
+        columns = [c for c in folds.columns if c == name or c.startswith(f"{name}.")]
+        if not columns:
+            known = ", ".join(results.setting_columns(folds)) or "none"
+            raise ReportError(f"--pool {name}: the runs have no such setting (names: {known})")
+        for column in columns:
+            counts = folds[column].astype("string").fillna("unset").value_counts().sort_index()
+            values = ", ".join(f"{value} ({n} folds)" for value, n in counts.items())
+            notes.append(f"--pool {name}: rows and pairs pool the values of {column}: {values}.")
+        folds = folds.drop(columns=columns)
+    return folds
+
+
 def common_seed_folds(ok: pd.DataFrame, keys: Sequence[str], notes: list[str]) -> pd.DataFrame:
     """Per dataset, only the seeds that every row of its table has finished: the cells of an
     unfinished grid are then means over the same seeds (and a no-op once the grid is done)."""
@@ -406,11 +423,13 @@ def build_report(
     exclude_degenerate: bool = False,
     figures: bool = True,
     common_seeds: bool = False,
+    pool: Sequence[str] = (),
 ) -> str:
     """Write every report file into ``out``; returns the main table as Markdown. ``pairs``
     None: sigmoid vs arctan where both ran."""
     notes: list[str] = []
     folds, thresholds = results.load_results(sources, list(tables.AGGREGATIONS[aggregate]), notes)
+    folds = pool_settings(folds, pool, notes)
     ok = folds[folds["status"] == "ok"]
     keys = [k for k in tables.row_keys(ok) if k != "dataset"]
     if common_seeds:
@@ -485,6 +504,14 @@ def _parser() -> argparse.ArgumentParser:
         help="per dataset, only the seeds that every row of the table has finished (an "
         "unfinished grid then compares its cells on the same seeds; results.csv keeps all)",
     )
+    parser.add_argument(
+        "--pool",
+        action="append",
+        default=[],
+        metavar="SETTING",
+        help="pool runs that differ only in this setting (or group: 'resolved' for the device "
+        "and threads a run resolved) into the same rows and pairs; repeatable",
+    )
     parser.add_argument("--compare", type=Path, help="another results.csv to diff against")
     parser.add_argument(
         "--no-figures",
@@ -508,6 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.exclude_degenerate,
             figures=not args.no_figures,
             common_seeds=args.common_seeds,
+            pool=args.pool,
         )
     except ReportError as error:
         print(f"segact-report: error: {error}", file=sys.stderr)
