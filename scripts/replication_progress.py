@@ -8,7 +8,8 @@ is trained):
 "hours" are the sum of the folds' training seconds. On the CPU every run has one thread (two
 joblib jobs on two cores), so they are CPU-hours. On a GPU they are process-hours of runs that
 shared it (results/PLAN.md says how many at once). Where a dataset ran at several input sizes,
-only its largest, the size the plan goes on with, has runs "to go".
+only its largest, the size the plan goes on with, has runs left; where two devices ran it, each
+row prices the runs left at its own cost per run.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ def finished_folds(runs: Path, grid: str) -> pd.DataFrame:
     return folds.assign(**{c: folds.get(c, "") for c in (SIZE, DEVICE)})
 
 
-def _row(grid: str, dataset: str, done: pd.DataFrame, planned: int, last: bool) -> dict:
+def _row(grid: str, dataset: str, done: pd.DataFrame, planned: int, left: int | None) -> dict:
+    """One dataset at one size on one device; ``left``: the plan's runs not yet done at this
+    size on any device (None: a size the plan does not go on with)."""
     n_runs = done["run_dir"].nunique()
     hours = done["train_seconds"].sum() / 3600
     per_run = hours / n_runs if n_runs else float("nan")
@@ -51,7 +54,8 @@ def _row(grid: str, dataset: str, done: pd.DataFrame, planned: int, last: bool) 
         ),
         "hours spent": hours,
         "hours per run": per_run,
-        "hours to go": max(planned - n_runs, 0) * per_run if last else float("nan"),
+        "runs left": str(left) if left is not None else "",
+        "hours to go": left * per_run if left is not None else float("nan"),
     }
 
 
@@ -63,14 +67,16 @@ def progress(runs: Path) -> pd.DataFrame:
         for dataset in datasets:
             done = folds[folds["dataset"] == dataset]
             if done.empty:
-                rows.append(_row(grid, dataset, done, planned, last=True))
+                rows.append(_row(grid, dataset, done, planned, left=planned))
                 continue
             size = pd.to_numeric(done[SIZE], errors="coerce").fillna(0)
-            scales = sorted(done.groupby([size, done[DEVICE]]).groups)
-            largest = max(scale[0] for scale in scales)
-            for scale in scales:
+            largest = size.max()
+            left = max(planned - done.loc[size == largest, "run_dir"].nunique(), 0)
+            for scale in sorted(done.groupby([size, done[DEVICE]]).groups):
                 chosen = done[(size == scale[0]) & (done[DEVICE] == scale[1])]
-                rows.append(_row(grid, dataset, chosen, planned, last=scale[0] == largest))
+                rows.append(
+                    _row(grid, dataset, chosen, planned, left if scale[0] == largest else None)
+                )
     return pd.DataFrame(rows)
 
 
@@ -81,11 +87,14 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("results/runs"))
     args = parser.parse_args()
     table = progress(args.runs)
-    print(f"{FOLDS} folds per run; 'hours to go' at the measured hours per run (blank: none yet)\n")
+    print(
+        f"{FOLDS} folds per run; 'runs left': the plan's runs not yet done at the dataset's largest"
+        " size on any device; 'hours to go': those at this row's measured hours per run\n"
+    )
     print(table.to_markdown(index=False, floatfmt=".2f", missingval=""))
     for device, rows in table[table["device"] != ""].groupby("device"):
         spent, to_go = rows["hours spent"].sum(), rows["hours to go"].sum()
-        print(f"\n{device}: {spent:.2f} hours spent; to go where a run finished: {to_go:.2f}")
+        print(f"\n{device}: {spent:.2f} hours spent; the rest, if all ran here: {to_go:.2f}")
 
 
 if __name__ == "__main__":

@@ -112,6 +112,7 @@ def test_replication_progress_counts_finished_runs_and_their_time(tmp_path, monk
     assert ph2["hours to go"] == pytest.approx(5.0)
     isbi_48, isbi_96 = (table.loc[("sigmoid_vs_arctan", "isbi2012", s)] for s in ("48", "96"))
     assert (isbi_48["runs done"], isbi_96["runs done"]) == ("1 / 12", "1 / 12")
-    assert isbi_96["device"] == "cuda" and isbi_96["hours to go"] > 0
+    assert (isbi_96["device"], isbi_96["runs left"]) == ("cuda", "11")
+    assert isbi_96["hours to go"] == pytest.approx(11 * 0.5)
     assert pd.isna(isbi_48["hours to go"])  # the plan goes on at the largest size only
     assert table.loc[("paper_grid", "isbi2012", ""), "runs done"] == "0 / 63"
