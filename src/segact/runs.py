@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -251,12 +252,19 @@ def is_stale(path: Path, stale_after_s: float) -> bool:
 
 
 def acquire(path: Path, stale_after_s: float) -> Lock | None:
-    """Take the lock at ``path`` (None when another live process holds it)."""
+    """Take the lock at ``path`` (None when another live process holds it).
+
+    The lock appears with its holder already written in it (a temporary file hard-linked into
+    place, which fails if the lock exists): a lock created empty and filled afterwards could be
+    read half written by another process, taken for a dead writer's and removed."""
     path = Path(path)
+    holder = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
     for _ in range(3):
         path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            draft.write_text(json.dumps(holder))
+            os.link(draft, path)
         except FileNotFoundError:  # another process removed the empty lock folder just now
             continue
         except FileExistsError:
@@ -265,10 +273,8 @@ def acquire(path: Path, stale_after_s: float) -> Lock | None:
             log.warning("removing the stale lock %s", path)
             path.unlink(missing_ok=True)
             continue
-        with os.fdopen(fd, "w") as handle:
-            json.dump(
-                {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}, handle
-            )
+        finally:
+            draft.unlink(missing_ok=True)
         return Lock(path)
     return None
 
