@@ -89,6 +89,11 @@ for grid in "${GRIDS[@]}"; do
             # their output is printed in order once all have finished
             logs=$(mktemp -d)
             reports=()
+            report() {  # report LOG ARGS...: segact-report ARGS into $logs/LOG, its status beside
+                local rc=0
+                "$REPORT" "${@:2}" > "$logs/$1" 2>&1 || rc=$?
+                echo "$rc" > "$logs/$1.rc"
+            }
             for name in sigmoid_vs_arctan paper_grid head_comparison binarize_gradients; do
                 [[ -d "$RUNS/$name" ]] || continue
                 options=()
@@ -100,12 +105,10 @@ for grid in "${GRIDS[@]}"; do
                     --common-seeds --pool resolved)
                 [[ $name == head_comparison ]] && options=(--pair sigmoid softmax)
                 reports+=("$name" "$name.paper")
-                { rc=0; "$REPORT" "$RUNS/$name" --out "$OUT/$name" "${options[@]}" \
-                    > "$logs/$name" 2>&1 || rc=$?; echo $rc > "$logs/$name.rc"; } &
+                report "$name" "$RUNS/$name" --out "$OUT/$name" "${options[@]}" &
                 # the same figures as the selected epoch's report: drawn once, there
-                { rc=0; "$REPORT" "$RUNS/$name" --out "$OUT/$name/paper_aggregation" --aggregate \
-                    paper --no-figures "${options[@]}" > "$logs/$name.paper" 2>&1 || rc=$?
-                  echo $rc > "$logs/$name.paper.rc"; } &
+                report "$name.paper" "$RUNS/$name" --out "$OUT/$name/paper_aggregation" \
+                    --aggregate paper --no-figures "${options[@]}" &
             done
             wait
             failed=0

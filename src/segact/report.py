@@ -248,7 +248,7 @@ def flagged_folds(ok: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
 def _flag_sections(ok: pd.DataFrame, keys: Sequence[str], out: Path) -> list[str]:
     flagged = flagged_folds(ok, keys)
     write_csv(flagged, out / "flagged.csv")
-    counts = ", ".join(f"{flagged[f].sum()} {f}" for f in results.fold_flags(ok).columns)
+    counts = ", ".join(f"{flagged[f].sum()} {f}" for f in results.FOLD_FLAGS)
     body = _markdown(flagged) if not flagged.empty else "None."
     legend = (
         "degenerate: the reported mask is (nearly) all or no foreground; "

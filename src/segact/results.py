@@ -42,6 +42,8 @@ REPLICATES = frozenset({"seed", "fold", "trainer.seed", "trainer.fold"})
 """Settings that make replicates (seeds) or parts (folds) of one result, never a table row."""
 SELECTED_METRICS: tuple[str, ...] = ("best_threshold", "nll", "best_dice", "mean_dice")
 FLAGS: tuple[str, ...] = ("hit_max_epochs", "degenerate", "zero_gradient")
+FOLD_FLAGS: tuple[str, ...] = (*FLAGS, "best_at_first_epoch")
+"""``FLAGS`` as folds.csv records them, then the ones derived from its columns (``fold_flags``)."""
 LEGACY_NAMES: dict[str, str] = {
     "dice_per_image": "dice_per_image_at_best_threshold",
     **{f"nll_{c}": f"mean_nll_{c}" for c in ("tp", "fp", "tn", "fn")},
@@ -130,7 +132,8 @@ def best_at_first_epoch(folds: pd.DataFrame) -> pd.Series:
 def fold_flags(folds: pd.DataFrame) -> pd.DataFrame:
     """Every flag of every fold: the recorded ones (``FLAGS``), then the derived ones."""
     flags = {name: flag(folds, name) for name in FLAGS}
-    return pd.DataFrame({**flags, "best_at_first_epoch": best_at_first_epoch(folds)})
+    flags["best_at_first_epoch"] = best_at_first_epoch(folds)
+    return pd.DataFrame(flags, columns=list(FOLD_FLAGS))
 
 
 def deduplicate(folds: pd.DataFrame) -> tuple[pd.DataFrame, int]:
