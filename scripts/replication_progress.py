@@ -72,11 +72,8 @@ def progress(runs: Path) -> pd.DataFrame:
             size = pd.to_numeric(done[SIZE], errors="coerce").fillna(0)
             largest = size.max()
             left = max(planned - done.loc[size == largest, "run_dir"].nunique(), 0)
-            for scale in sorted(done.groupby([size, done[DEVICE]]).groups):
-                chosen = done[(size == scale[0]) & (done[DEVICE] == scale[1])]
-                rows.append(
-                    _row(grid, dataset, chosen, planned, left if scale[0] == largest else None)
-                )
+            for (px, _), chosen in done.groupby([size, done[DEVICE]]):
+                rows.append(_row(grid, dataset, chosen, planned, left if px == largest else None))
     return pd.DataFrame(rows)
 
 
