@@ -43,8 +43,8 @@ IMPORTS = (
     "matplotlib.pyplot",
     "segact.data.folder",
     "segact.config",
-    "segact.engine",
-    "segact.report",
+    "segact.training.engine",
+    "segact.report.build",
     "segact.train",
 )
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from segact.metrics import EPS, ThresholdSweep
+from segact.evaluation.sweep import EPS, ThresholdSweep
 
 COLUMNS = ("tp", "fp", "fn", "tn", "dice", *(f"mean_nll_{c}" for c in ("tp", "fp", "tn", "fn")))
 """The per-threshold columns both evaluations give."""
@@ -75,7 +75,7 @@ def segact_evaluation(prob: np.ndarray, target: np.ndarray, thresholds: np.ndarr
     sweep.update(torch.from_numpy(prob), torch.from_numpy(target))
     result = sweep.result()
     out = {k: result.table[k].tolist() for k in COLUMNS}
-    out["nll"] = result.summary["nll"]
+    out["nll"] = result.metrics["nll"]
     return out
 
 

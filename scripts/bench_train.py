@@ -5,8 +5,8 @@ Three loops train the same model (same config, same seed) on the same synthetic 
 - bare: forward + loss + backward + optimizer step, reading each batch with ``data.batch`` as
   the runner does, then a forward pass over the validation images (the least any
   train-and-validate epoch costs);
-- segact: one epoch of ``segact.engine.fit_fold`` (batching, threshold sweep of the validation
-  fold, early-stopping state, checkpoints, logging), read from its epochs.csv timings;
+- segact: one epoch of ``segact.training.engine.fit_fold`` (batching, threshold sweep of the
+  validation fold, early-stopping state, checkpoints, logging), read from its epochs.csv timings;
 - reference: the paper's code style: a Dataset reading one .npy file per item through a
   DataLoader with num_workers=1, ``loss.item()`` every step, and a float64 NumPy evaluation of
   every threshold with six boolean masks after each epoch.
@@ -39,10 +39,11 @@ from omegaconf import DictConfig
 
 from segact.config import config_dir, instantiate_named, plain
 from segact.data.splits import case_folds
-from segact.engine import FoldSetup, build_model, fit_fold
-from segact.forward import uses_bf16
-from segact.heads import build_head
-from segact.train import configure_torch, load_dataset
+from segact.nn.heads import build_head
+from segact.runs.runner import configure_torch, load_dataset
+from segact.training.engine import FoldSetup, fit_fold
+from segact.training.fitting import build_model
+from segact.training.forward import uses_bf16
 
 THRESHOLDS = np.round(np.linspace(0, 1, 21), 10)
 VAL_BATCH = 64

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from segact.io import write_text_atomic
-from segact.tables import format_table
+from segact.report.tables import format_table
 
 RUNS_DIR = "runs"
 TIMING_FILE = "timing.md"

@@ -19,7 +19,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from segact.config import config_dir
-from segact.train import train
+from segact.runs.runner import train
 
 DATASETS = ("synthetic", "kvasir_seg", "cvc_clinicdb", "isbi2012", "ph2", "drive_vessels")
 GRIDS: dict[str, tuple[tuple[str, ...], int]] = {

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from plan_compute import DEFAULT_SEEDS, FOLDS, GRIDS, SEEDS
-from segact.results import load_results
+from segact.runs.results import load_results
 
 SIZE, DEVICE = "dataset.image_size", "resolved.device"
 COLUMNS = ["dataset", "run_dir", "epochs_run", "train_seconds", SIZE, DEVICE]

@@ -5,10 +5,10 @@ import pytest
 import torch
 from scipy import special, stats
 
-from segact import activations
-from segact.activations import EPS
-from segact.heads import Sigmoid1, Softmax2, build_activation
-from segact.losses import BCELoss
+from segact.nn import activations
+from segact.nn.activations import EPS
+from segact.nn.heads import Sigmoid1, Softmax2, build_activation
+from segact.nn.losses import BCELoss
 
 X = torch.linspace(-8, 8, 161, dtype=torch.float64)
 x = X.numpy()

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segact.aggregation import all_foreground_dice, is_degenerate, paper_aggregates
+from segact.evaluation.aggregation import all_foreground_dice, is_degenerate, paper_aggregates
 
 
 def test_each_paper_aggregate_takes_its_own_best_epoch():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from segact.data.augment import Albumentations
-from segact.train import build_augment
+from segact.runs.runner import build_augment
 from tests.helpers import compose_config
 
 

@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from segact import claims
-from segact.report import argmax_agreement
+from segact.report import claims
+from segact.report.sections import argmax_agreement_table
 
 
 def _summary(rows: list[tuple[str, str, float, float, float]]) -> pd.DataFrame:
@@ -82,7 +82,7 @@ def test_argmax_count_sums_every_fold_and_separates_ties():
             "argmax_ties": [2, 0, float("nan")],
         }
     )
-    table = argmax_agreement(folds)
+    table = argmax_agreement_table(folds)
     assert table.to_dict("records") == [
         {
             "dataset": "ph2",
@@ -93,7 +93,7 @@ def test_argmax_count_sums_every_fold_and_separates_ties():
             "disagreements_not_ties": 0,
         }
     ]
-    assert argmax_agreement(folds.drop(columns=["argmax_disagreements"])).empty
+    assert argmax_agreement_table(folds.drop(columns=["argmax_disagreements"])).empty
 
 
 def test_datasets_with_degenerate_folds_get_a_second_scope():

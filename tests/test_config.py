@@ -9,7 +9,7 @@ from segact.config import (
     instantiate_named,
     validate,
 )
-from segact.heads import build_head
+from segact.nn.heads import build_head
 
 
 def options(group: str) -> list[str]:

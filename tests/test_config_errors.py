@@ -14,7 +14,7 @@ BAD = [
     (("activation=softmax",), "'activation'.*softmax2"),
     (("activation.name=tanhh",), "'activation'.*unknown activation"),
     (("activation=custom", "activation._target_=nowhere.fn"), "activation._target_"),
-    (("loss._target_=segact.losses.Nope",), "loss._target_"),
+    (("loss._target_=segact.nn.losses.Nope",), "loss._target_"),
     (("model.arch=UNetXL",), "model.arch"),
     (("model.encoder=resnet999",), "model.encoder"),
     (("eval.thresholds=[0.2,1.5]",), "eval.thresholds.*\\[0, 1\\]"),

@@ -11,7 +11,7 @@ from segact.data.rows import FileRows, MemoryRows
 from segact.data.splits import case_folds, inner_split
 from segact.data.synthetic import make_synthetic
 from segact.errors import DatasetError
-from segact.train import load_dataset
+from segact.runs.runner import load_dataset
 from tests.helpers import compose_config
 
 CPU = torch.device("cpu")

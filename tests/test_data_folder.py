@@ -19,7 +19,7 @@ from segact.data.normalize import IMAGENET_MEAN, IMAGENET_STD, uint8_channel_sta
 from segact.data.rows import MemoryRows
 from segact.data.splits import case_folds
 from segact.errors import DatasetError
-from segact.train import load_dataset, train
+from segact.runs.runner import load_dataset, train
 from tests.data_fixtures import write_folder
 from tests.helpers import TINY, compose_config
 

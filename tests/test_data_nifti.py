@@ -12,7 +12,7 @@ from segact.config import ConfigError
 from segact.data.nifti import load_nifti
 from segact.data.splits import case_folds
 from segact.errors import DatasetError
-from segact.train import load_dataset
+from segact.runs.runner import load_dataset
 from tests.helpers import compose_config
 
 nibabel = pytest.importorskip("nibabel")

@@ -4,7 +4,7 @@ report's words about runs that cannot learn."""
 import pandas as pd
 import pytest
 
-from segact import report
+from segact.report import cli as report
 from tests.report_fixtures import ARCTAN, SIGMOID, write_run
 
 
@@ -36,7 +36,7 @@ def test_epoch_figures_plot_the_epochs_csv(sweep_with_epochs, tmp_path):
     assert report.main([str(root), "--out", str(out)]) == 0
     for name in ("grad_norm_vs_epoch.png", "dice_vs_epoch.png"):
         assert (out / name).stat().st_size > 1000
-    from segact import plots
+    from segact.report import plots
 
     epochs = pd.concat([frozen.assign(activation="sigmoid"), trained.assign(activation="arctan")])
     curves = plots.epoch_curves(epochs, ["activation"], "grad_norm").set_index(

@@ -2,13 +2,13 @@
 
 import torch
 
-from segact.heads import Softmax2, argmax_agreement
+from segact.nn.heads import Softmax2, argmax_counts
 
 
 def test_argmax_equals_probability_rule_except_exact_ties():
     logits = torch.randn(3, 2, 16, 16)
     logits[0, 1, :4] = logits[0, 0, :4]  # 64 exact ties
-    pixels, disagreements, ties = argmax_agreement(logits).tolist()
+    pixels, disagreements, ties = argmax_counts(logits).tolist()
     assert pixels == 3 * 16 * 16 and ties == 64
     # argmax gives a tie to background (channel 0); p = 0.5 >= 0.5 calls it foreground.
     assert disagreements == ties

@@ -1,17 +1,17 @@
 import pytest
 import torch
 
-from segact import activations
 from segact.config import instantiate_named
-from segact.heads import Sigmoid1, Softmax2
-from segact.losses import (
+from segact.nn import activations
+from segact.nn.heads import Sigmoid1, Softmax2
+from segact.nn.losses import (
     BCELoss,
     BoundaryLoss,
     CrossEntropyLoss,
     DiceLoss,
     MSELoss,
     TverskyLoss,
-    binarize,
+    binarize_probability,
     soft_boundary,
     soft_dice_score,
     soft_tversky_score,
@@ -154,7 +154,7 @@ def test_hard_binarize_leaves_every_weight_as_it_was_but_batchnorm_statistics_mo
 
 def test_ste_forward_is_hard_and_backward_is_identity():
     p = torch.tensor([0.2, 0.5, 0.7], requires_grad=True)
-    out = binarize(p, "ste")
+    out = binarize_probability(p, "ste")
     assert out.tolist() == [0.0, 1.0, 1.0]
     out.sum().backward()
     assert p.grad.tolist() == [1.0, 1.0, 1.0]

@@ -3,9 +3,10 @@ import pandas as pd
 import pytest
 import torch
 
-from segact import activations, metrics
-from segact.activations import EPS
-from segact.metrics import ThresholdSweep, clip_bounds, threshold_sweep
+from segact.evaluation import sweep as metrics
+from segact.evaluation.sweep import ThresholdSweep, clip_bounds, threshold_sweep
+from segact.nn import activations
+from segact.nn.activations import EPS
 
 GRID = [round(0.05 * i, 2) for i in range(21)]
 
@@ -113,7 +114,7 @@ def test_device_path_equals_host_path(monkeypatch):
         device.update(prob[start : start + 4], target[start : start + 4])
     expected, got = host.result(), device.result()
     pd.testing.assert_frame_equal(got.table, expected.table, check_exact=False, rtol=1e-12)
-    assert got.summary == pytest.approx(expected.summary, rel=1e-12)
+    assert got.metrics == pytest.approx(expected.metrics, rel=1e-12)
 
 
 def test_any_shape_and_empty_truth_and_prediction():
@@ -142,7 +143,7 @@ def test_summary_nll_ece_and_per_image_dice():
     result = sweep.result()
     p = np.clip(prob, 1e-7, 1 - 1e-7)
     nll = -(target * np.log(p) + (1 - target) * np.log(1 - p))
-    assert result.summary["nll"] == pytest.approx(nll.mean())
+    assert result.metrics["nll"] == pytest.approx(nll.mean())
     bins = np.minimum((prob * 10).astype(int), 9).ravel()
     ece = (
         sum(
@@ -151,7 +152,7 @@ def test_summary_nll_ece_and_per_image_dice():
         )
         / prob.size
     )
-    assert result.summary["ece"] == pytest.approx(ece)
+    assert result.metrics["ece"] == pytest.approx(ece)
 
     table = result.table
     # t = 0.5: image 0 predicts {0.9, 0.6} = truth -> Dice 1; image 1 predicts {0.8}, no truth -> 0.
@@ -168,17 +169,17 @@ def test_summary_nll_ece_and_per_image_dice():
     assert row["paper_nll_tn"] == pytest.approx(nll[tn_mask].sum() / prob.size)
     assert row["paper_nll_fn"] == 0.0
     paper = table[["paper_nll_tp", "paper_nll_fp", "paper_nll_tn", "paper_nll_fn"]].sum(axis=1)
-    np.testing.assert_allclose(paper, result.summary["nll"], rtol=1e-12)
-    assert result.summary["dice_at_05"] == pytest.approx(0.8)
-    assert result.summary["best_dice"] == pytest.approx(table["dice"].max())
-    assert result.summary["mean_dice"] == pytest.approx(table["dice"].mean())
+    np.testing.assert_allclose(paper, result.metrics["nll"], rtol=1e-12)
+    assert result.metrics["dice_at_05"] == pytest.approx(0.8)
+    assert result.metrics["best_dice"] == pytest.approx(table["dice"].max())
+    assert result.metrics["mean_dice"] == pytest.approx(table["dice"].mean())
 
 
 def test_dice_at_05_reported_when_grid_lacks_it():
     sweep = ThresholdSweep([0.2, 0.8])
     sweep.update(np.array([[0.6, 0.1]]), np.array([[1.0, 0.0]]))
     result = sweep.result()
-    assert result.summary["dice_at_05"] == 1.0
+    assert result.metrics["dice_at_05"] == 1.0
     assert result.table["threshold"].tolist() == [0.2, 0.8]
 
 
@@ -194,7 +195,7 @@ def test_bad_grids_are_refused(bad):
     ids=["coarse", "1001", "same-cell"],
 )
 def test_lookup_bucketing_equals_binary_search(edges):
-    from segact.metrics import bucketize_float32, decision_boundaries
+    from segact.evaluation.sweep import bucketize_float32, decision_boundaries
 
     boundaries = decision_boundaries(edges, torch.float32)
     around = [boundaries.numpy()]
@@ -235,7 +236,7 @@ def test_clip_keeps_saturated_sigmoid_below_one(dtype):
         result = sweep.result()
         assert result.table["dice"].iloc[-1] == 0.0, name  # threshold 1.0
         assert result.table["dice"].iloc[-2] == 1.0, name  # threshold 0.95
-        assert np.isfinite(result.summary["nll"]) and result.summary["nll"] > 0
+        assert np.isfinite(result.metrics["nll"]) and result.metrics["nll"] > 0
         assert np.isfinite(result.table["paper_nll_tp"]).all()
 
 

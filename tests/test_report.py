@@ -15,7 +15,9 @@ import torch
 from PIL import Image
 from scipy import stats as scipy_stats
 
-from segact import activations, plots, report, tables
+from segact.nn import activations
+from segact.report import cli as report
+from segact.report import plots, tables
 from tests.report_fixtures import (
     ARCTAN,
     SIGMOID,

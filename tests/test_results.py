@@ -1,4 +1,4 @@
-"""segact.results: run folders and results CSVs -> one frame, each run x fold counted once."""
+"""segact.runs.results: run folders and results CSVs -> one frame, each run x fold counted once."""
 
 import re
 import subprocess
@@ -7,8 +7,9 @@ import sys
 import pandas as pd
 import pytest
 
-from segact import results
 from segact.errors import ReportError
+from segact.runs import results
+from segact.runs.identity import CHOICES, setting_columns
 from tests.report_fixtures import ARCTAN, SIGMOID, write_run, write_sweep
 
 
@@ -22,8 +23,8 @@ def test_identity_columns_come_from_summary_json(tmp_path):
     folds, thresholds = results.load_results([tmp_path])
     assert folds["dataset.root"].tolist() == ["/data/a"] * 5
     assert folds["eval.thresholds"].iloc[0] == "[0.0, 0.5, 1.0]"  # lists kept as JSON text
-    assert "trainer.lr" in results.setting_columns(folds)
-    assert "trainer.seed" not in results.setting_columns(folds)  # seeds are replicates
+    assert "trainer.lr" in setting_columns(folds)
+    assert "trainer.seed" not in setting_columns(folds)  # seeds are replicates
     # every threshold row carries its run's identity
     assert len(thresholds) == 15
     assert set(thresholds["dataset.root"]) == {"/data/a"}
@@ -118,7 +119,7 @@ def test_a_failed_run_needs_no_names_or_metrics(tmp_path):
     write_run(tmp_path, "sigmoid", SIGMOID)
     failed = tmp_path / "failed"
     failed.mkdir()
-    row = {**dict.fromkeys(results.RUN_KEYS), "seed": 0, "fold": 0, "status": "failed"}
+    row = {**dict.fromkeys(CHOICES), "seed": 0, "fold": 0, "status": "failed"}
     pd.DataFrame([row]).to_csv(failed / "folds.csv", index=False)
     folds, _ = results.load_results([tmp_path])
     assert folds["status"].tolist() == ["ok"] * 5 + ["failed"]
@@ -135,8 +136,8 @@ def test_collect_sweep_for_the_callback(sweep, tmp_path):
 def test_results_and_tables_import_no_plotting_or_scipy():
     heavy = "sorted(m for m in ('matplotlib', 'scipy', 'torch') if m in sys.modules)"
     code = (
-        f"import sys, segact.tables, segact.results; print({heavy}); "
-        f"import segact.report; print({heavy})"
+        f"import sys, segact.report.tables, segact.runs.results; print({heavy}); "
+        f"import segact.report.build; print({heavy})"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     # the report needs scipy.stats for its statistics, but plots (matplotlib, torch) only later

@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import pytest
 
-from segact.train import train
+from segact.runs.runner import train
 from tests.helpers import TINY, compose_config, numbers
 
 pytestmark = pytest.mark.slow

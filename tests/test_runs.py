@@ -10,12 +10,13 @@ import time
 import pandas as pd
 import pytest
 
-from segact import runs
 from segact.io import atomic_path, remove_temporaries_of, write_csv, write_json
+from segact.runs import identity, locks
+from segact.runs.folder import RunFolder
 
 
 def identity_of(make_cfg, *overrides, device="cpu", threads=1):
-    return runs.identity(make_cfg(*overrides), device, threads)
+    return identity.identity(make_cfg(*overrides), device, threads)
 
 
 def test_runtime_settings_change_neither_identity_nor_folder_name(make_cfg):
@@ -23,16 +24,18 @@ def test_runtime_settings_change_neither_identity_nor_folder_name(make_cfg):
     assert identity_of(make_cfg, "runtime.progress=true", "runtime.checkpoint_every_s=5") == base
     assert identity_of(make_cfg, "trainer.fold=1") == base
     assert not any(key.startswith(("runtime.", "paths.")) for key in base)
-    name = runs.folder_suffix(["runtime.progress=true", "trainer.fold=1", "launcher=joblib", "x=1"])
+    name = identity.folder_suffix(
+        ["runtime.progress=true", "trainer.fold=1", "launcher=joblib", "x=1"]
+    )
     assert name == "x=1"
 
 
 def test_every_result_changing_setting_is_part_of_the_identity(make_cfg):
-    base = runs.config_hash(identity_of(make_cfg))
+    base = identity.config_hash(identity_of(make_cfg))
     for overrides in (("trainer.lr=0.1",), ("trainer.batch_size=2",), ("optimizer=sgd",)):
-        assert runs.config_hash(identity_of(make_cfg, *overrides)) != base, overrides
+        assert identity.config_hash(identity_of(make_cfg, *overrides)) != base, overrides
     # Threads change float sums on CPU; on a GPU they do not enter the identity.
-    assert runs.config_hash(identity_of(make_cfg, threads=2)) != base
+    assert identity.config_hash(identity_of(make_cfg, threads=2)) != base
     cuda = identity_of(make_cfg, device="cuda", threads=1)
     assert cuda == identity_of(make_cfg, device="cuda", threads=8)
     assert cuda["resolved.device"] == "cuda" and "resolved.threads" not in cuda
@@ -40,21 +43,25 @@ def test_every_result_changing_setting_is_part_of_the_identity(make_cfg):
 
 def test_differing_keys_names_what_changed(make_cfg):
     old, new = identity_of(make_cfg), identity_of(make_cfg, "trainer.lr=0.1", threads=2)
-    assert runs.differing_keys(old, new) == ["optimizer.lr", "resolved.threads", "trainer.lr"]
+    assert identity.differing_keys(old, new) == ["optimizer.lr", "resolved.threads", "trainer.lr"]
 
 
-def _finished_run(run_dir, fingerprint="abc"):
+def _finished_run(run_dir, config_hash="abc"):
     write_csv(pd.DataFrame({"fold": [0, 1], "best_dice": [0.5, 0.6]}), run_dir / "folds.csv")
     write_csv(pd.DataFrame({"fold": [0, 1], "epoch": [1, 1]}), run_dir / "epochs.csv")
     write_csv(pd.DataFrame({"fold": [0, 1], "threshold": [0.5, 0.5]}), run_dir / "thresholds.csv")
-    summary = {"status": "ok", "config_hash": fingerprint, "files": runs.file_records(run_dir)}
+    summary = {
+        "status": "ok",
+        "config_hash": config_hash,
+        "files": RunFolder(run_dir).file_records(),
+    }
     write_json(summary, run_dir / "summary.json")
 
 
 @pytest.mark.parametrize("damage", ["deleted", "emptied", "truncated", "edited"])
 def test_a_damaged_result_file_means_not_finished(tmp_path, damage):
     _finished_run(tmp_path)
-    assert runs.finished_summary(tmp_path, "abc") is not None
+    assert RunFolder(tmp_path).finished_summary("abc") is not None
     folds = tmp_path / "folds.csv"
     if damage == "deleted":
         folds.unlink()
@@ -64,16 +71,16 @@ def test_a_damaged_result_file_means_not_finished(tmp_path, damage):
         folds.write_text(folds.read_text()[:-8])
     else:
         folds.write_text(folds.read_text().replace("0.6", "0.7"))
-    assert runs.finished_summary(tmp_path, "abc") is None
+    assert RunFolder(tmp_path).finished_summary("abc") is None
 
 
 def test_another_identity_or_a_failed_run_is_not_finished(tmp_path):
     _finished_run(tmp_path)
-    assert runs.finished_summary(tmp_path, "other") is None
-    assert runs.superseded_identity(tmp_path, "other") == {}
+    assert RunFolder(tmp_path).finished_summary("other") is None
+    assert RunFolder(tmp_path).superseded_identity("other") == {}
     summary = json.loads((tmp_path / "summary.json").read_text())
     write_json({**summary, "status": "failed"}, tmp_path / "summary.json")
-    assert runs.finished_summary(tmp_path, "abc") is None
+    assert RunFolder(tmp_path).finished_summary("abc") is None
 
 
 def test_a_run_that_predates_a_new_setting_stays_finished(tmp_path):
@@ -82,21 +89,23 @@ def test_a_run_that_predates_a_new_setting_stays_finished(tmp_path):
     old = {"trainer.lr": 0.001, "loss.name": "dice"}
     write_json({**summary, "identity": old}, tmp_path / "summary.json")
     extended = {**old, "trainer.grad_clip": None}
-    assert runs.finished_summary(tmp_path, "new-hash", extended) is not None
-    assert runs.finished_summary(tmp_path, "new-hash", {**extended, "trainer.lr": 0.1}) is None
-    assert runs.finished_summary(tmp_path, "new-hash", {"loss.name": "dice"}) is None  # key gone
-    assert runs.finished_summary(tmp_path, "new-hash") is None
+    assert RunFolder(tmp_path).finished_summary("new-hash", extended) is not None
+    assert RunFolder(tmp_path).finished_summary("new-hash", {**extended, "trainer.lr": 0.1}) is None
+    assert (
+        RunFolder(tmp_path).finished_summary("new-hash", {"loss.name": "dice"}) is None
+    )  # key gone
+    assert RunFolder(tmp_path).finished_summary("new-hash") is None
 
 
 def test_a_lock_is_held_once_and_released(tmp_path):
     path = tmp_path / "locks" / "fold0.lock"
-    lock = runs.acquire(path, stale_after_s=60)
+    lock = locks.acquire(path, stale_after_s=60)
     assert lock is not None
     holder = json.loads(path.read_text())
     assert holder["pid"] == os.getpid() and holder["host"]
-    assert runs.acquire(path, stale_after_s=60) is None  # a live holder: skip
+    assert locks.acquire(path, stale_after_s=60) is None  # a live holder: skip
     lock.release()
-    assert runs.acquire(path, stale_after_s=60) is not None
+    assert locks.acquire(path, stale_after_s=60) is not None
 
 
 def test_a_dead_processs_lock_is_stale(tmp_path):
@@ -104,21 +113,21 @@ def test_a_dead_processs_lock_is_stale(tmp_path):
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     path = tmp_path / "fold0.lock"
-    runs.acquire(path, stale_after_s=3600)
+    locks.acquire(path, stale_after_s=3600)
     lock_record = json.loads(path.read_text())
     path.write_text(json.dumps({**lock_record, "pid": int(dead.stdout)}))
-    assert runs.is_stale(path, stale_after_s=3600)
-    assert runs.acquire(path, stale_after_s=3600) is not None
+    assert locks.is_stale(path, stale_after_s=3600)
+    assert locks.acquire(path, stale_after_s=3600) is not None
 
 
 def test_a_lock_without_heartbeat_goes_stale(tmp_path):
     path = tmp_path / "fold0.lock"
-    lock = runs.acquire(path, stale_after_s=60)
+    lock = locks.acquire(path, stale_after_s=60)
     old = time.time() - 120
     os.utime(path, (old, old))
-    assert runs.is_stale(path, stale_after_s=60)
+    assert locks.is_stale(path, stale_after_s=60)
     lock.refresh()
-    assert not runs.is_stale(path, stale_after_s=60)
+    assert not locks.is_stale(path, stale_after_s=60)
 
 
 def test_written_files_get_the_umask_mode_and_leave_no_temporary(tmp_path):

@@ -1,4 +1,4 @@
-"""segact.stats against scipy on hand-made numbers: pairs, intervals, Wilcoxon, Holm."""
+"""segact.report.stats against scipy on hand-made numbers: pairs, intervals, Wilcoxon, Holm."""
 
 import math
 
@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from segact import stats
 from segact.errors import ReportError
+from segact.report import stats
+from segact.runs.identity import pair_keys
 
 D5 = np.array([0.01, -0.01, 0.03, 0.03, 0.05])
 
@@ -86,7 +87,7 @@ def test_seeds_multiply_the_pairs():
 def test_pairs_only_between_runs_equal_but_for_the_activation():
     folds = pd.concat([_folds(lr=0.001), _folds(lr=0.1)])
     folds["activation.eps"] = folds["activation"].map({"sigmoid": "1e-07", "arctan": "1e-06"})
-    keys = stats.pair_keys(folds)
+    keys = pair_keys(folds)
     assert keys == ["dataset", "loss", "lr"]  # activation.* differs with the activation
     differences = stats.paired_differences(folds, "sigmoid", "arctan", keys)
     assert differences["difference"].to_numpy() == pytest.approx(np.full(10, 0.005))
@@ -99,15 +100,15 @@ def test_settings_that_follow_the_dataset_add_no_pair_key():
     synthetic = _folds(**{"dataset.noise": 0.6, "dataset.root": np.nan})
     folder = _folds(**{"dataset.noise": np.nan, "dataset.root": "/data/ph2"}).assign(dataset="ph2")
     folds = pd.concat([synthetic, folder])
-    assert stats.pair_keys(folds) == ["dataset", "loss"]
+    assert pair_keys(folds) == ["dataset", "loss"]
     within = pd.concat([folds, _folds(**{"dataset.noise": 0.9, "dataset.root": np.nan})])
-    assert stats.pair_keys(within) == ["dataset", "loss", "dataset.noise"]
+    assert pair_keys(within) == ["dataset", "loss", "dataset.noise"]
 
 
 def test_a_head_that_follows_the_activation_adds_no_pair_key():
     folds = _folds(activations=("sigmoid", "softmax"))
     folds["head"] = folds["activation"].map({"sigmoid": "sigmoid1", "softmax": "softmax2"})
-    assert stats.pair_keys(folds) == ["dataset", "loss"]
+    assert pair_keys(folds) == ["dataset", "loss"]
     differences = stats.paired_differences(folds, "sigmoid", "softmax", ["dataset", "loss"])
     assert len(differences) == 5
 

@@ -1,11 +1,13 @@
-"""segact.tables: rows split by every differing setting, cells that say how many folds they
+"""segact.report.tables: rows split by every differing setting, cells that say how many folds they
 average, the paper's layout under both aggregations."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from segact import tables
+from segact.report import tables
+from segact.runs.folder import summary_numbers
+from segact.runs.identity import row_keys
 
 
 def _folds(**columns) -> pd.DataFrame:
@@ -27,12 +29,12 @@ def _folds(**columns) -> pd.DataFrame:
 def test_rows_split_by_a_differing_setting_and_not_by_its_alias():
     lr = [0.001] * 6 + [0.1] * 4
     folds = _folds(lr=lr, **{"trainer.lr": [str(x) for x in lr], "trainer.seed": range(10)})
-    assert tables.row_keys(folds) == ["dataset", "loss", "activation", "lr"]
+    assert row_keys(folds) == ["dataset", "loss", "activation", "lr"]
     table = tables.paper_table(folds, ["activation", "lr"])
     assert table[("n", "")].tolist() == [3, 2, 3, 2]  # arctan/sigmoid x 0.001/0.1
     assert tables.hidden_settings(folds, ["activation", "lr"]) == []  # trainer.lr is lr
     confounded = _folds(lr=[0.001, 0.1] * 5, **{"activation.eps": ["1e-7", "1e-6"] * 5})
-    assert tables.row_keys(confounded) == ["dataset", "loss", "activation"]
+    assert row_keys(confounded) == ["dataset", "loss", "activation"]
     assert tables.hidden_settings(confounded, ["activation"]) == ["lr"]
 
 
@@ -44,8 +46,8 @@ def test_a_setting_that_follows_the_dataset_makes_no_row():
             _folds(dataset="b", **{"dataset.root": "/data/c"}),
         ]
     )
-    assert tables.row_keys(folds) == ["dataset", "loss", "activation", "dataset.root"]
-    assert tables.row_keys(folds.iloc[:20]) == ["dataset", "loss", "activation"]
+    assert row_keys(folds) == ["dataset", "loss", "activation", "dataset.root"]
+    assert row_keys(folds.iloc[:20]) == ["dataset", "loss", "activation"]
 
 
 def test_cells_show_mean_std_and_n_of_non_nan_values():
@@ -106,7 +108,7 @@ def test_dice_table_of_one_run_and_of_a_sweep():
 
 def test_summarize_numbers_covers_the_paper_columns():
     folds = _folds(paper_nll=[0.1, np.nan] * 5)
-    numbers = tables.summarize_numbers(folds)
+    numbers = summary_numbers(folds)
     assert numbers["paper_nll_mean"] == pytest.approx(0.1)
     assert numbers["paper_nll_std"] == 0.0
     assert numbers["best_dice_mean"] == pytest.approx(0.645)

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from segact.train import train
+from segact.runs.runner import train
 from tests.helpers import compose_config, numbers
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,17 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import get_method, instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from segact import activations, heads
+from segact.choices import plain
+from segact.data.nifti import VolumeNorm
+from segact.data.normalize import Normalize
 from segact.errors import ConfigError
-from segact.metrics import DEFAULT_THRESHOLDS
+from segact.evaluation.sweep import DEFAULT_THRESHOLDS
+from segact.nn import activations, heads
+from segact.nn.heads import HeadName
+from segact.nn.losses import Binarize
+from segact.training.fitting import SelectMetric
+from segact.training.forward import Precision
+from segact.training.protocol import ProtocolName
 
 
 def config_dir() -> Path:
@@ -47,59 +54,6 @@ def config_groups_help() -> str:
 
 OmegaConf.register_new_resolver("segact_repository", repository_dir, replace=True)
 OmegaConf.register_new_resolver("segact_config_groups", config_groups_help, replace=True)
-
-
-class Choice(str, Enum):
-    """A closed choice; prints as its value (folder names, CSV cells)."""
-
-    def __str__(self) -> str:
-        return str(self.value)
-
-
-class Protocol(Choice):
-    paper = "paper"  # epoch and threshold chosen on the validation fold, as the paper
-    holdout = "holdout"  # chosen on an inner split; Dice read off the untouched fold
-
-
-class SelectMetric(Choice):
-    mean_dice = "mean_dice"
-    best_dice = "best_dice"
-    dice_at_05 = "dice_at_05"
-    nll = "nll"
-
-
-class Precision(Choice):
-    auto = "auto"  # bf16 autocast on GPUs that support it, fp32 elsewhere
-    fp32 = "fp32"
-    bf16 = "bf16"
-
-
-class Binarize(Choice):
-    none = "none"
-    hard = "hard"
-    ste = "ste"
-
-
-class Normalize(Choice):
-    dataset = "dataset"  # per-channel mean/std of the dataset
-    imagenet = "imagenet"  # the statistics smp's ImageNet encoders expect (no download)
-    none = "none"
-
-
-class VolumeNorm(Choice):
-    zscore = "zscore"
-    percentile = "percentile"  # 0.5-99.5 percentile to [0, 1]
-    none = "none"
-
-
-class HeadName(Choice):
-    sigmoid1 = "sigmoid1"
-    softmax2 = "softmax2"
-
-
-def plain(value: Any) -> Any:
-    """An Enum member's value; anything else unchanged."""
-    return value.value if isinstance(value, Enum) else value
 
 
 @dataclass
@@ -133,7 +87,7 @@ class RuntimeConfig:
 @dataclass
 class EvalConfig:
     thresholds: list[float] = field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
-    protocol: Protocol = Protocol.paper
+    protocol: ProtocolName = ProtocolName.paper
     select_metric: SelectMetric = SelectMetric.mean_dice
     inner_val_fraction: float = 0.2
     calibration_bins: int = 15
@@ -172,7 +126,7 @@ class LossConfig:
 
 @dataclass
 class DiceLossConfig(LossConfig):
-    _target_: str = "segact.losses.DiceLoss"
+    _target_: str = "segact.nn.losses.DiceLoss"
     name: str = "dice"
     smooth: float = 0.0
     eps: float = 1e-7
@@ -181,7 +135,7 @@ class DiceLossConfig(LossConfig):
 
 @dataclass
 class TverskyLossConfig(DiceLossConfig):
-    _target_: str = "segact.losses.TverskyLoss"
+    _target_: str = "segact.nn.losses.TverskyLoss"
     name: str = "tversky"
     alpha: float = 0.3  # weight of false positives
     beta: float = 0.7  # weight of false negatives
@@ -189,16 +143,16 @@ class TverskyLossConfig(DiceLossConfig):
 
 @dataclass
 class BCELossConfig(LossConfig):
-    _target_: str = "segact.losses.BCELoss"
+    _target_: str = "segact.nn.losses.BCELoss"
     name: str = "bce"
     eps: float = 1e-7
 
 
 @dataclass
 class BoundaryLossConfig(DiceLossConfig):
-    """Region Dice + weight x Dice of the boundary maps (segact.losses.soft_boundary)."""
+    """Region Dice + weight x Dice of the boundary maps (segact.nn.losses.soft_boundary)."""
 
-    _target_: str = "segact.losses.BoundaryLoss"
+    _target_: str = "segact.nn.losses.BoundaryLoss"
     name: str = "boundary"
     weight: float = 1.0  # weight of the boundary Dice term (0: plain Dice)
     width: int = 1  # boundary thickness in pixels on each side of the edge (kernel 2 width + 1)
@@ -353,17 +307,17 @@ def check_model(model: DictConfig) -> None:
 def check_head_and_activation(cfg: DictConfig) -> None:
     head, activation = plain(cfg.head.name), cfg.activation
     _check_target("activation", activation.get("_target_"))
-    if head == "softmax2" and activation.name != activations.SOFTMAX:
+    if head == HeadName.softmax2 and activation.name != activations.SOFTMAX:
         _fail(
             "activation",
             activation.name,
             "head=softmax2 computes p = softmax(z)[:, 1] and takes no output activation; "
             "use activation=softmax with it (or head=sigmoid1 for this activation)",
         )
-    if head == "sigmoid1" and activation.name == activations.SOFTMAX:
+    if head == HeadName.sigmoid1 and activation.name == activations.SOFTMAX:
         _fail("activation", activation.name, "softmax needs head=softmax2 (two output channels)")
     if (
-        head == "sigmoid1"
+        head == HeadName.sigmoid1
         and activation.get("_target_") is None
         and activation.name not in activations.REGISTRY
     ):
@@ -373,13 +327,13 @@ def check_head_and_activation(cfg: DictConfig) -> None:
             f"unknown activation; choose one of {', '.join(activations.names())} "
             "or set activation._target_ to your own callable",
         )
-    if head not in heads.HEADS:  # a custom head registered in code but not in the Enum
+    if head not in heads.names():  # a custom head registered in code but not in the Enum
         _fail("head", head, f"unknown head; choose one of {', '.join(heads.names())}")
 
 
 def check_loss(cfg: DictConfig) -> None:
     _check_target("loss", cfg.loss._target_)
-    if cfg.loss.name == "ce" and plain(cfg.head.name) != "softmax2":
+    if cfg.loss.name == "ce" and plain(cfg.head.name) != HeadName.softmax2:
         _fail("loss", "ce", "cross-entropy needs head=softmax2 (use loss=bce with head=sigmoid1)")
 
 

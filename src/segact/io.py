@@ -1,9 +1,9 @@
 """Atomic file writes: a temporary file in the same folder, flushed to disk, then a rename, so a
 killed run never leaves half a file for the report (or the next run) to read.
 
-Every writer in segact (result CSV/JSON, fold checkpoints, the dataset cache) goes through
-``atomic_path``. Temporary files are named ``.<name>.<random>.tmp``; ``remove_temporaries_of``
-deletes those a killed process left behind.
+Every writer in segact (result CSV/JSON, reports and their figures, fold checkpoints, the dataset
+cache) goes through ``atomic_path``. Temporary files are named ``.<name>.<random>.tmp``;
+``remove_temporaries_of`` deletes those a killed process left behind.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import pandas as pd
+
+if TYPE_CHECKING:  # matplotlib only where a figure is drawn
+    from matplotlib.figure import Figure
 
 
 def _umask_mode() -> int:
@@ -53,6 +56,16 @@ def write_text_atomic(path: Path, write: Callable[[TextIO], None]) -> None:
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
     write_text_atomic(path, lambda handle: frame.to_csv(handle, index=False))
+
+
+def write_text(text: str, path: Path) -> None:
+    write_text_atomic(path, lambda handle: handle.write(text))
+
+
+def write_figure(figure: Figure, path: Path, dpi: int) -> None:
+    """A matplotlib figure, in the format its file name's suffix says (``.png``)."""
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip("."))
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:

@@ -1,7 +1,7 @@
 """``dataset=folder``: ``root/images/*`` and ``root/masks/*`` (png, jpg, tif, bmp) paired by name.
 
 Images are resized bilinearly to ``image_size`` and stored as 8-bit where the files are (else as
-float32 in [0, 1]); masks are binarized (see ``MaskRule``, ``preprocess.binarize``) and resized
+float32 in [0, 1]); masks are binarized (see ``MaskRule``, ``preprocess.binarize_mask``) and resized
 by nearest neighbour. A case is one file, or the group that ``case_regex`` extracts from the
 name (e.g. a video id), so folds never split a group.
 """
@@ -24,7 +24,7 @@ from segact.data.cache import Writer, cached
 from segact.data.normalize import check_normalize
 from segact.data.pairs import list_named, match_pairs, require_nonempty, resolve_root
 from segact.data.preprocess import (
-    binarize,
+    binarize_mask,
     check_int,
     parse_size,
     resize_image,
@@ -45,7 +45,7 @@ MASK_CHANNELS = "null (the mask's colour), alpha, or a channel index 0, 1, ..."
 
 @dataclass(frozen=True)
 class MaskRule:
-    """Which pixels of a mask file are foreground (see ``read_mask`` and ``binarize``)."""
+    """Which pixels of a mask file are foreground (see ``read_mask`` and ``binarize_mask``)."""
 
     threshold: float | None = None
     foreground_values: list[int] | None = None
@@ -137,7 +137,7 @@ def _decode(
             f"{image_path} is {image.shape[1]}x{image.shape[0]} but its mask {mask_path} is "
             f"{mask.shape[1]}x{mask.shape[0]} (width x height): they must have the same size"
         )
-    foreground = binarize(mask, mask_path, rule.threshold, rule.foreground_values)
+    foreground = binarize_mask(mask, mask_path, rule.threshold, rule.foreground_values)
     is_8bit = image.dtype == np.uint8
     pixels = unit_scale(image)
     resized = resize_image(pixels[..., None] if pixels.ndim == 2 else pixels, size)

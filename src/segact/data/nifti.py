@@ -15,16 +15,24 @@ from pathlib import Path
 
 import numpy as np
 
+from segact.choices import Choice
 from segact.data.base import Meta, SegmentationData, checked_dataset
 from segact.data.cache import Writer, cached
 from segact.data.normalize import check_normalize
 from segact.data.pairs import list_named, match_pairs, require_nonempty, resolve_root
-from segact.data.preprocess import binarize, parse_size, resize_image, resize_mask
+from segact.data.preprocess import binarize_mask, parse_size, resize_image, resize_mask
 from segact.errors import DatasetError
 
 SUFFIXES = (".nii.gz", ".nii")
-VOLUME_NORMS = ("zscore", "percentile", "none")
 _MODALITY = re.compile(r"(.+)_(\d{4})$")
+
+
+class VolumeNorm(Choice):
+    """``dataset.volume_norm``: how each volume is scaled, per channel, before slicing."""
+
+    zscore = "zscore"
+    percentile = "percentile"  # 0.5-99.5 percentile to [0, 1]
+    none = "none"
 
 
 def _stem(path: Path) -> str:
@@ -99,7 +107,7 @@ def _slices(
             )
         volume = volume[..., list(modalities)]
     volume = _normalize_volume(volume, volume_norm)
-    foreground = binarize(np.rint(labels).astype(np.int64), label, None, foreground_labels)
+    foreground = binarize_mask(np.rint(labels).astype(np.int64), label, None, foreground_labels)
     volume, foreground = np.moveaxis(volume, axis, 0), np.moveaxis(foreground, axis, 0)
     return (
         np.stack([resize_image(plane, size) for plane in volume]),
@@ -108,10 +116,10 @@ def _slices(
 
 
 def _check_options(axis: int, volume_norm: str, modalities: Sequence[int] | None) -> None:
-    if volume_norm not in VOLUME_NORMS:
+    if volume_norm not in set(VolumeNorm):
         raise DatasetError(
             f"config key 'dataset.volume_norm' = {volume_norm!r}: choose one of "
-            f"{', '.join(VOLUME_NORMS)}"
+            f"{', '.join(m.value for m in VolumeNorm)}"
         )
     if axis not in (0, 1, 2):
         raise DatasetError(f"config key 'dataset.axis' = {axis!r}: choose 0, 1 or 2")

@@ -13,10 +13,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from segact.choices import Choice
 from segact.data.rows import Rows
 from segact.errors import DatasetError
 
-NORMALIZE_MODES = ("dataset", "imagenet", "none")
+
+class Normalize(Choice):
+    """``dataset.normalize``: which per-channel statistics a batch is normalised with."""
+
+    dataset = "dataset"  # per-channel mean/std of the dataset
+    imagenet = "imagenet"  # the statistics smp's ImageNet encoders expect (no download)
+    none = "none"
+
+
 # The statistics smp's imagenet encoders expect (smp's get_preprocessing_params would download).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -49,9 +58,10 @@ class Normalization:
 
 
 def check_normalize(mode: str) -> None:
-    if mode not in NORMALIZE_MODES:
+    if mode not in set(Normalize):
         raise DatasetError(
-            f"config key 'dataset.normalize' = {mode!r}: choose one of {', '.join(NORMALIZE_MODES)}"
+            f"config key 'dataset.normalize' = {mode!r}: choose one of "
+            f"{', '.join(m.value for m in Normalize)}"
         )
 
 

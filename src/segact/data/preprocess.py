@@ -47,7 +47,7 @@ def parse_size(image_size: int | Sequence[int]) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def binarize(
+def binarize_mask(
     values: np.ndarray,
     source: Path,
     threshold: float | None = None,

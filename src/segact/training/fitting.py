@@ -1,5 +1,6 @@
-"""The parts of fitting a fold: one training epoch, evaluation, early stopping, and the fold's
-progress (everything besides the torch objects that a checkpoint must carry)."""
+"""What fitting a fold is made of: its torch objects (``Trainable``), one training epoch,
+evaluation, early stopping, and the fold's progress (what a checkpoint carries besides the torch
+objects)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from segact.activations import EPS
+from segact.choices import Choice
 from segact.data.base import SegmentationData
-from segact.forward import Forward
-from segact.heads import Head, argmax_agreement
-from segact.metrics import SweepResult, ThresholdSweep
+from segact.evaluation.sweep import LOWER_IS_BETTER, SweepResult, ThresholdSweep
+from segact.nn.activations import EPS
+from segact.nn.heads import Head, argmax_counts
+from segact.training.forward import Forward
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,60 @@ ZERO_GRADIENT_MESSAGE = (
     "hard thresholds before the loss, and a step function has zero derivative), so the weights "
     "keep their initial values. Use loss.binarize=ste for a straight-through gradient."
 )
+
+
+class SelectMetric(Choice):
+    """``eval.select_metric``: the sweep metric that picks a fold's epoch, and that early
+    stopping and the LR schedule follow."""
+
+    mean_dice = "mean_dice"
+    best_dice = "best_dice"
+    dice_at_05 = "dice_at_05"
+    nll = "nll"
+
+
+def build_model(model_cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module:
+    # Imported here: smp pulls in timm, torchvision and torch._dynamo (~150 MB, 2-3 s), which
+    # config errors, --help and the report never need.
+    import segmentation_models_pytorch as smp
+
+    kwargs = OmegaConf.to_container(model_cfg.kwargs, resolve=True) if model_cfg.kwargs else {}
+    return smp.create_model(
+        model_cfg.arch,
+        encoder_name=model_cfg.encoder,
+        encoder_weights=model_cfg.encoder_weights,
+        in_channels=in_channels,
+        classes=out_channels,
+        **kwargs,
+    )
+
+
+@dataclass
+class Trainable:
+    """The torch objects of a fold, built from config (optimizer and scheduler via _target_)."""
+
+    model: nn.Module
+    forward: Forward
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    generator: torch.Generator
+
+    @classmethod
+    def build(
+        cls, cfg: DictConfig, channels: tuple[int, int], device: torch.device, seed: int
+    ) -> Trainable:
+        """``channels``: (the images' channels, the head's output channels)."""
+        model = build_model(cfg.model, *channels).to(device)
+        optimizer = instantiate(cfg.optimizer)(model.parameters())
+        scheduler = instantiate(cfg.scheduler)(optimizer)
+        forward = Forward(model, cfg.trainer, device)
+        return cls(model, forward, optimizer, scheduler, torch.Generator().manual_seed(seed))
+
+    def step_scheduler(self, score: float) -> None:
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(score)
+        else:
+            self.scheduler.step()
 
 
 class NonFiniteLossError(RuntimeError):
@@ -100,17 +158,17 @@ def evaluate(
     activation reaches p = 1), accumulated into one threshold sweep."""
     forward.model.eval()
     sweep = ThresholdSweep(thresholds, calibration_bins, clip=EPS)
-    argmax_counts = torch.zeros(3, dtype=torch.int64, device=forward.device)
+    argmax_totals = torch.zeros(3, dtype=torch.int64, device=forward.device)
     for start in range(0, len(indices), batch_size):
         images, masks = data.batch(indices[start : start + batch_size], forward.device)
         logits = forward(images)
         sweep.update(head.probability(logits), masks)
         if head.out_channels == 2:
-            argmax_counts += argmax_agreement(logits)
+            argmax_totals += argmax_counts(logits)
     result = sweep.result()
     if head.out_channels == 2:
-        _, disagreements, ties = argmax_counts.tolist()
-        result.summary.update(argmax_disagreements=disagreements, argmax_ties=ties)
+        _, disagreements, ties = argmax_totals.tolist()
+        result.metrics.update(argmax_disagreements=disagreements, argmax_ties=ties)
     return result
 
 
@@ -138,8 +196,8 @@ class EarlyStopping:
 
 def selection_score(sweep: SweepResult, metric: str) -> float:
     """The epoch's score for early stopping and the LR schedule: higher is better."""
-    value = sweep.summary[metric]
-    return -value if metric == "nll" else value
+    value = sweep.metrics[metric]
+    return -value if metric in LOWER_IS_BETTER else value
 
 
 @dataclass
@@ -174,7 +232,7 @@ class FoldProgress:
         elif epoch == 1:
             log.warning("fold %d: %s", fold, ZERO_GRADIENT_MESSAGE)
             self.notes.append(ZERO_GRADIENT_MESSAGE)
-        validation = {f"val_{k}": v for k, v in sweep.summary.items() if k != "n_pixels"}
+        validation = {f"val_{k}": v for k, v in sweep.metrics.items() if k != "n_pixels"}
         row = {"fold": fold, "epoch": epoch, "train_loss": stats.train_loss}
         row.update(grad_norm=stats.grad_norm, lr=lr, **validation, epoch_seconds=seconds)
         self.rows.append(row)

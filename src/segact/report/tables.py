@@ -16,10 +16,10 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from segact.results import setting_columns
+from segact.evaluation.sweep import LOWER_IS_BETTER as SWEEP_LOWER_IS_BETTER
+from segact.runs.folder import PAPER_METRICS, SELECTED_METRICS
+from segact.runs.identity import ROW_ORDER, row_keys, setting_columns, varies_within
 
-TABLE_METRICS: tuple[str, ...] = ("best_dice", "mean_dice", "dice_at_05", "best_threshold", "nll")
-PAPER_METRICS: tuple[str, ...] = ("paper_best_dice", "paper_mean_dice", "paper_nll")
 AGGREGATIONS: dict[str, dict[str, str]] = {
     "selected": {
         "best_threshold": "threshold",
@@ -41,17 +41,13 @@ CAPTIONS: dict[str, str] = {
         "epochs, each on its own (no single epoch, so no threshold column)"
     ),
 }
-LOWER_IS_BETTER = frozenset({"nll", "paper_nll"})
-NOT_RANKED = frozenset({"best_threshold"})
-ROW_ORDER: tuple[str, ...] = (
-    "loss",
-    "activation",
-    "head",
-    "binarize",
-    "arch",
-    "encoder",
-    "protocol",
+LOWER_IS_BETTER = frozenset(
+    m
+    for m in (*SELECTED_METRICS, *PAPER_METRICS)
+    if m.removeprefix("paper_") in SWEEP_LOWER_IS_BETTER
 )
+"""The folds.csv numbers where lower is better: the sweep's, under either aggregation."""
+NOT_RANKED = frozenset({"best_threshold"})
 NAN_NOTE = "(n=k): only k of the row's n folds have a value (the others are NaN, left out)."
 STYLES: dict[str, tuple[str, str, str]] = {
     "plain": ("{}", " ± ", "—"),
@@ -59,29 +55,6 @@ STYLES: dict[str, tuple[str, str, str]] = {
     "latex": ("\\textbf{{{}}}", " $\\pm$ ", "--"),
 }
 """Style -> (bold, plus-minus, empty cell)."""
-
-
-def varies_within(folds: pd.DataFrame, by: Sequence[str], column: str) -> bool:
-    """Whether ``column`` takes more than one value (NaN counts as one) in some group of ``by``."""
-    if not by:
-        return folds[column].nunique(dropna=False) > 1
-    counts = folds.groupby(list(by), dropna=False, sort=False)[column].nunique(dropna=False)
-    return bool((counts > 1).any())
-
-
-def row_keys(
-    folds: pd.DataFrame, always: Sequence[str] = ("dataset", "loss", "activation")
-) -> list[str]:
-    """``always`` plus every other choice or setting that differs between runs alike in the keys
-    before it: each run is counted once, in a row of its own kind. A setting that only follows
-    the keys already there (``trainer.lr`` next to ``lr``, ``dataset.root`` with the dataset)
-    adds no row."""
-    keys = [k for k in always if k in folds.columns]
-    for candidate in (*ROW_ORDER, *setting_columns(folds)):
-        present = candidate in folds.columns and candidate not in keys
-        if present and varies_within(folds, keys, candidate):
-            keys.append(candidate)
-    return keys
 
 
 def hidden_settings(folds: pd.DataFrame, keys: Sequence[str]) -> list[str]:
@@ -186,7 +159,7 @@ def format_paper_table(
     )
 
 
-def dice_table(folds: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> pd.DataFrame:
+def dice_table(folds: pd.DataFrame, metrics: Sequence[str] = SELECTED_METRICS) -> pd.DataFrame:
     """Rows: the choices and settings that vary (e.g. loss x activation, or the dataset alone);
     cells: mean ± std over folds, ``(n=k)`` where some are NaN; ``folds``: rows averaged."""
     ok = folds[folds["status"] == "ok"] if "status" in folds.columns else folds
@@ -199,17 +172,3 @@ def dice_table(folds: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> p
 
 def format_table(table: pd.DataFrame) -> str:
     return table.to_markdown(index=False, disable_numparse=True)
-
-
-def summarize_numbers(
-    folds: pd.DataFrame, metrics: Sequence[str] = (*TABLE_METRICS, *PAPER_METRICS)
-) -> dict[str, float]:
-    """Mean and std over folds of each metric (NaN values left out), for summary.json."""
-    present = [m for m in metrics if m in folds.columns]
-    values = folds[present].apply(pd.to_numeric, errors="coerce")
-    out: dict[str, float] = {}
-    for metric in present:
-        column = values[metric]
-        out[f"{metric}_mean"] = float(column.mean())
-        out[f"{metric}_std"] = float(column.std()) if column.count() > 1 else 0.0
-    return out

@@ -21,9 +21,11 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from segact.activations import EPS
+from segact.nn.activations import EPS
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
+LOWER_IS_BETTER = frozenset({"nll"})
+"""The ``SweepResult.metrics`` where lower is better (every other one: higher)."""
 CHUNK_PIXELS = 1 << 19
 """Pixels processed at once: keeps every temporary array at a few MiB (peak memory, cache)."""
 
@@ -139,7 +141,7 @@ class SweepResult:
     """Everything the evaluation of one validation fold reports."""
 
     table: pd.DataFrame  # one row per threshold of the grid
-    summary: dict[str, float]
+    metrics: dict[str, float]  # the fold's numbers: best Dice and its threshold, NLL, ...
 
 
 @dataclass
@@ -264,7 +266,7 @@ class ThresholdSweep:
         at_05 = table.loc[np.isclose(self.reported, 0.5)].iloc[0]
         table = table.loc[self.in_grid].reset_index(drop=True)
         best = int(np.argmax(table["dice"].to_numpy()))
-        summary = {
+        metrics = {
             "best_dice": float(table["dice"].iloc[best]),
             "best_threshold": float(table["threshold"].iloc[best]),
             "mean_dice": float(table["dice"].mean()),
@@ -276,7 +278,7 @@ class ThresholdSweep:
             "n_images": int(per_image.shape[0]),
             "n_pixels": n_pixels,
         }
-        return SweepResult(table=table, summary=summary)
+        return SweepResult(table=table, metrics=metrics)
 
     def _confusion_table(self, per_image: np.ndarray) -> pd.DataFrame:
         """Pooled counts, pooled Dice and mean per-image Dice at every reported threshold."""

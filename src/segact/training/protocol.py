@@ -15,18 +15,26 @@ from typing import Any
 
 import numpy as np
 
+from segact.choices import Choice
 from segact.data.splits import Fold, inner_split
-from segact.metrics import SweepResult
+from segact.evaluation.sweep import SweepResult
 
 Evaluate = Callable[[np.ndarray], SweepResult]
 """Sweep of the current model over the given image indices."""
 
 
+class ProtocolName(Choice):
+    """``eval.protocol``: where a fold's epoch and threshold are chosen (see the module)."""
+
+    paper = "paper"  # on the validation fold, as the paper
+    holdout = "holdout"  # on an inner split; Dice read off the untouched fold
+
+
 @dataclass(frozen=True)
 class Reported:
-    """What a fold reports: the summary numbers and the thresholds table they come from."""
+    """What a fold reports: its numbers and the thresholds table they come from."""
 
-    summary: dict[str, Any]
+    metrics: dict[str, Any]
     sweep: SweepResult
 
 
@@ -45,8 +53,8 @@ class PaperProtocol(ReportProtocol):
         return fold.train, fold.val
 
     def report(self, fold: Fold, best: SweepResult, evaluate: Evaluate) -> Reported:
-        summary = {**best.summary, "oracle_best_dice": best.summary["best_dice"]}
-        return Reported(summary, best)
+        metrics = {**best.metrics, "oracle_best_dice": best.metrics["best_dice"]}
+        return Reported(metrics, best)
 
 
 @dataclass(frozen=True)
@@ -58,22 +66,25 @@ class HoldoutProtocol(ReportProtocol):
 
     def report(self, fold: Fold, best: SweepResult, evaluate: Evaluate) -> Reported:
         reported = evaluate(fold.val)
-        chosen = best.summary["best_threshold"]
+        chosen = best.metrics["best_threshold"]
         table = reported.table
         at_chosen = table.loc[np.isclose(table["threshold"], chosen)].iloc[0]
-        summary = {
-            **reported.summary,
+        metrics = {
+            **reported.metrics,
             "best_threshold": chosen,
             "best_dice": float(at_chosen["dice"]),
             "dice_per_image": float(at_chosen["dice_per_image"]),
-            "oracle_best_dice": reported.summary["best_dice"],
+            "oracle_best_dice": reported.metrics["best_dice"],
         }
-        return Reported(summary, reported)
+        return Reported(metrics, reported)
+
+
+PROTOCOLS: dict[ProtocolName, Callable[[float], ReportProtocol]] = {
+    ProtocolName.paper: lambda inner_val_fraction: PaperProtocol(),
+    ProtocolName.holdout: HoldoutProtocol,
+}
+"""``eval.protocol`` -> the protocol, given ``eval.inner_val_fraction``."""
 
 
 def build_protocol(name: str, inner_val_fraction: float) -> ReportProtocol:
-    protocols: dict[str, Callable[[], ReportProtocol]] = {
-        "paper": PaperProtocol,
-        "holdout": lambda: HoldoutProtocol(inner_val_fraction),
-    }
-    return protocols[name]()
+    return PROTOCOLS[ProtocolName(name)](inner_val_fraction)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -15,8 +16,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from segact import activations
-from segact.activations import Activation, LogProbs
+from segact.choices import Choice
+from segact.nn import activations
+from segact.nn.activations import Activation, LogProbs
+
+
+class HeadName(Choice):
+    """``head.name``: how the model's output channels become a foreground probability."""
+
+    sigmoid1 = "sigmoid1"
+    softmax2 = "softmax2"
 
 
 class Head(Protocol):
@@ -37,7 +46,7 @@ class Head(Protocol):
 @dataclass(frozen=True)
 class Sigmoid1:
     activation: Activation
-    name: str = "sigmoid1"
+    name: str = HeadName.sigmoid1.value
     out_channels: int = 1
 
     def probability(self, logits: Tensor) -> Tensor:
@@ -54,7 +63,7 @@ class Sigmoid1:
 
 @dataclass(frozen=True)
 class Softmax2:
-    name: str = "softmax2"
+    name: str = HeadName.softmax2.value
     out_channels: int = 2
 
     def probability(self, logits: Tensor) -> Tensor:
@@ -69,7 +78,7 @@ class Softmax2:
         return logits[:, 1:2] >= logits[:, 0:1]
 
 
-def argmax_agreement(logits: Tensor) -> Tensor:
+def argmax_counts(logits: Tensor) -> Tensor:
     """For 2-channel logits: [pixels, pixels where argmax != (p >= 0.5), exact ties z0 == z1].
 
     torch.argmax gives ties to channel 0 (background) while p = 0.5 >= 0.5 is foreground, so a
@@ -97,17 +106,19 @@ def build_activation(cfg: DictConfig | dict[str, Any]) -> Activation:
     return activations.custom(cfg.name, fn)
 
 
-HEADS: dict[str, type[Sigmoid1] | type[Softmax2]] = {"sigmoid1": Sigmoid1, "softmax2": Softmax2}
+HEADS: dict[HeadName, Callable[[DictConfig], Head]] = {
+    HeadName.sigmoid1: lambda activation_cfg: Sigmoid1(build_activation(activation_cfg)),
+    HeadName.softmax2: lambda activation_cfg: Softmax2(),  # takes no output activation
+}
 
 
 def names() -> list[str]:
-    return sorted(HEADS)
+    return sorted(name.value for name in HEADS)
 
 
 def build_head(head_cfg: DictConfig, activation_cfg: DictConfig) -> Head:
     """The head named by ``head.name``; only sigmoid1 takes an output activation."""
-    if head_cfg.name not in HEADS:
-        raise KeyError(f"unknown head {head_cfg.name!r}; choose one of {', '.join(names())}")
-    if head_cfg.name == "softmax2":
-        return Softmax2()
-    return Sigmoid1(build_activation(activation_cfg))
+    name = str(head_cfg.name)
+    if name not in names():
+        raise KeyError(f"unknown head {name!r}; choose one of {', '.join(names())}")
+    return HEADS[HeadName(name)](activation_cfg)

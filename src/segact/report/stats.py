@@ -22,8 +22,7 @@ import pandas as pd
 from scipy import stats
 
 from segact.errors import ReportError
-from segact.results import RUN_KEYS, setting_columns
-from segact.tables import numeric, varies_within
+from segact.report.tables import numeric
 
 PAIR_METRICS: tuple[str, ...] = ("best_dice", "mean_dice", "nll")
 PAIR_METRICS_BY_AGGREGATION: dict[str, tuple[str, ...]] = {
@@ -125,21 +124,6 @@ def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
     scaled = p[order] * (len(order) - np.arange(len(order)))
     adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
     return adjusted
-
-
-def pair_keys(folds: pd.DataFrame) -> list[str]:
-    """What two runs must share to be paired (besides seed and fold): dataset and loss, and every
-    other named choice or setting that differs between runs of one dataset, loss and activation.
-    A setting that only follows the dataset (``dataset.root``, the synthetic set's
-    ``dataset.noise``) or the activation (``activation.eps``; ``head``: softmax comes only with
-    the 2-channel head) adds no key, so sigmoid1 + Dice pairs with softmax2 + Dice."""
-    keys = ["dataset", "loss"]
-    for key in (*RUN_KEYS, *setting_columns(folds)):
-        if key not in folds.columns or key in keys or key == "activation":
-            continue
-        if varies_within(folds, [*keys, "activation"], key):
-            keys.append(key)
-    return keys
 
 
 def _side(

@@ -12,103 +12,39 @@ No plotting here (nor anything heavy): ``segact-train``'s end-of-sweep callback 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from segact.errors import ReportError
-from segact.io import read_json
-
-RUN_KEYS: tuple[str, ...] = (
-    "dataset",
-    "arch",
-    "encoder",
-    "head",
-    "loss",
-    "activation",
-    "binarize",
-    "protocol",
+from segact.runs.folder import (
+    FLAGS,
+    FOLDS_CSV,
+    RunFolder,
+    column_or_nan,
+    read_result_csv,
+    run_folders,
 )
-"""The named choices of a run (folds.csv columns)."""
-REQUIRED: tuple[str, ...] = (*RUN_KEYS, "seed", "fold", "status")
-SETTING_COLUMNS: tuple[str, ...] = ("max_epochs", "lr", "batch_size")
-"""folds.csv's copies of trainer settings; like the dotted identity columns, row keys when they
-differ between runs."""
-REPLICATES = frozenset({"seed", "fold", "trainer.seed", "trainer.fold"})
-"""Settings that make replicates (seeds) or parts (folds) of one result, never a table row."""
+from segact.runs.identity import CHOICES, sort_keys
+
+REQUIRED: tuple[str, ...] = (*CHOICES, "seed", "fold", "status")
+"""The columns without which a file is no segact results file."""
 SELECTED_METRICS: tuple[str, ...] = ("best_threshold", "nll", "best_dice", "mean_dice")
-FLAGS: tuple[str, ...] = ("hit_max_epochs", "degenerate", "zero_gradient")
+"""What the tables read of a fold unless told otherwise."""
 FOLD_FLAGS: tuple[str, ...] = (*FLAGS, "best_at_first_epoch")
 """``FLAGS`` as folds.csv records them, then the ones derived from its columns (``fold_flags``)."""
-LEGACY_NAMES: dict[str, str] = {
-    "dice_per_image": "dice_per_image_at_best_threshold",
-    **{f"nll_{c}": f"mean_nll_{c}" for c in ("tp", "fp", "tn", "fn")},
-}
-"""Columns older segact versions wrote under another name: renamed on reading."""
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    """A CSV with the dotted identity columns read as text, as they were written."""
-    try:
-        header = pd.read_csv(path, nrows=0).columns
-        frame = pd.read_csv(path, dtype={c: str for c in header if "." in c})
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise ReportError(f"cannot read {path}: {error}") from None
-    return frame.rename(columns=LEGACY_NAMES)
-
-
-def _as_text(value: Any) -> Any:
-    """An identity value as the text results.csv keeps (NaN where the run has no such key), so a
-    report read back from results.csv groups exactly as one read from the run folders."""
-    if value is None:
-        return np.nan
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-
-
-def _column(frame: pd.DataFrame, name: str) -> pd.Series:
-    """The column, or all NaN where the file has none."""
-    return frame.get(name, pd.Series(np.nan, index=frame.index, dtype=object))
-
-
-def _read_summary(run: Path) -> dict[str, Any]:
-    try:
-        summary = read_json(run / "summary.json")
-    except (OSError, ValueError):  # an older or interrupted run: no identity to add
-        return {}
-    return summary if isinstance(summary, dict) else {}
-
-
-def _read_run(folds_path: Path, with_thresholds: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _read_run(run: RunFolder, with_thresholds: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One run folder: its folds (plus identity columns and ``run_path``), its thresholds."""
-    run = folds_path.parent
-    summary = _read_summary(run)
-    identity = {
-        key if "." in key else f"config.{key}": _as_text(value)  # a top-level key: no clash
-        for key, value in summary.get("identity", {}).items()
-    }
-    folds = _read_csv(folds_path).assign(run_path=str(run.resolve()), **identity)
-    if summary.get("config_hash"):
-        folds["config_hash"] = _column(folds, "config_hash").fillna(summary["config_hash"])
-    thresholds_path = run / "thresholds.csv"
-    if not with_thresholds or not thresholds_path.exists():
-        return folds, pd.DataFrame()
-    return folds, _read_csv(thresholds_path).assign(run_path=str(run.resolve()))
+    folds = run.read_folds()
+    return folds, run.read_thresholds() if with_thresholds else pd.DataFrame()
 
 
 def _concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def setting_columns(folds: pd.DataFrame) -> list[str]:
-    """The result-changing settings beyond the named choices: folds.csv's trainer copies, then
-    every dotted identity column, seeds and folds excepted (they are replicates)."""
-    dotted = sorted(c for c in folds.columns if "." in c and c not in REPLICATES)
-    return [c for c in SETTING_COLUMNS if c in folds.columns] + dotted
 
 
 def flag(folds: pd.DataFrame, name: str) -> pd.Series:
@@ -142,7 +78,7 @@ def deduplicate(folds: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     and how many were dropped."""
     if folds.empty:
         return folds, 0
-    run = _column(folds, "config_hash").fillna(_column(folds, "run_path"))
+    run = column_or_nan(folds, "config_hash").fillna(column_or_nan(folds, "run_path"))
     order = (folds["status"] != "ok").sort_values(kind="stable").index
     keyed = pd.DataFrame({"run": run, "fold": folds["fold"]}).loc[order]
     duplicate = keyed["run"].notna() & keyed.duplicated(keep="first")
@@ -165,7 +101,7 @@ def _check(folds: pd.DataFrame, source: Path, metrics: Iterable[str]) -> None:
             f"{source} lacks the columns {', '.join(missing)} that the table needs (a file "
             "of an older segact version? --aggregate selected reads the selected epoch's)"
         )
-    for key in RUN_KEYS:
+    for key in CHOICES:
         empty = int(ok[key].isna().sum())
         if empty:
             raise ReportError(f"{source}: {empty} finished row(s) have no {key} name (empty)")
@@ -173,7 +109,7 @@ def _check(folds: pd.DataFrame, source: Path, metrics: Iterable[str]) -> None:
 
 def _read_source(source: Path, metrics: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     if source.is_file():
-        frame = _read_csv(source)
+        frame = read_result_csv(source)
         _check(frame, source, metrics)
         if "run_path" not in frame.columns and "run_dir" in frame.columns:
             absolute = frame["run_dir"].map(lambda d: isinstance(d, str) and Path(d).is_absolute())
@@ -181,18 +117,13 @@ def _read_source(source: Path, metrics: Sequence[str]) -> tuple[pd.DataFrame, pd
         return frame, pd.DataFrame()
     if not source.is_dir():
         raise ReportError(f"{source}: no such sweep directory or results CSV")
-    runs = sorted(source.rglob("folds.csv"))
+    runs = run_folders(source)
     if not runs:
-        raise ReportError(f"{source}: no runs found (no folds.csv below it)")
-    pairs = [_read_run(path, with_thresholds=True) for path in runs]
-    for path, (folds, _) in zip(runs, pairs, strict=True):
-        _check(folds, path, metrics)
+        raise ReportError(f"{source}: no runs found (no {FOLDS_CSV} below it)")
+    pairs = [_read_run(run, with_thresholds=True) for run in runs]
+    for run, (folds, _) in zip(runs, pairs, strict=True):
+        _check(folds, run.folds_csv, metrics)
     return _concat([f for f, _ in pairs]), _concat([t for _, t in pairs])
-
-
-def sort_keys(folds: pd.DataFrame) -> list[str]:
-    """Every identity column present: the names, the settings, then seed and fold."""
-    return [*RUN_KEYS, *setting_columns(folds), "seed", "fold"]
 
 
 def _with_keys(thresholds: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
@@ -232,8 +163,7 @@ def load_results(
 def collect_sweep(sweep_dir: Path) -> pd.DataFrame:
     """Every run's folds.csv below ``sweep_dir`` with its identity columns, one row per run x
     fold (empty when there is none); for the end-of-sweep table, so it checks no columns."""
-    runs = sorted(Path(sweep_dir).rglob("folds.csv"))
-    folds = _concat([_read_run(path, with_thresholds=False)[0] for path in runs])
+    folds = _concat([_read_run(run, with_thresholds=False)[0] for run in run_folders(sweep_dir)])
     if folds.empty or "status" not in folds.columns:
         return folds
     return deduplicate(folds)[0]
@@ -242,13 +172,8 @@ def collect_sweep(sweep_dir: Path) -> pd.DataFrame:
 def load_epochs(folds: pd.DataFrame) -> pd.DataFrame:
     """The epochs.csv rows of the kept, finished run x folds (read from their run folders), with
     the runs' identity columns; empty when the folds came from a results CSV."""
-    ok = folds[(folds["status"] == "ok") & _column(folds, "run_path").notna()]
-    frames = []
-    for run_path in sorted(ok["run_path"].unique()):
-        path = Path(run_path) / "epochs.csv"
-        if path.exists():
-            frames.append(_read_csv(path).assign(run_path=run_path))
-    epochs = _concat(frames)
+    ok = folds[(folds["status"] == "ok") & column_or_nan(folds, "run_path").notna()]
+    epochs = _concat([RunFolder(path).read_epochs() for path in sorted(ok["run_path"].unique())])
     if epochs.empty:
         return epochs
     keys = [c for c in sort_keys(folds) if c in folds.columns and c != "fold"]

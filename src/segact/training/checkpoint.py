@@ -14,24 +14,15 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from segact.fitting import Augment, FoldProgress
 from segact.io import atomic_path, remove_temporaries_of
-
-if TYPE_CHECKING:
-    from segact.engine import Trainable
+from segact.training.fitting import Augment, FoldProgress, Trainable
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_DIR = "checkpoints"
-
-
-def fold_checkpoint(run_dir: Path, fold: int) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR / f"fold{fold}.pt"
 
 
 def rng_states(generator: torch.Generator) -> dict[str, Any]:
@@ -59,7 +50,7 @@ def save(state: dict[str, Any], path: Path) -> None:
         torch.save(state, tmp)
 
 
-def load(path: Path, fingerprint: str) -> dict[str, Any] | None:
+def load(path: Path, config_hash: str) -> dict[str, Any] | None:
     """The checkpoint at ``path`` if it exists and was written by the same configuration."""
     path = Path(path)
     if not path.exists():
@@ -70,7 +61,7 @@ def load(path: Path, fingerprint: str) -> dict[str, Any] | None:
     except Exception as error:  # unreadable: start the fold again rather than fail the run
         log.warning("ignoring unreadable checkpoint %s (%s)", path, error)
         return None
-    if state.get("fingerprint") != fingerprint:
+    if state.get("config_hash") != config_hash:
         log.warning("ignoring checkpoint %s: it was written by a different configuration", path)
         return None
     return state
@@ -96,42 +87,46 @@ class Saver:
     ``every_s`` seconds of training, and the resumed run still ends with the same numbers.
     """
 
-    def __init__(self, path: Path | None, every_s: float, fingerprint: str) -> None:
-        self.path, self.every_s, self.fingerprint = path, float(every_s), fingerprint
+    def __init__(self, path: Path | None, every_s: float, config_hash: str) -> None:
+        self.path, self.every_s, self.config_hash = path, float(every_s), config_hash
         self._last = time.perf_counter()
         if path is not None:
             for tmp in remove_temporaries_of(path):
                 log.info("removed %s, left by a process killed while saving", tmp)
 
     def resume(
-        self, parts: Trainable, augment: Augment | None, fresh: FoldProgress, fold: int
+        self, trainable: Trainable, augment: Augment | None, fresh: FoldProgress, fold: int
     ) -> FoldProgress:
-        """Restore ``parts`` from the checkpoint and return its progress (else ``fresh``)."""
-        state = load(self.path, self.fingerprint) if self.path is not None else None
+        """Restore ``trainable`` from the checkpoint and return its progress (else ``fresh``)."""
+        state = load(self.path, self.config_hash) if self.path is not None else None
         if state is None:
             return fresh
-        parts.model.load_state_dict(state["model"])
-        parts.optimizer.load_state_dict(state["optimizer"])
-        parts.scheduler.load_state_dict(state["scheduler"])
-        restore_rng_states(state["rng"], parts.generator)
+        trainable.model.load_state_dict(state["model"])
+        trainable.optimizer.load_state_dict(state["optimizer"])
+        trainable.scheduler.load_state_dict(state["scheduler"])
+        restore_rng_states(state["rng"], trainable.generator)
         if augment is not None and state.get("augment") is not None:
             augment.load_state_dict(state["augment"])
         log.info("fold %d: resumed after epoch %d", fold, state["progress"].epoch)
         return state["progress"]
 
     def maybe_save(
-        self, parts: Trainable, augment: Augment | None, progress: FoldProgress, force: bool = False
+        self,
+        trainable: Trainable,
+        augment: Augment | None,
+        progress: FoldProgress,
+        force: bool = False,
     ) -> None:
         """Save if ``every_s`` has passed since the last save, or when ``force`` is set."""
         if self.path is None or (not force and time.perf_counter() - self._last < self.every_s):
             return
         self._last = time.perf_counter()
         state = {
-            "fingerprint": self.fingerprint,
-            "model": parts.model.state_dict(),
-            "optimizer": parts.optimizer.state_dict(),
-            "scheduler": parts.scheduler.state_dict(),
-            "rng": rng_states(parts.generator),
+            "config_hash": self.config_hash,
+            "model": trainable.model.state_dict(),
+            "optimizer": trainable.optimizer.state_dict(),
+            "scheduler": trainable.scheduler.state_dict(),
+            "rng": rng_states(trainable.generator),
             "augment": _augment_state(augment),
             "progress": progress,
         }

@@ -6,20 +6,26 @@ the probability-based losses see exactly the activation under study (nothing re-
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segact.activations import EPS, LogProbs
-from segact.heads import Head
-
-Binarize = Literal["none", "hard", "ste"]
-BINARIZE_MODES: tuple[str, ...] = ("none", "hard", "ste")
+from segact.choices import Choice
+from segact.nn.activations import EPS, LogProbs
+from segact.nn.heads import Head
 
 
-def binarize(prob: Tensor, mode: str, threshold: float = 0.5) -> Tensor:
+class Binarize(Choice):
+    """``loss.binarize``: whether the probability is thresholded before the loss."""
+
+    none = "none"
+    hard = "hard"  # p >= t: the gradient is exactly zero
+    ste = "ste"  # straight-through: forward hard, backward identity
+
+
+def binarize_probability(prob: Tensor, mode: str, threshold: float = 0.5) -> Tensor:
     """``hard``: (p >= t) with an exactly zero gradient; ``ste``: the same forward value with the
     identity as backward (straight-through estimator); ``none``: p unchanged."""
     if mode == "none":
@@ -31,7 +37,8 @@ def binarize(prob: Tensor, mode: str, threshold: float = 0.5) -> Tensor:
         return hard + 0 * prob
     if mode == "ste":
         return prob + (hard - prob).detach()
-    raise ValueError(f"unknown loss.binarize {mode!r}; choose one of {', '.join(BINARIZE_MODES)}")
+    choices = ", ".join(m.value for m in Binarize)
+    raise ValueError(f"unknown loss.binarize {mode!r}; choose one of {choices}")
 
 
 def clamped_log_probs(prob: Tensor, eps: float = EPS) -> LogProbs:
@@ -100,13 +107,13 @@ def soft_boundary(prob: Tensor, width: int = 1) -> Tensor:
 class SegmentationLoss(nn.Module):
     """Base: binarize the head's probability as configured, then ``loss_from_prob``."""
 
-    def __init__(self, binarize: Binarize = "none", threshold: float = 0.5) -> None:
+    def __init__(self, binarize: str = Binarize.none, threshold: float = 0.5) -> None:
         super().__init__()
         self.binarize = binarize
         self.threshold = threshold
 
     def forward(self, head: Head, logits: Tensor, target: Tensor) -> Tensor:
-        prob = binarize(head.probability(logits), self.binarize, self.threshold)
+        prob = binarize_probability(head.probability(logits), self.binarize, self.threshold)
         return self.loss_from_prob(prob, target)
 
     def loss_from_prob(self, prob: Tensor, target: Tensor) -> Tensor:
@@ -119,7 +126,7 @@ class DiceLoss(SegmentationLoss):
         smooth: float = 0.0,
         eps: float = EPS,
         per_image: bool = False,
-        binarize: Binarize = "none",
+        binarize: str = Binarize.none,
         threshold: float = 0.5,
     ) -> None:
         super().__init__(binarize, threshold)
@@ -178,7 +185,7 @@ class BCELoss(SegmentationLoss):
     """Binary cross-entropy. Without binarization it uses the head's log-probabilities: the
     with-logits closed forms for sigmoid, softsign, inv_sqrt and softmax2, clamped p otherwise."""
 
-    def __init__(self, eps: float = EPS, binarize: Binarize = "none", threshold: float = 0.5):
+    def __init__(self, eps: float = EPS, binarize: str = Binarize.none, threshold: float = 0.5):
         super().__init__(binarize, threshold)
         self.eps = eps
 

@@ -13,7 +13,15 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from segact.config import plain
+from segact.choices import Choice, plain
+
+
+class Precision(Choice):
+    """``trainer.precision``: the forward pass's floating-point precision."""
+
+    auto = "auto"  # bf16 autocast on GPUs that support it, fp32 elsewhere
+    fp32 = "fp32"
+    bf16 = "bf16"
 
 
 def uses_bf16(precision: str, device: torch.device) -> bool:

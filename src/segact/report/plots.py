@@ -16,7 +16,8 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from segact import activations
+from segact.io import write_figure
+from segact.nn import activations
 
 PANEL_INCHES = 3.6
 DPI = 120
@@ -43,7 +44,7 @@ def _figure(n_panels: int, columns: int = 3) -> tuple[Figure, np.ndarray]:
 
 
 def _save(fig: Figure, path: Path) -> Figure:
-    fig.savefig(path, dpi=DPI)
+    write_figure(fig, path, DPI)
     return fig
 
 

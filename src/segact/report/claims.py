@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from segact.stats import FAMILY, SUMMARY_COLUMNS
+from segact.report.stats import FAMILY, SUMMARY_COLUMNS
 
 LEFT_OUT: tuple[str, ...] = ("synthetic",)
 """Datasets the cross-dataset average leaves out (the paper averaged medical sets only)."""

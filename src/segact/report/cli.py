@@ -1,0 +1,94 @@
+"""``segact-report``: the command line; the work is ``segact.report.build``.
+
+segact-report multirun/sigmoid_vs_arctan --out results/sigmoid_vs_arctan
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from segact.errors import ReportError
+from segact.report import tables
+from segact.report.build import build_report
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segact-report",
+        description="Tables, paired statistics and plots of one or more segact sweeps.",
+    )
+    parser.add_argument(
+        "sources", nargs="+", type=Path, help="sweep directories (or result CSV files)"
+    )
+    parser.add_argument("--out", type=Path, help="output folder (default: results/<sweep name>)")
+    parser.add_argument(
+        "--pair",
+        nargs=2,
+        action="append",
+        metavar=("A", "B"),
+        help="activations to compare per loss (repeatable; default: sigmoid arctan if both ran)",
+    )
+    parser.add_argument(
+        "--aggregate",
+        choices=tuple(tables.AGGREGATIONS),
+        default="selected",
+        help="what fills the paper-style table: each fold's selected epoch (default) or the "
+        "paper's own max/min over epochs (paper_* columns)",
+    )
+    parser.add_argument(
+        "--exclude-degenerate",
+        action="store_true",
+        help="leave degenerate folds (a trivial mask) out of the tables, statistics and plots",
+    )
+    parser.add_argument(
+        "--common-seeds",
+        action="store_true",
+        help="per dataset, only the seeds that every row of the table has finished (an "
+        "unfinished grid then compares its cells on the same seeds; results.csv keeps all)",
+    )
+    parser.add_argument(
+        "--pool",
+        action="append",
+        default=[],
+        metavar="SETTING",
+        help="pool runs that differ only in this setting (or group: 'resolved' for the device "
+        "and threads a run resolved) into the same rows and pairs; repeatable",
+    )
+    parser.add_argument("--compare", type=Path, help="another results.csv to diff against")
+    parser.add_argument(
+        "--no-figures",
+        action="store_true",
+        help="tables, statistics and notes only (drawing the figures is most of a report's time)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    out = args.out or Path("results") / args.sources[0].resolve().name
+    pairs = [tuple(p) for p in args.pair] if args.pair else None
+    try:
+        main_table = build_report(
+            args.sources,
+            out,
+            pairs,
+            args.compare,
+            args.aggregate,
+            args.exclude_degenerate,
+            figures=not args.no_figures,
+            common_seeds=args.common_seeds,
+            pool=args.pool,
+        )
+    except ReportError as error:
+        print(f"segact-report: error: {error}", file=sys.stderr)
+        return 2
+    print(main_table)
+    print(f"\nreport written to {out}/ (report.md, tables, results.csv, plots)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

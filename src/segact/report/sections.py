@@ -1,0 +1,279 @@
+"""The sections of report.md, each computed, written to its CSV (where it has one) and put in
+words: the paper's tables, the paired comparison, the paper's claims, argmax vs p >= 0.5, the
+flagged and failed folds, and the figures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from segact.io import write_csv, write_text
+from segact.report import claims, stats, tables
+from segact.report.select import row_set
+from segact.runs import results
+from segact.runs.identity import ROW_IDENTITY, pair_keys, setting_columns
+
+SHOWN_ALWAYS = ("dataset", "loss", "activation")
+
+
+def as_markdown(frame: pd.DataFrame, digits: int = 4) -> str:
+    return frame.to_markdown(index=False, floatfmt=f".{digits}g")
+
+
+def drop_constant(frame: pd.DataFrame, keep: Sequence[str] = SHOWN_ALWAYS) -> pd.DataFrame:
+    """For display: leave out identity columns that are the same in every row."""
+    identity = (*ROW_IDENTITY, *setting_columns(frame))
+    constant = [
+        c for c in identity if c in frame and c not in keep and frame[c].nunique(dropna=False) < 2
+    ]
+    return frame.drop(columns=constant)
+
+
+def _dataset_frames(
+    folds: pd.DataFrame, keys: Sequence[str]
+) -> dict[str, tuple[str, pd.DataFrame]]:
+    """name -> (title, folds): one per dataset, and the folds of every dataset that has every
+    row of the table pooled (a dataset still missing a row would tilt the pooled mean)."""
+    frames, complete = {}, []
+    every_row = row_set(folds, keys)
+    for name, group in folds.groupby("dataset", sort=True):
+        frames[f"dataset_{name}"] = (f"dataset {name}", group)
+        if row_set(group, keys) == every_row:
+            complete.append(str(name))
+    if len(complete) > 1:
+        title = f"all datasets with every row, folds pooled ({', '.join(complete)})"
+        frames["all_datasets"] = (title, folds[folds["dataset"].astype(str).isin(complete)])
+    return frames
+
+
+def paper_tables(
+    folds: pd.DataFrame, keys: Sequence[str], aggregate: str = "selected"
+) -> dict[str, tuple[str, str, str]]:
+    """Per dataset (and over the datasets with every row): the paper-style table as (title,
+    Markdown, LaTeX). Rows: loss x activation and any row key that differs within the table."""
+    out = {}
+    for name, (title, frame) in _dataset_frames(folds, keys).items():
+        shown = [k for k in keys if k in SHOWN_ALWAYS or frame[k].nunique(dropna=False) > 1]
+        table = tables.paper_table(frame, shown, aggregate)
+        out[name] = (
+            title,
+            tables.format_paper_table(table, "markdown", aggregate, title),
+            tables.format_paper_table(table, "latex", aggregate, title),
+        )
+    return out
+
+
+def table_sections(
+    ok: pd.DataFrame, used: pd.DataFrame, keys: Sequence[str], aggregate: str, out: Path
+) -> tuple[list[str], str]:
+    """The tables of the folds used (files and sections) and, where some folds are degenerate,
+    the other variant (report.md only); returns the sections and the main table."""
+    sections = []
+    for name, (title, markdown, latex) in paper_tables(used, keys, aggregate).items():
+        write_text(markdown + "\n", out / f"table_{name}.md")
+        write_text(latex, out / f"table_{name}.tex")
+        sections += [f"## Table: {title}", "", markdown, ""]
+    main_table = sections[-2]
+    degenerate = results.flag(ok, "degenerate")
+    if degenerate.any():
+        other, what = (ok, "with") if len(used) < len(ok) else (ok[~degenerate], "without")
+        sections += [f"## Tables {what} the {int(degenerate.sum())} degenerate fold(s)", ""]
+        for title, markdown, _ in paper_tables(other, keys, aggregate).values():
+            sections += [
+                f"### {title} ({what} degenerate folds)",
+                "",
+                markdown,
+                "",
+            ]
+    return sections, main_table
+
+
+def paired(
+    used: pd.DataFrame, pairs: Sequence[tuple[str, str]], aggregate: str = "selected"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-pair differences, summary per pair x group x metric) over the folds used, of the
+    metrics the ``aggregate`` tables show."""
+    keys = pair_keys(used)
+    metrics = stats.PAIR_METRICS_BY_AGGREGATION[aggregate]
+    frames = [stats.paired_differences(used, a, b, keys, metrics) for a, b in pairs]
+    if not frames:  # no pair asked for: the files keep their columns
+        frames = [stats.paired_differences(used.iloc[:0], "", "", keys, metrics)]
+    differences = pd.concat(frames, ignore_index=True)
+    return differences, stats.summarize_pairs(differences, keys)
+
+
+def _reachable(table: pd.DataFrame) -> str:
+    """What the exact Wilcoxon test can show with this table's pairs."""
+    low, high = table["n"].min(), table["n"].max()
+    n = f"{low}" if low == high else f"{low} to {high}"
+    floor = table["min_p_reachable"].min()
+    return f"Smallest p reachable here: {floor:.3g} (n = {n}); p < 0.05 needs 6 non-zero pairs."
+
+
+def paired_sections(
+    used: pd.DataFrame, pairs: Sequence[tuple[str, str]], aggregate: str, out: Path
+) -> tuple[pd.DataFrame, list[str]]:
+    """The paired comparison of ``pairs`` over the folds used: paired_differences.csv,
+    paired_summary.csv and its words; returns the summary too (the claims read it)."""
+    differences, summary = paired(used, pairs, aggregate)
+    write_csv(differences, out / "paired_differences.csv")
+    write_csv(summary, out / "paired_summary.csv")
+    return summary, _paired_words(summary, pairs)
+
+
+def _paired_words(summary: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> list[str]:
+    sections = [
+        "## Paired comparison",
+        "",
+        "Per pair of runs equal in everything but the activation (same seed and fold): the "
+        "difference a - b; its mean with a 95% CI (ci_method t below 10 pairs, bca: BCa "
+        "bootstrap from 10), the two-sided Wilcoxon signed-rank p, Holm-adjusted over the rows "
+        "of each table (wilcoxon_p_holm), and min_p_reachable = 2 / 2^n, the smallest p the exact "
+        "test can give with n non-zero differences.",
+        "",
+    ]
+    if summary.empty:
+        found = ", ".join(f"{a} vs {b}" for a, b in pairs)
+        return [*sections, f"No run pairs found for {found}.", ""]
+    for (a, b, metric), table in summary.groupby(list(stats.FAMILY), sort=False):
+        shown = drop_constant(table.drop(columns=list(stats.FAMILY)), keep=("dataset", "loss"))
+        sections += [
+            f"### {a} - {b}: {metric}",
+            "",
+            as_markdown(shown),
+            "",
+            _reachable(table),
+            "",
+        ]
+    return sections
+
+
+def claims_sections(summary: pd.DataFrame, used: pd.DataFrame, out: Path) -> list[str]:
+    keys = [c for c in ("dataset", claims.SIZE) if c in used and c in summary]
+    degenerate = used.loc[results.flag(used, "degenerate"), keys].drop_duplicates()
+    compared = claims.compare_with_paper(summary, degenerate)
+    if compared.empty:
+        return []
+    write_csv(compared, out / "paper_claims.csv")
+    return [
+        "## The paper's claims",
+        "",
+        f"Each real dataset's mean counts once ({', '.join(claims.LEFT_OUT)} left out); "
+        "relative_percent = 100 (mean_b - mean_a) / mean_a. Datasets run at several input sizes "
+        "count once per size, and once more at their largest in the scope that says so. "
+        "sign_test_p: two-sided sign test over the datasets where b is ahead or behind.",
+        "",
+        as_markdown(compared),
+        "",
+    ]
+
+
+def argmax_agreement_table(ok: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and loss of the 2-channel runs: validation pixels (every fold's, so each
+    image once per run), pixels where argmax differs from p >= 0.5, and exact ties z0 == z1
+    (argmax gives a tie to background, p = 0.5 >= 0.5 to foreground: each tie is one
+    disagreement, so the disagreements that are not ties must be 0)."""
+    counted = ok.dropna(subset=["argmax_disagreements"]) if "argmax_disagreements" in ok else ok[:0]
+    if counted.empty:
+        return pd.DataFrame()
+    columns = ["n_pixels", "argmax_disagreements", "argmax_ties"]
+    table = counted.groupby(["dataset", "loss"], sort=True)[columns].sum().astype("int64")
+    table["disagreements_not_ties"] = table["argmax_disagreements"] - table["argmax_ties"]
+    return table.reset_index()
+
+
+def argmax_sections(ok: pd.DataFrame, out: Path) -> list[str]:
+    table = argmax_agreement_table(ok)
+    if table.empty:
+        return []
+    write_csv(table, out / "argmax_agreement.csv")
+    total = table[["n_pixels", "disagreements_not_ties", "argmax_ties"]].sum()
+    return [
+        "## Argmax of the 2-channel head vs p >= 0.5",
+        "",
+        f"Over {total['n_pixels']:,} validation pixels: {total['disagreements_not_ties']:,} "
+        f"disagreements that are not exact ties, and {total['argmax_ties']:,} exact ties "
+        "(z0 == z1; argmax gives them to background, p = 0.5 >= 0.5 to foreground).",
+        "",
+        as_markdown(table),
+        "",
+    ]
+
+
+def flagged_folds(ok: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """The finished folds with a flag set: hit the epoch cap, degenerate, zero gradient, best at
+    the first epoch."""
+    flags = results.fold_flags(ok)
+    any_flag = flags.any(axis=1)
+    columns = [c for c in ("dataset", *keys, "seed", "fold", "run_dir") if c in ok.columns]
+    return ok.loc[any_flag, columns].join(flags[any_flag])
+
+
+def flag_sections(ok: pd.DataFrame, keys: Sequence[str], out: Path) -> list[str]:
+    flagged = flagged_folds(ok, keys)
+    write_csv(flagged, out / "flagged.csv")
+    counts = ", ".join(f"{flagged[f].sum()} {f}" for f in results.FOLD_FLAGS)
+    body = as_markdown(flagged) if not flagged.empty else "None."
+    legend = (
+        "degenerate: the reported mask is (nearly) all or no foreground; "
+        "best_at_first_epoch: trained past epoch 1, but no later epoch was better, so early "
+        "stopping ended the fold with the barely trained network."
+    )
+    summary = f"{len(flagged)} of {len(ok)} folds: {counts}."
+    return ["## Flagged folds", "", summary, "", legend, "", body, ""]
+
+
+def failed_sections(folds: pd.DataFrame, out: Path) -> list[str]:
+    failed = folds[folds["status"] != "ok"]
+    if failed.empty:
+        return []
+    columns = [c for c in (*ROW_IDENTITY, "failed_epoch", "error", "run_dir") if c in failed]
+    write_csv(failed[columns], out / "failed.csv")
+    return ["## Failed runs", "", as_markdown(failed[columns]), ""]
+
+
+def zero_gradient_notes(ok: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+    """The report's words for folds whose gradient was exactly zero in every epoch."""
+    zero = results.flag(ok, "zero_gradient")
+    if not zero.any():
+        return []
+    runs = ok.loc[zero, [k for k in ("dataset", *keys) if k in ok]].drop_duplicates()
+    names = "; ".join(" ".join(map(str, row)) for row in runs.itertuples(index=False))
+    return [
+        f"{int(zero.sum())} fold(s) had an exactly zero gradient in every epoch ({names}): "
+        "the loss does not change when the weights do, so the weights never moved and "
+        "the network learned nothing (loss.binarize=hard: a step function has zero "
+        "derivative; loss.binarize=ste trains). Their validation Dice can still wander a "
+        "little: training-mode forward passes update BatchNorm's running statistics, "
+        "gradient or not, and each curve's mean is over the folds still running."
+    ]
+
+
+def figure_sections(
+    used: pd.DataFrame, thresholds: pd.DataFrame, keys: Sequence[str], out: Path
+) -> list[str]:
+    from segact.report import plots  # matplotlib only when a report is drawn
+
+    panel_keys = [k for k in ("dataset", *keys) if k != "activation"]
+    if not thresholds.empty:
+        chosen = thresholds.merge(used[["run_path", "fold"]], on=["run_path", "fold"])
+        plots.dice_vs_threshold(chosen, panel_keys, out / "dice_vs_threshold.png")
+        plots.reliability(chosen, panel_keys, out / "reliability.png")
+    plots.activation_functions(sorted(used["activation"].unique()), out / "activations.png")
+    epochs = results.load_epochs(used)
+    if not epochs.empty:
+        line_keys = list(keys) or ["activation"]
+        plots.metric_vs_epoch(
+            epochs,
+            line_keys,
+            "grad_norm",
+            "gradient norm (first batch)",
+            out / "grad_norm_vs_epoch.png",
+        )
+        plots.metric_vs_epoch(
+            epochs, line_keys, "val_mean_dice", "validation mean Dice", out / "dice_vs_epoch.png"
+        )
+    figures = sorted(p.name for p in out.glob("*.png"))
+    return ["## Figures", "", *(f"![{name}]({name})" for name in figures), ""]

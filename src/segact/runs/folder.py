@@ -1,0 +1,324 @@
+"""A run folder, writer and reader side by side: every file name and file-level column of a run
+lives here, so whoever changes the layout changes both sides in one place (as nnU-Net keeps its
+output folder's builder next to its parser).
+
+```
+<run_dir>/epochs.csv       one row per fold x epoch
+<run_dir>/thresholds.csv   one row per fold x threshold at the selected epoch
+<run_dir>/folds.csv        one row per fold: its numbers, the run's keys, config_hash, status
+<run_dir>/summary.json     mean/std over folds, status (ok | failed), identity, files' digests
+<run_dir>/parts/           each finished fold's row and frames (joined into the files above)
+<run_dir>/checkpoints/     the fold in flight (removed when it finishes)
+<run_dir>/locks/           who computes which fold now
+<sweep_dir>/sweep_folds.csv  every run's folds, written when a multirun ends
+```
+
+Every file is written atomically (``segact.io``), so a killed process never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from segact.errors import ReportError
+from segact.io import read_json, remove_temporaries_of, write_csv, write_json
+from segact.runs.identity import predates
+
+log = logging.getLogger(__name__)
+
+FOLDS_CSV = "folds.csv"
+EPOCHS_CSV = "epochs.csv"
+THRESHOLDS_CSV = "thresholds.csv"
+SUMMARY_JSON = "summary.json"
+RESULT_FILES: tuple[str, ...] = (FOLDS_CSV, EPOCHS_CSV, THRESHOLDS_CSV)
+"""The files summary.json records (rows and SHA-256), so that a damaged one is noticed."""
+PARTS_DIR = "parts"
+CHECKPOINTS_DIR = "checkpoints"
+LOCKS_DIR = "locks"
+SWEEP_FOLDS_CSV = "sweep_folds.csv"
+"""In the sweep folder: every run's folds.csv rows, written when a multirun ends."""
+
+SELECTED_METRICS: tuple[str, ...] = (
+    "best_dice",
+    "mean_dice",
+    "dice_at_05",
+    "best_threshold",
+    "nll",
+)
+"""folds.csv's numbers at the fold's selected epoch."""
+PAPER_METRICS: tuple[str, ...] = ("paper_best_dice", "paper_mean_dice", "paper_nll")
+"""folds.csv's numbers under the paper's aggregation over epochs."""
+FLAGS: tuple[str, ...] = ("hit_max_epochs", "degenerate", "zero_gradient")
+"""folds.csv's boolean flags of a fold."""
+LEGACY_NAMES: dict[str, str] = {
+    "dice_per_image": "dice_per_image_at_best_threshold",
+    **{f"nll_{c}": f"mean_nll_{c}" for c in ("tp", "fp", "tn", "fn")},
+}
+"""Columns older segact versions wrote under another name: renamed on reading."""
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def summary_numbers(
+    folds: pd.DataFrame, metrics: Sequence[str] = (*SELECTED_METRICS, *PAPER_METRICS)
+) -> dict[str, float]:
+    """Mean and std over folds of each metric (NaN values left out), for summary.json."""
+    present = [m for m in metrics if m in folds.columns]
+    values = folds[present].apply(pd.to_numeric, errors="coerce")
+    out: dict[str, float] = {}
+    for metric in present:
+        column = values[metric]
+        out[f"{metric}_mean"] = float(column.mean())
+        out[f"{metric}_std"] = float(column.std()) if column.count() > 1 else 0.0
+    return out
+
+
+def read_result_csv(path: Path) -> pd.DataFrame:
+    """A result CSV with the dotted identity columns read as text, as they were written, and
+    the columns of older versions under today's names."""
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+        frame = pd.read_csv(path, dtype={c: str for c in header if "." in c})
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise ReportError(f"cannot read {path}: {error}") from None
+    return frame.rename(columns=LEGACY_NAMES)
+
+
+def _as_text(value: Any) -> Any:
+    """An identity value as the text results.csv keeps (NaN where the run has no such key), so a
+    report read back from results.csv groups exactly as one read from the run folders."""
+    if value is None:
+        return np.nan
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def column_or_nan(frame: pd.DataFrame, name: str) -> pd.Series:
+    """The column, or all NaN where the frame has none."""
+    return frame.get(name, pd.Series(np.nan, index=frame.index, dtype=object))
+
+
+def run_folders(sweep_dir: Path) -> list[RunFolder]:
+    """Every run folder below ``sweep_dir`` (each one that has a folds.csv), sorted."""
+    return [RunFolder(path.parent) for path in sorted(Path(sweep_dir).rglob(FOLDS_CSV))]
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The folder of one run: where each of its files lies, how it is written and read."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def folds_csv(self) -> Path:
+        return self.path / FOLDS_CSV
+
+    @property
+    def epochs_csv(self) -> Path:
+        return self.path / EPOCHS_CSV
+
+    @property
+    def thresholds_csv(self) -> Path:
+        return self.path / THRESHOLDS_CSV
+
+    @property
+    def summary_json(self) -> Path:
+        return self.path / SUMMARY_JSON
+
+    def checkpoint(self, fold: int) -> Path:
+        return self.path / CHECKPOINTS_DIR / f"fold{fold}.pt"
+
+    def fold_lock(self, fold: int) -> Path:
+        return self.path / LOCKS_DIR / f"fold{fold}.lock"
+
+    @property
+    def run_lock(self) -> Path:
+        return self.path / LOCKS_DIR / "run.lock"
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def remove_temporaries(self) -> None:
+        """Delete what killed writers of the run's files left behind (hold the run's lock)."""
+        for name in (*RESULT_FILES, SUMMARY_JSON):
+            remove_temporaries_of(self.path / name)
+
+    def write_results(
+        self, epochs: pd.DataFrame, thresholds: pd.DataFrame, folds: pd.DataFrame
+    ) -> None:
+        """The three result files (epochs.csv, thresholds.csv, folds.csv)."""
+        for path, frame in (
+            (self.epochs_csv, epochs),
+            (self.thresholds_csv, thresholds),
+            (self.folds_csv, folds),
+        ):
+            write_csv(frame, path)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """summary.json; an ok one records each result file's rows and SHA-256 last."""
+        if summary.get("status") == "ok":
+            summary["files"] = self.file_records()
+        write_json(summary, self.summary_json)
+
+    def write_failure(self, summary: dict[str, Any], keys: dict[str, Any]) -> None:
+        """summary.json says failed, and folds.csv gains a failed row (numbered after the ok
+        rows; a retried run's earlier failed row is dropped), so reports list the run."""
+        write_json(summary, self.summary_json)
+        previous = pd.read_csv(self.folds_csv) if self.folds_csv.exists() else pd.DataFrame()
+        if "status" in previous.columns:
+            previous = previous[previous["status"] == "ok"]
+        row = {**keys, "fold": len(previous), "status": "failed", "error": summary["error"]}
+        row["failed_epoch"] = summary["epoch"]
+        write_csv(pd.concat([previous, pd.DataFrame([row])], ignore_index=True), self.folds_csv)
+
+    def remove_lock_folder(self) -> None:
+        with contextlib.suppress(OSError):  # other processes may still hold locks there
+            (self.path / LOCKS_DIR).rmdir()
+
+    def file_records(self) -> dict[str, dict[str, Any]]:
+        """What summary.json records of each result file, so a damaged file is noticed."""
+        records = {}
+        for name in RESULT_FILES:
+            text = (self.path / name).read_bytes()
+            records[name] = {
+                "rows": max(0, text.count(b"\n") - 1),
+                "sha256": hashlib.sha256(text).hexdigest(),
+            }
+        return records
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def read_summary(self) -> dict[str, Any]:
+        """summary.json, or {} where there is none (an older or interrupted run) or it is bad."""
+        try:
+            summary = read_json(self.summary_json)
+        except (OSError, ValueError):
+            return {}
+        return summary if isinstance(summary, dict) else {}
+
+    def finished_summary(
+        self, config_hash: str, current: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """The run's summary.json if it says ok, was written under the same identity (or one
+        that ``current`` only extends by keys added since, see ``identity.predates``), and every
+        result file it lists is present and unchanged; otherwise None (the run is redone)."""
+        summary = self.read_summary()
+        if summary.get("status") != "ok":
+            return None
+        if summary.get("config_hash") != config_hash:
+            added = predates(summary.get("identity", {}), current) if current else None
+            if not added:
+                return None
+            log.info(
+                "%s predates the settings %s; their defaults keep it finished", self.path, added
+            )
+        for name, record in summary.get("files", {}).items():
+            try:
+                digest = file_digest(self.path / name)
+            except OSError:
+                log.warning("%s: %s is missing; the run is computed again", self.path, name)
+                return None
+            if digest != record.get("sha256"):
+                log.warning(
+                    "%s: %s changed since the run finished; computed again", self.path, name
+                )
+                return None
+        return summary if summary.get("files") else None
+
+    def superseded_identity(self, config_hash: str) -> dict[str, Any] | None:
+        """The identity of a finished run of *another* configuration in this folder, if any."""
+        summary = self.read_summary()
+        if summary.get("status") == "ok" and summary.get("config_hash") != config_hash:
+            return summary.get("identity", {})
+        return None
+
+    def read_folds(self) -> pd.DataFrame:
+        """folds.csv with ``run_path`` (this folder, absolute) and the summary's identity as
+        columns named by the dotted key (a top-level key ``k`` as ``config.k``), values as text
+        (lists as JSON): they let tables split rows by every setting that differs between runs
+        and let the paired statistics pair only runs equal in everything but the activation."""
+        summary = self.read_summary()
+        identity = {
+            key if "." in key else f"config.{key}": _as_text(value)  # a top-level key: no clash
+            for key, value in summary.get("identity", {}).items()
+        }
+        folds = read_result_csv(self.folds_csv).assign(run_path=self.run_path, **identity)
+        if summary.get("config_hash"):
+            folds["config_hash"] = column_or_nan(folds, "config_hash").fillna(
+                summary["config_hash"]
+            )
+        return folds
+
+    def read_thresholds(self) -> pd.DataFrame:
+        """thresholds.csv with ``run_path``; empty where the run has none."""
+        if not self.thresholds_csv.exists():
+            return pd.DataFrame()
+        return read_result_csv(self.thresholds_csv).assign(run_path=self.run_path)
+
+    def read_epochs(self) -> pd.DataFrame:
+        """epochs.csv with ``run_path``; empty where the run has none."""
+        if not self.epochs_csv.exists():
+            return pd.DataFrame()
+        return read_result_csv(self.epochs_csv).assign(run_path=self.run_path)
+
+    @property
+    def run_path(self) -> str:
+        return str(self.path.resolve())
+
+
+class FoldRecords:
+    """Finished folds of a run, one set of files each in ``parts/``: ``fold<k>.json`` (the fold's
+    row and notes, written last), ``fold<k>.epochs.csv`` and ``fold<k>.thresholds.csv``."""
+
+    def __init__(self, run: RunFolder, config_hash: str) -> None:
+        self.folder = run.path / PARTS_DIR
+        self.config_hash = config_hash
+
+    def _path(self, fold: int, kind: str) -> Path:
+        return self.folder / f"fold{fold}.{kind}"
+
+    def load(self, fold: int) -> dict[str, Any] | None:
+        """The fold's record if it finished under this identity and its files are intact."""
+        try:
+            record = read_json(self._path(fold, "json"))
+            intact = all(
+                file_digest(self._path(fold, f"{kind}.csv")) == record["sha256"][kind]
+                for kind in ("epochs", "thresholds")
+            )
+        except (OSError, ValueError, KeyError):
+            return None
+        return record if intact and record.get("config_hash") == self.config_hash else None
+
+    def save(
+        self,
+        fold: int,
+        frames: tuple[pd.DataFrame, pd.DataFrame],
+        row: dict[str, Any],
+        notes: list[str],
+    ) -> None:
+        """``frames``: the fold's (epochs, thresholds); ``row``: its folds.csv row."""
+        digests = {}
+        for kind, frame in zip(("epochs", "thresholds"), frames, strict=True):
+            write_csv(frame, self._path(fold, f"{kind}.csv"))
+            digests[kind] = file_digest(self._path(fold, f"{kind}.csv"))
+        record = {"config_hash": self.config_hash, "row": row, "notes": notes}
+        write_json({**record, "sha256": digests}, self._path(fold, "json"))
+
+    def frames(self, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        epochs, thresholds = (
+            pd.read_csv(self._path(fold, f"{kind}.csv")) for kind in ("epochs", "thresholds")
+        )
+        return epochs, thresholds

@@ -1,0 +1,234 @@
+"""What identifies a run, in one place: its named choices (the key columns of every result row),
+its identity and hash, its folder name, and which of its settings make table rows and pairs.
+
+A run's *identity* is every setting that can change its numbers: the resolved config without
+the ``runtime`` node (progress bars, checkpoint interval, lock timeout: nothing that changes a
+number), without ``paths`` and the loader-only dataset keys (where the files are, whether the
+decoded arrays are cached), and without ``trainer.fold`` (which fold a job computes), plus what
+the config leaves to the machine: the device type, and the torch thread count on CPU (float
+reductions depend on it). Two runs with the same identity give the same CSVs; the identity's
+hash is the ``config_hash`` column and the key of a finished run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from segact.choices import plain
+
+RUNTIME_NODE = "runtime"
+NOT_IN_IDENTITY: tuple[str, ...] = (
+    RUNTIME_NODE,
+    "paths",
+    "experiment_name",
+    "hydra",
+    "trainer.fold",
+    "trainer.device",  # as resolved.device: auto and cpu are the same run on a CPU machine
+    "trainer.threads",  # as resolved.threads: 0 means every core
+    "dataset.default_root",
+    "dataset.cache",
+    "dataset.cache_dir",
+    "dataset.workers",
+)
+"""Dotted keys (or whole nodes) that change no number; every other key is part of a run."""
+MOVED_MODULES: dict[str, str] = {"segact.nn.losses.": "segact.losses."}
+"""Modules that moved since runs recorded a ``_target_`` in them (the package layout of
+2026-11-30): the identity spells such a target by its former path, so that a move, which changes
+no number, leaves every finished run finished and its ``config_hash`` as it was."""
+
+CHOICES: tuple[str, ...] = (
+    "dataset",
+    "arch",
+    "encoder",
+    "head",
+    "loss",
+    "activation",
+    "binarize",
+    "protocol",
+)
+"""The named choices of a run: folds.csv columns, in the order results are sorted by."""
+ROW_ORDER: tuple[str, ...] = (
+    "loss",
+    "activation",
+    "head",
+    "binarize",
+    "arch",
+    "encoder",
+    "protocol",
+)
+"""The choices besides the dataset in the order they split a table's rows."""
+SETTING_COLUMNS: tuple[str, ...] = ("max_epochs", "lr", "batch_size")
+"""folds.csv's copies of trainer settings; like the dotted identity columns, row keys when they
+differ between runs."""
+REPLICATES = frozenset({"seed", "fold", "trainer.seed", "trainer.fold"})
+"""Settings that make replicates (seeds) or parts (folds) of one result, never a table row."""
+ROW_IDENTITY: tuple[str, ...] = (*CHOICES, "seed", "fold")
+"""What makes a row of a tidy results file (with any differing setting): choices and fold."""
+IN_FOLDER_NAME: tuple[str, ...] = (
+    "dataset",
+    "model",
+    "model.arch",
+    "model.encoder",
+    "head",
+    "activation",
+    "loss",
+    "loss.binarize",
+    "trainer.seed",
+)
+"""Choices the folder name spells out in its path (configs/config.yaml ``hydra.sweep.subdir``)."""
+NOT_IN_FOLDER_NAME: tuple[str, ...] = ("experiment", "launcher", "combination", "+combination")
+
+
+def run_keys(cfg: DictConfig) -> dict[str, Any]:
+    """The run's main choices and trainer settings, as columns of every result row."""
+    return {
+        "experiment": cfg.get("experiment_name", "default"),
+        "dataset": cfg.dataset.name,
+        "arch": cfg.model.arch,
+        "encoder": cfg.model.encoder,
+        "head": plain(cfg.head.name),
+        "activation": cfg.activation.name,
+        "loss": cfg.loss.name,
+        "binarize": plain(cfg.loss.get("binarize", "none")),
+        "protocol": plain(cfg.eval.protocol),
+        "seed": int(cfg.trainer.seed),
+        "max_epochs": int(cfg.trainer.max_epochs),
+        "lr": float(cfg.trainer.lr),
+        "batch_size": int(cfg.trainer.batch_size),
+    }
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat if flat or not prefix else {prefix[:-1]: {}}
+    return {prefix[:-1]: node}
+
+
+def _excluded(key: str) -> bool:
+    return any(key == skip or key.startswith(f"{skip}.") for skip in NOT_IN_IDENTITY)
+
+
+def _as_recorded(key: str, value: Any) -> Any:
+    """A ``_target_`` in a moved module by its former path (``MOVED_MODULES``)."""
+    if key.endswith("_target_") and isinstance(value, str):
+        for now, before in MOVED_MODULES.items():
+            if value.startswith(now):
+                return before + value[len(now) :]
+    return value
+
+
+def identity(cfg: DictConfig, device_type: str, threads: int) -> dict[str, Any]:
+    """Flat {dotted key: value} of every setting that changes the run's numbers."""
+    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    flat = {k: _as_recorded(k, v) for k, v in _flatten(container).items() if not _excluded(k)}
+    flat["resolved.device"] = device_type
+    if device_type == "cpu":
+        flat["resolved.threads"] = threads
+    return dict(sorted(flat.items()))
+
+
+def config_hash(ident: dict[str, Any]) -> str:
+    """16 hex characters of the identity's SHA-256: the ``config_hash`` of its result rows."""
+    text = json.dumps(ident, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def predates(recorded: dict[str, Any], current: dict[str, Any]) -> list[str] | None:
+    """The keys ``current`` adds to ``recorded`` when every recorded setting is unchanged (the
+    run predates those keys), else None. A key added to a schema must default to the behaviour
+    from before it existed, so that finished runs stay finished (their CSVs would be the same)."""
+    if any(key not in current or current[key] != value for key, value in recorded.items()):
+        return None
+    return sorted(set(current) - set(recorded))
+
+
+# --- the folder name --------------------------------------------------------------------------
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("~+")
+
+
+def folder_suffix(overrides: Sequence[str]) -> str:
+    """The overrides that are not yet part of the folder's path and that change numbers, as
+    ``key=value,key=value`` (Hydra's override_dirname, minus the runtime node as a whole)."""
+    kept = sorted(
+        o
+        for o in overrides
+        if (key := _override_key(o)) not in IN_FOLDER_NAME
+        and key not in NOT_IN_FOLDER_NAME
+        and not key.startswith("hydra.")
+        and not _excluded(key)
+    )
+    return ",".join(o.replace("/", "_") for o in kept)
+
+
+OmegaConf.register_new_resolver(
+    "segact_folder_suffix", lambda overrides: folder_suffix(list(overrides)), replace=True
+)
+
+
+# --- identity columns of result frames ----------------------------------------------------------
+
+
+def setting_columns(folds: pd.DataFrame) -> list[str]:
+    """The result-changing settings beyond the named choices: folds.csv's trainer copies, then
+    every dotted identity column, seeds and folds excepted (they are replicates)."""
+    dotted = sorted(c for c in folds.columns if "." in c and c not in REPLICATES)
+    return [c for c in SETTING_COLUMNS if c in folds.columns] + dotted
+
+
+def sort_keys(folds: pd.DataFrame) -> list[str]:
+    """Every identity column present: the names, the settings, then seed and fold."""
+    return [*CHOICES, *setting_columns(folds), "seed", "fold"]
+
+
+def varies_within(folds: pd.DataFrame, by: Sequence[str], column: str) -> bool:
+    """Whether ``column`` takes more than one value (NaN counts as one) in some group of ``by``."""
+    if not by:
+        return folds[column].nunique(dropna=False) > 1
+    counts = folds.groupby(list(by), dropna=False, sort=False)[column].nunique(dropna=False)
+    return bool((counts > 1).any())
+
+
+def row_keys(
+    folds: pd.DataFrame, always: Sequence[str] = ("dataset", "loss", "activation")
+) -> list[str]:
+    """What makes two runs different kinds (rows of a table): ``always`` plus every other choice
+    or setting that differs between runs alike in the keys before it, so each run is counted
+    once, in a row of its own kind. A setting that only follows the keys already there
+    (``trainer.lr`` next to ``lr``, ``dataset.root`` with the dataset) adds no row."""
+    keys = [k for k in always if k in folds.columns]
+    for candidate in (*ROW_ORDER, *setting_columns(folds)):
+        present = candidate in folds.columns and candidate not in keys
+        if present and varies_within(folds, keys, candidate):
+            keys.append(candidate)
+    return keys
+
+
+def pair_keys(folds: pd.DataFrame) -> list[str]:
+    """What two runs must share to be paired (besides seed and fold): dataset and loss, and every
+    other named choice or setting that differs between runs of one dataset, loss and activation.
+    A setting that only follows the dataset (``dataset.root``, the synthetic set's
+    ``dataset.noise``) or the activation (``activation.eps``; ``head``: softmax comes only with
+    the 2-channel head) adds no key, so sigmoid1 + Dice pairs with softmax2 + Dice."""
+    keys = ["dataset", "loss"]
+    for key in (*CHOICES, *setting_columns(folds)):
+        if key not in folds.columns or key in keys or key == "activation":
+            continue
+        if varies_within(folds, [*keys, "activation"], key):
+            keys.append(key)
+    return keys

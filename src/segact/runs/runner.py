@@ -1,0 +1,242 @@
+"""The run of one configuration: train every fold not yet finished, keep each finished fold in
+``parts/``, and join them into the run's files.
+
+A crash loses at most the fold in flight, and folds computed by separate jobs
+(``trainer.fold=k``) or by two processes sharing a sweep join into the same run files. A run
+whose summary.json says ok (same identity, files intact) is skipped; a failing one is recorded
+(summary.json and a failed row in folds.csv) so that a sweep goes on and the report lists it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
+
+from segact.config import ConfigError, instantiate_named, validate, validate_against_data
+from segact.data.base import SegmentationData
+from segact.data.splits import Fold, case_folds
+from segact.nn.heads import build_head
+from segact.runs import identity as run_identity
+from segact.runs.folder import FoldRecords, RunFolder, summary_numbers
+from segact.runs.locks import acquire, holding
+from segact.training import checkpoint
+from segact.training.engine import FoldSetup, fit_fold, resolve_device
+from segact.training.fitting import Augment
+
+log = logging.getLogger("segact")
+
+
+def threads_per_job(n_jobs: int) -> int:
+    """Torch threads per job when ``n_jobs`` run side by side (joblib's n_jobs < 1: one each)."""
+    return max(1, len(os.sched_getaffinity(0)) // n_jobs) if n_jobs > 0 else 1
+
+
+OmegaConf.register_new_resolver("threads_per_job", threads_per_job, replace=True)
+
+
+def configure_torch(cfg: DictConfig) -> tuple[torch.device, int]:
+    threads = cfg.trainer.threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return resolve_device(cfg.trainer.device), threads
+
+
+def load_dataset(cfg: DictConfig) -> SegmentationData:
+    try:
+        data = instantiate_named(cfg.dataset)
+    except InstantiationException as error:  # a loader's ConfigError (bad input) stays one
+        if isinstance(error.__cause__, ConfigError):
+            raise error.__cause__ from None
+        raise
+    return dataclasses.replace(data, name=cfg.dataset.name)
+
+
+def build_augment(cfg: DictConfig) -> Augment | None:
+    """The training-batch augmentation of ``augment=``; ``none`` (no _target_) means none."""
+    augment_cfg = cfg.get("augment")
+    if augment_cfg is None or "_target_" not in augment_cfg:
+        return None
+    return instantiate_named(augment_cfg)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """Where a run writes and what identifies it."""
+
+    folder: RunFolder
+    label: str  # the run folder relative to its sweep folder
+    identity: dict[str, Any]
+    config_hash: str
+    keys: dict[str, Any]
+
+    @property
+    def columns(self) -> dict[str, Any]:
+        return {**self.keys, "run_dir": self.label, "config_hash": self.config_hash}
+
+
+def run_context(
+    cfg: DictConfig, run_dir: Path, label: str | None, device: torch.device, threads: int
+) -> RunContext:
+    ident = run_identity.identity(cfg, device.type, threads)
+    return RunContext(
+        RunFolder(run_dir),
+        label or Path(run_dir).name,
+        ident,
+        run_identity.config_hash(ident),
+        run_identity.run_keys(cfg),
+    )
+
+
+def compute_fold(setup: FoldSetup, ctx: RunContext, records: FoldRecords, fold: Fold) -> bool:
+    """Train ``fold`` unless it is finished or another process holds it; True if it ran."""
+    stale_s = float(setup.cfg.runtime.lock_stale_s)
+    lock = acquire(ctx.folder.fold_lock(fold.index), stale_s)
+    if lock is None:
+        log.info(
+            "fold %d of %s is being computed by another process: skipped", fold.index, ctx.label
+        )
+        return False
+    try:
+        if records.load(fold.index) is not None:  # finished while we waited for the lock
+            return False
+        saved = ctx.folder.checkpoint(fold.index)
+        result = fit_fold(setup, fold, saved, heartbeat=lock.refresh)
+        row = {**ctx.columns, "fold": fold.index, **result.row, "status": "ok", "error": ""}
+        records.save(fold.index, (result.epochs, result.thresholds), row, result.notes)
+        checkpoint.remove(saved)
+    finally:
+        lock.release()
+    log.info(
+        "fold %d: best Dice %.4f at t=%.2f, mean Dice %.4f (epoch %d)",
+        fold.index,
+        row["best_dice"],
+        row["best_threshold"],
+        row["mean_dice"],
+        row["epoch_selected"],
+    )
+    return True
+
+
+def assemble(ctx: RunContext, records: FoldRecords, n_folds: int, stale_s: float) -> dict[str, Any]:
+    """Join the finished folds into the run's files; summary.json says ok once all are there."""
+    with holding(ctx.folder.run_lock, stale_s):
+        finished = {k: r for k in range(n_folds) if (r := records.load(k)) is not None}
+        ctx.folder.remove_temporaries()
+        if not finished:
+            return {**ctx.columns, "status": "incomplete", "folds": 0}
+        frames = [records.frames(k) for k in finished]
+        fold_frame = pd.DataFrame([r["row"] for r in finished.values()])
+        ctx.folder.write_results(
+            pd.concat([f[0] for f in frames], ignore_index=True),
+            pd.concat([f[1] for f in frames], ignore_index=True),
+            fold_frame,
+        )
+        summary = {
+            **ctx.columns,
+            "status": "ok" if len(finished) == n_folds else "incomplete",
+            "error": "",
+            "folds": len(finished),
+            "zero_gradient": bool(fold_frame["zero_gradient"].all()),
+            "notes": sorted({note for r in finished.values() for note in r["notes"]}),
+            **summary_numbers(fold_frame),
+            "identity": ctx.identity,
+        }
+        if summary["status"] == "ok":
+            ctx.folder.write_summary(summary)
+    ctx.folder.remove_lock_folder()
+    return summary
+
+
+def train(cfg: DictConfig, run_dir: Path, label: str | None = None) -> dict[str, Any]:
+    """Run the folds of one configuration (``trainer.fold``: only that one); returns the run's
+    summary (as summary.json holds it once every fold is finished)."""
+    validate(cfg)
+    device, threads = configure_torch(cfg)
+    ctx = run_context(cfg, run_dir, label, device, threads)
+    finished = ctx.folder.finished_summary(ctx.config_hash, ctx.identity)
+    if finished is not None:
+        log.info("skipped %s: finished already (summary.json says ok)", ctx.folder.path)
+        return finished
+    warn_if_superseding(ctx)
+    data = load_dataset(cfg).on_device(device)
+    validate_against_data(cfg, data.n_cases)
+    head = build_head(cfg.head, cfg.activation)
+    loss = instantiate_named(cfg.loss)
+    setup = FoldSetup(cfg, data, head, loss, device, build_augment(cfg), ctx.config_hash)
+    trainer = cfg.trainer
+    folds = case_folds(data.cases, trainer.folds, trainer.seed, trainer.shuffle_folds)
+    log.info(
+        "%s: %d images, %d cases, %d folds on %s",
+        data.name,
+        len(data),
+        data.n_cases,
+        len(folds),
+        device,
+    )
+    records = FoldRecords(ctx.folder, ctx.config_hash)
+    for fold in folds if trainer.fold is None else [folds[trainer.fold]]:
+        if records.load(fold.index) is None:
+            compute_fold(setup, ctx, records, fold)
+    summary = assemble(ctx, records, len(folds), float(cfg.runtime.lock_stale_s))
+    if summary["status"] != "ok":
+        log.info("%s: %d of %d folds finished so far", run_dir, summary["folds"], len(folds))
+    return summary
+
+
+def warn_if_superseding(ctx: RunContext) -> None:
+    old = ctx.folder.superseded_identity(ctx.config_hash)
+    if old is not None:
+        changed = run_identity.differing_keys(old, ctx.identity)
+        log.warning(
+            "%s holds a finished run of another configuration (differs in %s); computing the "
+            "new one in its place",
+            ctx.folder.path,
+            ", ".join(changed) or "settings not recorded",
+        )
+
+
+def record_failure(
+    cfg: DictConfig, run_dir: Path, label: str | None, error: BaseException
+) -> dict[str, Any]:
+    """summary.json says failed, and folds.csv gains a failed row, so reports list the run."""
+    try:
+        keys = run_identity.run_keys(cfg)
+    except Exception:  # the config itself may be what is broken
+        keys = {}
+    keys["run_dir"] = label or Path(run_dir).name
+    summary = {
+        **keys,
+        "status": "failed",
+        "error": f"{type(error).__name__}: {error}",
+        "epoch": getattr(error, "epoch", None),
+        "traceback": traceback.format_exc(limit=-8),
+    }
+    RunFolder(run_dir).write_failure(summary, keys)
+    return summary
+
+
+def run(
+    cfg: DictConfig, run_dir: Path, label: str | None = None, raise_errors: bool = True
+) -> dict[str, Any]:
+    """``train`` with failures recorded (bad config or data too); in a sweep (raise_errors=False)
+    the sweep goes on. An interrupt is no failure: the checkpoint is kept for the next start."""
+    started = time.perf_counter()
+    try:
+        summary = train(cfg, run_dir, label)
+    except Exception as error:
+        summary = record_failure(cfg, run_dir, label, error)
+        log.error("run failed: %s", summary["error"])
+        if raise_errors:
+            raise
+    summary["wall_seconds"] = time.perf_counter() - started
+    return summary
