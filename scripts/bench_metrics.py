@@ -135,6 +135,27 @@ def peak_extra_memory(method: str, data_file: str, n_thresholds: int) -> int:
     return value
 
 
+def peak_memories(prob: np.ndarray, target: np.ndarray) -> dict[str, int]:
+    """Each method's peak extra memory at 21 thresholds, in a fresh process reading the fold."""
+    with tempfile.TemporaryDirectory() as folder:
+        data_file = os.path.join(folder, "fold")
+        np.save(f"{data_file}.prob.npy", prob)
+        np.save(f"{data_file}.target.npy", target)
+        return {method: peak_extra_memory(method, data_file, 21) for method in METHODS}
+
+
+def check_agreement(prob: np.ndarray, target: np.ndarray, grid: np.ndarray) -> None:
+    """segact's sweep gives the reference's counts exactly, its NLLs to rounding."""
+    expected = reference_evaluation(prob, target, grid)
+    got = segact_evaluation(prob, target, grid)
+    for key in ("tp", "fp", "fn", "tn"):
+        assert expected[key] == got[key], f"{key} counts differ"
+    np.testing.assert_allclose(got["dice"], expected["dice"], rtol=1e-12)
+    np.testing.assert_allclose(got["nll"], expected["nll"], rtol=1e-6)
+    for key in ("mean_nll_tp", "mean_nll_fp", "mean_nll_tn", "mean_nll_fn"):
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -149,15 +170,7 @@ def main() -> None:
     prob, target = make_fold(args.images, args.size)
     grids = {21: np.round(np.linspace(0, 1, 21), 10), 1001: np.round(np.linspace(0, 1, 1001), 10)}
 
-    expected = reference_evaluation(prob, target, grids[21])
-    got = segact_evaluation(prob, target, grids[21])
-    for key in ("tp", "fp", "fn", "tn"):
-        assert expected[key] == got[key], f"{key} counts differ"
-    np.testing.assert_allclose(got["dice"], expected["dice"], rtol=1e-12)
-    np.testing.assert_allclose(got["nll"], expected["nll"], rtol=1e-6)
-    for key in ("mean_nll_tp", "mean_nll_fp", "mean_nll_tn", "mean_nll_fn"):
-        np.testing.assert_allclose(got[key], expected[key], rtol=1e-5)
-
+    check_agreement(prob, target, grids[21])
     times = {
         (method, 21): best_time(lambda m=method: METHODS[m](prob, target, grids[21]), args.repeats)
         for method in METHODS
@@ -172,11 +185,7 @@ def main() -> None:
         else float("nan")
     )
     array_bytes = prob.nbytes
-    with tempfile.TemporaryDirectory() as folder:
-        data_file = os.path.join(folder, "fold")
-        np.save(f"{data_file}.prob.npy", prob)
-        np.save(f"{data_file}.target.npy", target)
-        memory = {method: peak_extra_memory(method, data_file, 21) for method in METHODS}
+    memory = peak_memories(prob, target)
 
     print("# Threshold sweep benchmark\n")
     print(

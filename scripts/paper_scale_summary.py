@@ -17,6 +17,7 @@ import pandas as pd
 
 from segact.io import write_text_atomic
 from segact.report.tables import format_table
+from segact.runs.folder import RunFolder, run_folders
 
 RUNS_DIR = "runs"
 TIMING_FILE = "timing.md"
@@ -50,7 +51,7 @@ def run_timing(folds_csv: Path, runs_dir: Path) -> Timing | None:
     """The timing of the run in ``folds_csv``'s folder; None without a finished fold."""
     folds = pd.read_csv(folds_csv)
     folds = folds[folds["status"] == "ok"] if "status" in folds else folds
-    epochs_csv = folds_csv.with_name("epochs.csv")
+    epochs_csv = RunFolder(folds_csv.parent).epochs_csv
     if folds.empty or not epochs_csv.exists():
         return None
     epochs = pd.read_csv(epochs_csv).merge(folds[["fold", "n_train"]], on="fold")
@@ -109,7 +110,7 @@ def main() -> None:
     parser.add_argument("--command", default="")
     args = parser.parse_args()
     runs_dir = args.out / RUNS_DIR
-    paths = sorted(runs_dir.rglob("folds.csv"))
+    paths = [run.folds_csv for run in run_folders(runs_dir)]
     found = [run_timing(path, runs_dir) for path in paths]
     timings = [t for t in found if t is not None]
     if not timings:

@@ -19,6 +19,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from segact.config import config_dir
+from segact.runs.folder import RunFolder
 from segact.runs.runner import train
 
 DATASETS = ("synthetic", "kvasir_seg", "cvc_clinicdb", "isbi2012", "ph2", "drive_vessels")
@@ -51,7 +52,7 @@ def seconds_per_epoch(dataset: str, size: int, epochs: int, model: str) -> float
         cfg = compose("config", overrides=overrides)
     with tempfile.TemporaryDirectory() as folder:
         train(cfg, Path(folder))
-        times = pd.read_csv(Path(folder) / "epochs.csv")["epoch_seconds"]
+        times = pd.read_csv(RunFolder(folder).epochs_csv)["epoch_seconds"]
     return float(times.iloc[1:].median() if len(times) > 1 else times.iloc[0])
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from plan_compute import DEFAULT_SEEDS, FOLDS, GRIDS, SEEDS
+from segact.runs.folder import SUMMARY_JSON
 from segact.runs.results import load_results
 
 SIZE, DEVICE = "dataset.image_size", "resolved.device"
@@ -29,7 +30,7 @@ COLUMNS = ["dataset", "run_dir", "epochs_run", "train_seconds", SIZE, DEVICE]
 def finished_folds(runs: Path, grid: str) -> pd.DataFrame:
     """The finished runs' folds of one grid (empty where the grid has not started)."""
     folder = runs / grid
-    if not folder.is_dir() or not any(folder.rglob("summary.json")):
+    if not folder.is_dir() or not any(folder.rglob(SUMMARY_JSON)):
         return pd.DataFrame(columns=COLUMNS)
     folds, _ = load_results([folder], metrics=())
     folds = folds[folds["status"] == "ok"]

@@ -1,15 +1,17 @@
-"""Hand-written run folders (folds.csv, thresholds.csv, summary.json) for the report, results,
-tables and statistics tests: every number is chosen here, no model is trained."""
+"""Run folders with hand-chosen numbers (folds, thresholds, summary) for the report, results,
+tables and statistics tests, written through ``segact.runs.folder`` as the runner writes them:
+every number is chosen here, no model is trained."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from segact.runs.folder import RunFolder
+from segact.runs.identity import config_hash
 
 SIGMOID = [0.70, 0.72, 0.68, 0.75, 0.71]
 ARCTAN = [0.69, 0.73, 0.65, 0.72, 0.66]
@@ -26,12 +28,6 @@ KEYS: dict[str, Any] = {
     "max_epochs": 10,
     "batch_size": 4,
 }
-
-
-def config_hash(identity: dict[str, Any]) -> str:
-    """As the runner: 16 hex characters of the identity's hash."""
-    text = json.dumps(identity, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def fold_rows(keys: dict[str, Any], best_dice: Sequence[float], status: str) -> list[dict]:
@@ -112,11 +108,13 @@ def write_run(
     rows = fold_rows(keys, best_dice, status)
     for fold, values in (overrides or {}).items():
         rows[fold].update(values)
-    pd.DataFrame(rows).to_csv(run / "folds.csv", index=False)
+    folder = RunFolder(run)
+    folder.write_folds(pd.DataFrame(rows))
     if status == "ok":
-        threshold_rows(best_dice).to_csv(run / "thresholds.csv", index=False)
-    summary = {"status": status, "config_hash": config_hash(identity), "identity": identity}
-    (run / "summary.json").write_text(json.dumps(summary))
+        folder.write_thresholds(threshold_rows(best_dice))
+    folder.write_summary(
+        {"status": status, "config_hash": config_hash(identity), "identity": identity}
+    )
     return run
 
 

@@ -5,6 +5,7 @@ import torch
 from hydra.errors import ConfigCompositionException
 
 from segact.config import ConfigError, validate, validate_against_data
+from segact.runs.folder import RunFolder
 from tests.helpers import segact_train
 
 BAD = [
@@ -84,7 +85,7 @@ def test_cli_exits_non_zero_with_one_line_before_training(tmp_path, overrides, k
     errors = [line for line in result.stderr.splitlines() if line.startswith("segact: error:")]
     assert len(errors) == 1 and key in errors[0]
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "epochs.csv").exists()
+    assert not (RunFolder(tmp_path).epochs_csv).exists()
 
 
 @pytest.mark.slow

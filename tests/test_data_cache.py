@@ -82,7 +82,7 @@ def test_cached_load_reads_no_pixel(tmp_path, monkeypatch):
     first = load_folder(str(root), image_size=16, cache_dir=cache)
 
     def refuse(self):
-        raise AssertionError(f"{self.path} read whole although its summary is cached")
+        raise AssertionError(f"{self.path} read whole although its statistics are cached")
 
     monkeypatch.setattr(FileRows, "blocks", refuse)
     again = load_folder(str(root), image_size=16, cache_dir=cache)

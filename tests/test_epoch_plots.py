@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from segact.report import cli as report
+from segact.runs.folder import RunFolder
 from tests.report_fixtures import ARCTAN, SIGMOID, write_run
 
 
@@ -16,7 +17,7 @@ def _write_epochs(run, grad_norm: float) -> pd.DataFrame:
             for e in (1, 2, 3)
         ]
     )
-    epochs.to_csv(run / "epochs.csv", index=False)
+    RunFolder(run).write_epochs(epochs)
     return epochs
 
 

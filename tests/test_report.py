@@ -18,6 +18,7 @@ from scipy import stats as scipy_stats
 from segact.nn import activations
 from segact.report import cli as report
 from segact.report import plots, tables
+from segact.runs.folder import THRESHOLDS_CSV, RunFolder
 from tests.report_fixtures import (
     ARCTAN,
     SIGMOID,
@@ -111,7 +112,7 @@ def test_report_writes_every_file(sweep, built, tmp_path):
     out, printed = built
     expected = {
         "results.csv",
-        "thresholds.csv",
+        THRESHOLDS_CSV,
         "table_dataset_toy.md",
         "table_dataset_toy.tex",
         "paired_differences.csv",
@@ -245,10 +246,10 @@ def _flagged_sweep(root: Path) -> Path:
     first = {2: {"epoch_selected": 1, "epochs_run": 12}, 4: {"epoch_selected": 1, "epochs_run": 1}}
     write_run(root, "arctan", ARCTAN, overrides=first)
     old = write_run(root, "normal_cdf", ARCTAN)  # an older run: no flag columns at all
-    folds = pd.read_csv(old / "folds.csv").drop(
+    folds = pd.read_csv(RunFolder(old).folds_csv).drop(
         columns=["hit_max_epochs", "degenerate", "zero_gradient"]
     )
-    folds.to_csv(old / "folds.csv", index=False)
+    folds.to_csv(RunFolder(old).folds_csv, index=False)
     return root
 
 
@@ -284,7 +285,7 @@ def test_exclude_degenerate_drops_them_from_tables_and_statistics(tmp_path):
 
 def test_dice_plot_shows_the_thresholds_csv(built, tmp_path):
     out, _ = built
-    thresholds = pd.read_csv(out / "thresholds.csv")
+    thresholds = pd.read_csv(out / THRESHOLDS_CSV)
     fig = plots.dice_vs_threshold(thresholds, ["dataset", "loss"], tmp_path / "dice.png")
     lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
     assert sorted(lines) == ["arctan", "sigmoid"]
@@ -353,16 +354,18 @@ def _bad_sources(tmp_path: Path, sweep: Path) -> dict[str, list[str]]:
     write_run(only_failed, "sigmoid", [0.1], status="failed")
     no_metrics = tmp_path / "no_metrics"
     run = write_run(no_metrics, "sigmoid", SIGMOID)
-    pd.read_csv(run / "folds.csv").drop(columns=["best_dice"]).to_csv(
-        run / "folds.csv", index=False
+    pd.read_csv(RunFolder(run).folds_csv).drop(columns=["best_dice"]).to_csv(
+        RunFolder(run).folds_csv, index=False
     )
     no_name = tmp_path / "no_name"
     run = write_run(no_name, "sigmoid", SIGMOID)
-    pd.read_csv(run / "folds.csv").assign(activation=np.nan).to_csv(run / "folds.csv", index=False)
+    pd.read_csv(RunFolder(run).folds_csv).assign(activation=np.nan).to_csv(
+        RunFolder(run).folds_csv, index=False
+    )
     no_paper = tmp_path / "no_paper"
     run = write_run(no_paper, "sigmoid", SIGMOID)
-    pd.read_csv(run / "folds.csv").drop(columns=["paper_nll"]).to_csv(
-        run / "folds.csv", index=False
+    pd.read_csv(RunFolder(run).folds_csv).drop(columns=["paper_nll"]).to_csv(
+        RunFolder(run).folds_csv, index=False
     )
     return {
         "no such sweep directory": [tmp_path / "missing"],

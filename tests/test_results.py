@@ -9,6 +9,7 @@ import pytest
 
 from segact.errors import ReportError
 from segact.runs import results
+from segact.runs.folder import FOLDS_CSV, RunFolder
 from segact.runs.identity import CHOICES, setting_columns
 from tests.report_fixtures import ARCTAN, SIGMOID, write_run, write_sweep
 
@@ -47,9 +48,9 @@ def test_a_sweep_passed_twice_counts_once(sweep, tmp_path, twice):
 
 
 def test_without_hash_the_resolved_folder_identifies_a_run(sweep, tmp_path):
-    for folds_csv in sweep.rglob("folds.csv"):
+    for folds_csv in sweep.rglob(FOLDS_CSV):
         pd.read_csv(folds_csv).drop(columns="config_hash").to_csv(folds_csv, index=False)
-        (folds_csv.parent / "summary.json").unlink()
+        (RunFolder(folds_csv.parent).summary_json).unlink()
     folds, _ = results.load_results([sweep, tmp_path / "sweep" / ".." / "sweep"])
     assert len(folds) == 11
     assert "config_hash" not in folds.columns
@@ -74,10 +75,12 @@ def test_an_ok_row_wins_over_a_failed_repeat():
 
 def test_old_column_names_are_renamed(tmp_path):
     run = write_run(tmp_path, "sigmoid", SIGMOID)
-    folds = pd.read_csv(run / "folds.csv").assign(dice_per_image=0.5)
-    folds.to_csv(run / "folds.csv", index=False)
-    thresholds = pd.read_csv(run / "thresholds.csv").rename(columns={"mean_nll_tp": "nll_tp"})
-    thresholds.to_csv(run / "thresholds.csv", index=False)
+    folds = pd.read_csv(RunFolder(run).folds_csv).assign(dice_per_image=0.5)
+    folds.to_csv(RunFolder(run).folds_csv, index=False)
+    thresholds = pd.read_csv(RunFolder(run).thresholds_csv).rename(
+        columns={"mean_nll_tp": "nll_tp"}
+    )
+    thresholds.to_csv(RunFolder(run).thresholds_csv, index=False)
     folds, thresholds = results.load_results([tmp_path])
     assert (folds["dice_per_image_at_best_threshold"] == 0.5).all()
     assert "mean_nll_tp" in thresholds and "nll_tp" not in thresholds
@@ -100,16 +103,16 @@ def test_missing_flag_columns_are_not_flagged():
 )
 def test_unusable_files_are_named(tmp_path, change, message):
     run = write_run(tmp_path, "sigmoid", SIGMOID)
-    change(pd.read_csv(run / "folds.csv")).to_csv(run / "folds.csv", index=False)
+    change(pd.read_csv(RunFolder(run).folds_csv)).to_csv(RunFolder(run).folds_csv, index=False)
     with pytest.raises(ReportError, match=re.escape(message)) as error:
         results.load_results([tmp_path])
-    assert str(run / "folds.csv") in str(error.value)
+    assert str(RunFolder(run).folds_csv) in str(error.value)
 
 
 def test_paper_metrics_are_required_only_when_asked(tmp_path):
     run = write_run(tmp_path, "sigmoid", SIGMOID)
-    folds = pd.read_csv(run / "folds.csv").drop(columns=["paper_nll"])
-    folds.to_csv(run / "folds.csv", index=False)
+    folds = pd.read_csv(RunFolder(run).folds_csv).drop(columns=["paper_nll"])
+    folds.to_csv(RunFolder(run).folds_csv, index=False)
     assert len(results.load_results([tmp_path])[0]) == 5
     with pytest.raises(ReportError, match="lacks the columns paper_nll"):
         results.load_results([tmp_path], metrics=("paper_nll", "paper_best_dice"))
@@ -120,7 +123,7 @@ def test_a_failed_run_needs_no_names_or_metrics(tmp_path):
     failed = tmp_path / "failed"
     failed.mkdir()
     row = {**dict.fromkeys(CHOICES), "seed": 0, "fold": 0, "status": "failed"}
-    pd.DataFrame([row]).to_csv(failed / "folds.csv", index=False)
+    pd.DataFrame([row]).to_csv(RunFolder(failed).folds_csv, index=False)
     folds, _ = results.load_results([tmp_path])
     assert folds["status"].tolist() == ["ok"] * 5 + ["failed"]
 

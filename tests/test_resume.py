@@ -10,13 +10,14 @@ import time
 import pandas as pd
 import pytest
 
+from segact.runs.folder import EPOCHS_CSV, FOLDS_CSV, THRESHOLDS_CSV, RunFolder
 from segact.runs.runner import train
 from tests.helpers import TINY, compose_config, numbers
 
 pytestmark = pytest.mark.slow
 
 LONGER = ("trainer.max_epochs=4", "trainer.patience=10")
-RESULT_FILES = ("folds.csv", "epochs.csv", "thresholds.csv")
+RESULT_FILES = (FOLDS_CSV, EPOCHS_CSV, THRESHOLDS_CSV)
 
 
 def _assert_same_results(a, b):
@@ -49,8 +50,8 @@ def test_changed_config_is_not_skipped(tmp_path, caplog):
 @pytest.mark.parametrize("damage", ["deleted", "truncated"])
 def test_damaged_result_file_is_rebuilt_not_skipped(tmp_path, damage):
     train(compose_config("trainer.max_epochs=1"), tmp_path)
-    original = numbers(tmp_path / "folds.csv")
-    folds = tmp_path / "folds.csv"
+    original = numbers(RunFolder(tmp_path).folds_csv)
+    folds = RunFolder(tmp_path).folds_csv
     if damage == "deleted":
         folds.unlink()
     else:
@@ -89,7 +90,7 @@ def test_killed_run_resumes_to_identical_results(tmp_path, caplog, augment):
     _wait_for(killed / "checkpoints" / "fold1.pt", process)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert not (killed / "summary.json").exists()
+    assert not (RunFolder(killed).summary_json).exists()
     (killed / "checkpoints" / ".fold1.pt.x1y2.tmp").write_bytes(b"half a checkpoint")
 
     caplog.set_level("INFO")

@@ -6,13 +6,16 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from segact.io import atomic_path, remove_temporaries_of, write_csv, write_json
 from segact.runs import identity, locks
 from segact.runs.folder import RunFolder
+from tests.helpers import composed
 
 
 def identity_of(make_cfg, *overrides, device="cpu", threads=1):
@@ -47,22 +50,20 @@ def test_differing_keys_names_what_changed(make_cfg):
 
 
 def _finished_run(run_dir, config_hash="abc"):
-    write_csv(pd.DataFrame({"fold": [0, 1], "best_dice": [0.5, 0.6]}), run_dir / "folds.csv")
-    write_csv(pd.DataFrame({"fold": [0, 1], "epoch": [1, 1]}), run_dir / "epochs.csv")
-    write_csv(pd.DataFrame({"fold": [0, 1], "threshold": [0.5, 0.5]}), run_dir / "thresholds.csv")
-    summary = {
-        "status": "ok",
-        "config_hash": config_hash,
-        "files": RunFolder(run_dir).file_records(),
-    }
-    write_json(summary, run_dir / "summary.json")
+    folder = RunFolder(run_dir)
+    folder.write_results(
+        pd.DataFrame({"fold": [0, 1], "epoch": [1, 1]}),
+        pd.DataFrame({"fold": [0, 1], "threshold": [0.5, 0.5]}),
+        pd.DataFrame({"fold": [0, 1], "best_dice": [0.5, 0.6]}),
+    )
+    folder.write_summary({"status": "ok", "config_hash": config_hash})
 
 
 @pytest.mark.parametrize("damage", ["deleted", "emptied", "truncated", "edited"])
 def test_a_damaged_result_file_means_not_finished(tmp_path, damage):
     _finished_run(tmp_path)
     assert RunFolder(tmp_path).finished_summary("abc") is not None
-    folds = tmp_path / "folds.csv"
+    folds = RunFolder(tmp_path).folds_csv
     if damage == "deleted":
         folds.unlink()
     elif damage == "emptied":
@@ -78,16 +79,16 @@ def test_another_identity_or_a_failed_run_is_not_finished(tmp_path):
     _finished_run(tmp_path)
     assert RunFolder(tmp_path).finished_summary("other") is None
     assert RunFolder(tmp_path).superseded_identity("other") == {}
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    write_json({**summary, "status": "failed"}, tmp_path / "summary.json")
+    summary = json.loads((RunFolder(tmp_path).summary_json).read_text())
+    write_json({**summary, "status": "failed"}, RunFolder(tmp_path).summary_json)
     assert RunFolder(tmp_path).finished_summary("abc") is None
 
 
 def test_a_run_that_predates_a_new_setting_stays_finished(tmp_path):
     _finished_run(tmp_path)
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((RunFolder(tmp_path).summary_json).read_text())
     old = {"trainer.lr": 0.001, "loss.name": "dice"}
-    write_json({**summary, "identity": old}, tmp_path / "summary.json")
+    write_json({**summary, "identity": old}, RunFolder(tmp_path).summary_json)
     extended = {**old, "trainer.grad_clip": None}
     assert RunFolder(tmp_path).finished_summary("new-hash", extended) is not None
     assert RunFolder(tmp_path).finished_summary("new-hash", {**extended, "trainer.lr": 0.1}) is None
@@ -155,3 +156,27 @@ def test_temporaries_of_a_killed_writer_are_removed(tmp_path):
     removed = remove_temporaries_of(tmp_path / "fold1.pt")
     assert [p.name for p in removed] == [".fold1.pt.abc123.tmp"]
     assert (tmp_path / ".other.csv.abc.tmp").exists()
+
+
+LOSSES = ("dice", "bce", "mse", "boundary", "ce")
+
+
+def _committed_runs() -> list[Path]:
+    """One committed run folder per loss (the losses' module moved since they were trained)."""
+    runs = Path(__file__).resolve().parents[1] / "results" / "runs"
+    return [sorted(runs.glob(f"*/*/*/*-{loss}-*/*/*/"))[0] for loss in LOSSES]
+
+
+@pytest.mark.parametrize("run", _committed_runs(), ids=LOSSES)
+def test_the_committed_runs_keep_their_identity(run):
+    """The config a committed run was composed from gives today the identity, and so the
+    config_hash, it was recorded under: its sweep finds it finished and computes nothing."""
+    overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+    chosen = [o for o in overrides if not o.startswith(("hydra.", "launcher="))]
+    recorded = RunFolder(run).read_summary()
+    resolved = recorded["identity"]
+    now = identity.identity(
+        composed(*chosen), resolved["resolved.device"], resolved.get("resolved.threads", 0)
+    )
+    assert identity.differing_keys(now, resolved) == []
+    assert identity.config_hash(now) == recorded["config_hash"]

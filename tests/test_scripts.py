@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from segact.runs.folder import EPOCHS_CSV, FOLDS_CSV
 from tests.report_fixtures import SIGMOID, write_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ def test_paper_scale_quick(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
-    runs = sorted((out / "runs").rglob("folds.csv"))
+    runs = sorted((out / "runs").rglob(FOLDS_CSV))
     assert len(runs) == 2  # sigmoid and arctan
     epoch_seconds = 0.0
     for folds_csv in runs:
@@ -70,7 +71,7 @@ def test_paper_scale_quick(tmp_path: Path) -> None:
             [0, 1, 8, "ok"]
         ]
         assert set(folds["arch"]) == {"Unet"} and set(folds["loss"]) == {"dice"}
-        seconds = pd.read_csv(folds_csv.with_name("epochs.csv"))["epoch_seconds"]
+        seconds = pd.read_csv(folds_csv.with_name(EPOCHS_CSV))["epoch_seconds"]
         assert (seconds > 0).all()
         epoch_seconds += seconds.sum()
     activations = {pd.read_csv(path)["activation"].iloc[0] for path in runs}

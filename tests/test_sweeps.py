@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from segact.config import validate
+from segact.runs.folder import EPOCHS_CSV, FOLDS_CSV, SUMMARY_JSON, SWEEP_FOLDS_CSV, THRESHOLDS_CSV
 from tests.helpers import TINY, compose_config, composed, numbers, segact_train
 
 GRID = ("trainer.max_epochs=1",)
@@ -51,7 +52,7 @@ def _multirun(sweep_dir: Path, *overrides: str, check: bool = True) -> subproces
 
 
 def _ok_numbers(sweep_dir: Path) -> pd.DataFrame:
-    folds = numbers(sweep_dir / "sweep_folds.csv")
+    folds = numbers(sweep_dir / SWEEP_FOLDS_CSV)
     folds = folds[folds["status"] == "ok"].dropna(axis=1, how="all")
     return folds.sort_values(["activation", "fold"], ignore_index=True)
 
@@ -72,7 +73,7 @@ def basic_sweep(tmp_path_factory):
 def test_failed_run_is_recorded_and_the_sweep_finishes_non_zero(basic_sweep):
     _, sweep, result = basic_sweep
     assert result.returncode == 1
-    folds = pd.read_csv(sweep / "sweep_folds.csv")
+    folds = pd.read_csv(sweep / SWEEP_FOLDS_CSV)
     failed = folds[folds["status"] == "failed"]
     assert failed["activation"].tolist() == ["log"]
     assert failed["failed_epoch"].iloc[0] == 1
@@ -86,13 +87,13 @@ def test_failed_run_is_recorded_and_the_sweep_finishes_non_zero(basic_sweep):
 @pytest.mark.slow
 def test_run_directories_are_named_by_choices_and_recorded_relative(basic_sweep):
     _, sweep, _ = basic_sweep
-    runs = sorted(p.parent.relative_to(sweep).as_posix() for p in sweep.rglob("summary.json"))
+    runs = sorted(p.parent.relative_to(sweep).as_posix() for p in sweep.rglob(SUMMARY_JSON))
     assert runs == [
         f"synthetic/Unet-resnet18/sigmoid1-{a}-dice-none/seed0/dataset.image_size=32,"
         "dataset.n_images=12,trainer.batch_size=4,trainer.folds=2,trainer.max_epochs=1"
         for a in ("arctan", "log", "sigmoid")
     ]
-    recorded = set(pd.read_csv(sweep / "sweep_folds.csv")["run_dir"])
+    recorded = set(pd.read_csv(sweep / SWEEP_FOLDS_CSV)["run_dir"])
     assert recorded == set(runs)
 
 
@@ -120,10 +121,10 @@ def test_launchers_give_the_same_numbers_at_the_same_thread_count(basic_sweep, t
 def test_folds_as_jobs_give_the_same_files_as_one_job(basic_sweep, tmp_path):
     _, basic, _ = basic_sweep
     _multirun(tmp_path, "activation=sigmoid", "trainer.fold=0,1")
-    [one_job] = [p.parent for p in basic.rglob("summary.json") if "-sigmoid-" in str(p)]
-    [fold_jobs] = [p.parent for p in tmp_path.rglob("summary.json")]
+    [one_job] = [p.parent for p in basic.rglob(SUMMARY_JSON) if "-sigmoid-" in str(p)]
+    [fold_jobs] = [p.parent for p in tmp_path.rglob(SUMMARY_JSON)]
     assert one_job.relative_to(basic) == fold_jobs.relative_to(tmp_path)  # one run folder
-    for name in ("folds.csv", "epochs.csv", "thresholds.csv"):
+    for name in (FOLDS_CSV, EPOCHS_CSV, THRESHOLDS_CSV):
         pd.testing.assert_frame_equal(numbers(one_job / name), numbers(fold_jobs / name))
 
 
@@ -149,5 +150,5 @@ def test_two_copies_of_a_sweep_share_the_work(tmp_path):
     assert all(p.returncode == 0 for p in copies), outputs
     computed = sum(out.count(": best Dice") for out in outputs)
     assert computed == 2 * 3  # each fold of each run computed once
-    for summary in tmp_path.rglob("summary.json"):
+    for summary in tmp_path.rglob(SUMMARY_JSON):
         assert '"status": "ok"' in summary.read_text()

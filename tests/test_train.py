@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 
+from segact.runs.folder import EPOCHS_CSV, FOLDS_CSV, THRESHOLDS_CSV, RunFolder
 from segact.runs.runner import train
 from tests.helpers import compose_config, numbers
 
@@ -50,20 +51,20 @@ def tiny_run(tmp_path_factory):
 
 def test_writes_all_four_files_with_documented_columns(tiny_run):
     run_dir, summary = tiny_run
-    folds = pd.read_csv(run_dir / "folds.csv")
+    folds = pd.read_csv(RunFolder(run_dir).folds_csv)
     assert set(FOLDS_COLUMNS) <= set(folds.columns)
     assert folds["fold"].tolist() == [0, 1] and (folds["status"] == "ok").all()
     assert (folds["run_dir"] == run_dir.name).all()  # relative, not this machine's path
-    epochs = pd.read_csv(run_dir / "epochs.csv")
+    epochs = pd.read_csv(RunFolder(run_dir).epochs_csv)
     assert {"fold", "epoch", "train_loss", "grad_norm", "lr", "val_mean_dice"} <= set(epochs)
     assert len(epochs) == 4
-    thresholds = pd.read_csv(run_dir / "thresholds.csv")
+    thresholds = pd.read_csv(RunFolder(run_dir).thresholds_csv)
     assert list(thresholds.columns[:7]) == ["fold", "threshold", "tp", "fp", "fn", "tn", "dice"]
     assert len(thresholds) == 2 * 21
-    on_disk = json.loads((run_dir / "summary.json").read_text())
+    on_disk = json.loads((RunFolder(run_dir).summary_json).read_text())
     assert on_disk["status"] == "ok" and on_disk["folds"] == 2
     assert on_disk["best_dice_mean"] == pytest.approx(folds["best_dice"].mean())
-    assert on_disk["files"]["folds.csv"]["rows"] == 2
+    assert on_disk["files"][FOLDS_CSV]["rows"] == 2
     assert on_disk["identity"]["trainer.lr"] == 0.001
     assert summary["zero_gradient"] is False
     assert not list(run_dir.rglob(".*.tmp"))  # atomic writes leave no temporary files
@@ -71,8 +72,8 @@ def test_writes_all_four_files_with_documented_columns(tiny_run):
 
 def test_paper_aggregates_and_cap_flag_follow_the_epoch_history(tiny_run):
     run_dir, _ = tiny_run
-    folds = pd.read_csv(run_dir / "folds.csv").set_index("fold")
-    epochs = pd.read_csv(run_dir / "epochs.csv").groupby("fold")
+    folds = pd.read_csv(RunFolder(run_dir).folds_csv).set_index("fold")
+    epochs = pd.read_csv(RunFolder(run_dir).epochs_csv).groupby("fold")
     assert (folds["paper_best_dice"] == epochs["val_best_dice"].max()).all()
     assert (folds["paper_mean_dice"] == epochs["val_mean_dice"].max()).all()
     assert (folds["paper_nll"] == epochs["val_nll"].min()).all()
@@ -82,7 +83,7 @@ def test_paper_aggregates_and_cap_flag_follow_the_epoch_history(tiny_run):
 def test_same_seed_gives_identical_result_files(tiny_run, tmp_path):
     first_dir, _ = tiny_run
     train(compose_config(), tmp_path)
-    for name in ("folds.csv", "epochs.csv", "thresholds.csv"):
+    for name in (FOLDS_CSV, EPOCHS_CSV, THRESHOLDS_CSV):
         first, second = numbers(first_dir / name), numbers(tmp_path / name)
         pd.testing.assert_frame_equal(
             first.drop(columns="run_dir", errors="ignore"),
@@ -92,15 +93,15 @@ def test_same_seed_gives_identical_result_files(tiny_run, tmp_path):
 
 def test_early_stopping_is_not_flagged_as_hitting_the_cap(tmp_path):
     train(compose_config("trainer.max_epochs=6", "trainer.patience=1"), tmp_path)
-    folds = pd.read_csv(tmp_path / "folds.csv")
+    folds = pd.read_csv(RunFolder(tmp_path).folds_csv)
     stopped = folds["epochs_run"] < 6
     assert (folds["hit_max_epochs"] == ~stopped).all()
 
 
 def test_holdout_protocol_reports_outer_fold_at_inner_threshold(tmp_path):
     summary = train(compose_config("eval.protocol=holdout", "dataset.n_images=16"), tmp_path)
-    folds = pd.read_csv(tmp_path / "folds.csv")
-    thresholds = pd.read_csv(tmp_path / "thresholds.csv")
+    folds = pd.read_csv(RunFolder(tmp_path).folds_csv)
+    thresholds = pd.read_csv(RunFolder(tmp_path).thresholds_csv)
     assert summary["status"] == "ok"
     for _, row in folds.iterrows():
         at = thresholds[
@@ -115,9 +116,9 @@ def test_hard_binarize_is_reported_as_zero_gradient_and_degenerate(tmp_path, cap
     assert summary["zero_gradient"] is True
     assert any("exactly zero" in note for note in summary["notes"])
     assert "exactly zero" in caplog.text
-    epochs = pd.read_csv(tmp_path / "epochs.csv")
+    epochs = pd.read_csv(RunFolder(tmp_path).epochs_csv)
     assert (epochs["grad_norm"] == 0).all()
-    folds = pd.read_csv(tmp_path / "folds.csv")
+    folds = pd.read_csv(RunFolder(tmp_path).folds_csv)
     assert folds["zero_gradient"].all()
     assert folds["degenerate"].all()
 

@@ -27,7 +27,7 @@ Meta = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
-class Summary:
+class DatasetStats:
     """What the checks and the normalisation need of a whole dataset, found in one pass over it
     (and kept in the cache): per-channel mean and std of the raw pixels, (1, C, 1, 1) float32 in
     their value scale, and the number of foreground pixels and of all mask pixels."""
@@ -38,7 +38,7 @@ class Summary:
     pixels: int
 
     @classmethod
-    def of(cls, images: Rows, masks: Rows) -> Summary:
+    def of(cls, images: Rows, masks: Rows) -> DatasetStats:
         mean, std = channel_stats(images)
         foreground = sum(int(np.count_nonzero(block)) for block in masks.blocks())
         return cls(mean, std, foreground, n_bytes(masks))
@@ -48,7 +48,7 @@ class Summary:
         return {"mean": self.mean.numpy(), "std": self.std.numpy(), "mask_pixels": numbers}
 
     @classmethod
-    def from_meta(cls, meta: Meta) -> Summary | None:
+    def from_meta(cls, meta: Meta) -> DatasetStats | None:
         if not {"mean", "std", "mask_pixels"} <= set(meta):
             return None
         foreground, pixels = (int(n) for n in meta["mask_pixels"])
@@ -59,7 +59,7 @@ class Summary:
 @dataclass
 class Stored:
     """A loader's result: raw rows to read, and ``meta``: ``names`` (the cache adds ``cases`` of
-    volumes and the ``Summary``)."""
+    volumes and the ``DatasetStats``)."""
 
     images: Rows
     masks: Rows
@@ -169,10 +169,10 @@ def _upload(raw: Raw, device: torch.device) -> Tensor:
     return out
 
 
-def check_masks(summary: Summary, n_masks: int, source: str, fix: str) -> None:
+def check_masks(stats: DatasetStats, n_masks: int, source: str, fix: str) -> None:
     """All-empty masks are an error (``fix`` says what to do); very unbalanced foreground only a
     warning."""
-    fraction = summary.foreground / summary.pixels
+    fraction = stats.foreground / stats.pixels
     if fraction == 0.0:
         raise DatasetError(f"{source}: all {n_masks} masks are empty (no foreground pixel): {fix}")
     if not UNBALANCED <= fraction <= 1 - UNBALANCED:
@@ -199,7 +199,7 @@ def checked_dataset(
     mask_fix: str = MASK_FIX,
 ) -> SegmentationData:
     """The dataset of a loader's raw arrays, after the checks every dataset must pass (masks not
-    all empty, at least 2 cases) and with its normalisation (from the cached ``Summary``, else
+    all empty, at least 2 cases) and with its normalisation (from the cached ``DatasetStats``, else
     from one pass over the arrays now)."""
     check_normalize(normalize)
     n_cases = len(np.unique(cases))
@@ -209,8 +209,8 @@ def checked_dataset(
             "add data (a case is a file, a volume or the group dataset.case_regex finds)"
         )
     images, masks = stored.images, stored.masks
-    summary = Summary.from_meta(stored.meta) or Summary.of(images, masks)
-    check_masks(summary, masks.shape[0], str(source), mask_fix)
-    norm = normalization(images, normalize, name, (summary.mean, summary.std))
+    stats = DatasetStats.from_meta(stored.meta) or DatasetStats.of(images, masks)
+    check_masks(stats, masks.shape[0], str(source), mask_fix)
+    norm = normalization(images, normalize, name, (stats.mean, stats.std))
     names = [str(n) for n in stored.meta["names"]]
     return SegmentationData(name, images, masks, np.asarray(cases), names, norm)

@@ -3,7 +3,7 @@
 A loader hands its decoded images and masks, part by part, to a ``Writer``, which streams them to
 disk, so decoding holds a few images in memory, not the dataset. A cache entry is three files:
 ``<name>-<key>.images.npy`` (uint8 for 8-bit sources, else float32), ``<name>-<key>.masks.npy``
-(uint8 0/1) and ``<name>-<key>.npz`` (names, cases, and the ``Summary`` of the arrays: channel
+(uint8 0/1) and ``<name>-<key>.npz`` (names, cases, and the ``DatasetStats`` of the arrays: channel
 statistics and foreground count, so a cached load reads no pixel; written last: it marks a
 complete entry).
 The key covers the loader's preprocessing settings and the path, size and modification time of
@@ -28,7 +28,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from segact.data.base import Meta, Stored, Summary
+from segact.data.base import DatasetStats, Meta, Stored
 from segact.data.rows import FileRows
 from segact.errors import DatasetError
 from segact.io import atomic_path
@@ -151,9 +151,9 @@ def _build(stem: Path, build: Callable[[Writer], Meta], gray_to_rgb: bool, sourc
         writer = Writer(Spool(images), Spool(masks), gray_to_rgb)
         meta = build(writer)
         writer.save(stem, source)
-    summary = Summary.of(FileRows(_path(stem, "images")), FileRows(_path(stem, "masks")))
+    stats = DatasetStats.of(FileRows(_path(stem, "images")), FileRows(_path(stem, "masks")))
     with atomic_path(_meta_path(stem)) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **meta, **summary.to_meta())
+        np.savez(handle, **meta, **stats.to_meta())
     return _open(stem)
 
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+LOWER_IS_BETTER = frozenset({"nll"})
+"""The sweep's metrics where lower is better (every other one: higher), so the best epoch's is
+the minimum: the paper's NLL, early stopping and the tables' bold."""
 EPOCH_COLUMNS: tuple[str, ...] = ("val_best_dice", "val_mean_dice", "val_nll")
 """Per-epoch validation columns of epochs.csv that the paper's aggregation reads."""
 

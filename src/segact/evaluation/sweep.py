@@ -24,8 +24,6 @@ from torch import Tensor
 from segact.nn.activations import EPS
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
-LOWER_IS_BETTER = frozenset({"nll"})
-"""The ``SweepResult.metrics`` where lower is better (every other one: higher)."""
 CHUNK_PIXELS = 1 << 19
 """Pixels processed at once: keeps every temporary array at a few MiB (peak memory, cache)."""
 

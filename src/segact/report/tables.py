@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from segact.evaluation.sweep import LOWER_IS_BETTER as SWEEP_LOWER_IS_BETTER
+from segact.evaluation.aggregation import LOWER_IS_BETTER as SWEEP_LOWER_IS_BETTER
 from segact.runs.folder import PAPER_METRICS, SELECTED_METRICS
 from segact.runs.identity import ROW_ORDER, row_keys, setting_columns, varies_within
 

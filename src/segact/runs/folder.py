@@ -159,16 +159,23 @@ class RunFolder:
     def write_results(
         self, epochs: pd.DataFrame, thresholds: pd.DataFrame, folds: pd.DataFrame
     ) -> None:
-        """The three result files (epochs.csv, thresholds.csv, folds.csv)."""
-        for path, frame in (
-            (self.epochs_csv, epochs),
-            (self.thresholds_csv, thresholds),
-            (self.folds_csv, folds),
-        ):
-            write_csv(frame, path)
+        """The three result files, folds.csv last."""
+        self.write_epochs(epochs)
+        self.write_thresholds(thresholds)
+        self.write_folds(folds)
+
+    def write_epochs(self, epochs: pd.DataFrame) -> None:
+        write_csv(epochs, self.epochs_csv)
+
+    def write_thresholds(self, thresholds: pd.DataFrame) -> None:
+        write_csv(thresholds, self.thresholds_csv)
+
+    def write_folds(self, folds: pd.DataFrame) -> None:
+        write_csv(folds, self.folds_csv)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        """summary.json; an ok one records each result file's rows and SHA-256 last."""
+        """summary.json; an ok one records the rows and SHA-256 of each result file last (a run
+        is finished only when all of them are recorded and intact: ``finished_summary``)."""
         if summary.get("status") == "ok":
             summary["files"] = self.file_records()
         write_json(summary, self.summary_json)
@@ -189,9 +196,11 @@ class RunFolder:
             (self.path / LOCKS_DIR).rmdir()
 
     def file_records(self) -> dict[str, dict[str, Any]]:
-        """What summary.json records of each result file, so a damaged file is noticed."""
+        """What summary.json records of each result file there is, so a damaged one is noticed."""
         records = {}
         for name in RESULT_FILES:
+            if not (self.path / name).exists():
+                continue
             text = (self.path / name).read_bytes()
             records[name] = {
                 "rows": max(0, text.count(b"\n") - 1),
@@ -236,7 +245,7 @@ class RunFolder:
                     "%s: %s changed since the run finished; computed again", self.path, name
                 )
                 return None
-        return summary if summary.get("files") else None
+        return summary if set(RESULT_FILES) <= set(summary.get("files", {})) else None
 
     def superseded_identity(self, config_hash: str) -> dict[str, Any] | None:
         """The identity of a finished run of *another* configuration in this folder, if any."""

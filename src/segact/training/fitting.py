@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from segact.choices import Choice
 from segact.data.base import SegmentationData
-from segact.evaluation.sweep import LOWER_IS_BETTER, SweepResult, ThresholdSweep
+from segact.evaluation.aggregation import LOWER_IS_BETTER
+from segact.evaluation.sweep import SweepResult, ThresholdSweep
 from segact.nn.activations import EPS
 from segact.nn.heads import Head, argmax_counts
 from segact.training.forward import Forward

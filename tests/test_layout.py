@@ -1,0 +1,175 @@
+"""The package layout (DESIGN.md "Layout"): imports go one way, CLIs -> report -> runs -> config
+-> training -> (evaluation, nn, data) -> base, with no cycle between modules or packages; no
+function over 60 lines; a run folder's file names spelled in runs/folder.py only. Read from the
+source (``ast``), nothing imported."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "segact"
+LAYERS: tuple[frozenset[str], ...] = (
+    frozenset({"train", "predict"}),  # the CLIs
+    frozenset({"report"}),
+    frozenset({"runs"}),
+    frozenset({"config"}),  # the schemas: they import each layer's Enums
+    frozenset({"training"}),
+    frozenset({"evaluation", "nn", "data"}),
+    frozenset({"choices", "errors", "io"}),  # the base
+)
+"""Top to bottom: a unit (top-level module or package) imports only units of lower layers, or
+of its own layer where that makes no cycle."""
+RUN_FOLDER_NAMES = {"folds.csv", "epochs.csv", "thresholds.csv", "summary.json", "sweep_folds.csv"}
+MAX_FUNCTION_LINES = 60
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@functools.cache
+def _modules() -> dict[str, ast.Module]:
+    return {_module_name(p): ast.parse(p.read_text()) for p in sorted(SRC.rglob("*.py"))}
+
+
+def _imports(name: str, tree: ast.Module) -> set[str]:
+    """The segact modules ``name`` imports, at the top, in functions or for type checking."""
+    package = name if name in _packages() else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("segact")}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+                base = f"{base}.{node.module}" if node.module else base
+            if not base.startswith("segact"):
+                continue
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                found.add(candidate if candidate in _modules() else base)
+    return found - {name}
+
+
+@functools.cache
+def _packages() -> frozenset[str]:
+    return frozenset(_module_name(p.parent / "__init__.py") for p in SRC.rglob("__init__.py"))
+
+
+def _unit(module: str) -> str | None:
+    """``segact.runs.folder`` -> ``runs``; the package root (lazy re-exports) -> None."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def _layer(unit: str) -> int:
+    return next(i for i, layer in enumerate(LAYERS) if unit in layer)
+
+
+def _graph() -> dict[str, set[str]]:
+    return {name: _imports(name, tree) for name, tree in _modules().items() if name != "segact"}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle of ``graph`` (as the nodes along it), or None."""
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt] if nxt in path else [node, nxt]
+            if nxt not in state and (found := visit(nxt, [*path, nxt])):
+                return found
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start, [start])):
+            return found
+    return None
+
+
+def test_every_unit_has_a_layer_and_every_package_says_what_it_owns():
+    units = {_unit(name) for name in _modules()} - {None}
+    assert units <= set().union(*LAYERS), units - set().union(*LAYERS)
+    for package in _packages() - {"segact"}:
+        docstring = ast.get_docstring(_modules()[package])
+        assert docstring and len(docstring.splitlines()) <= 2, package
+
+
+def test_no_import_cycle_between_modules():
+    assert _cycle(_graph()) is None
+
+
+def test_packages_import_only_downward_and_without_cycles():
+    units: dict[str, set[str]] = {}
+    for module, imported in _graph().items():
+        for target in imported:
+            source, destination = _unit(module), _unit(target)
+            if source and destination and source != destination:
+                units.setdefault(source, set()).add(destination)
+                assert _layer(destination) >= _layer(source), f"{module} imports {target}"
+    assert _cycle(units) is None
+
+
+def _functions() -> list[tuple[str, str, int]]:
+    return [
+        (name, node.name, node.end_lineno - node.lineno + 1)
+        for name, tree in _modules().items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    ]
+
+
+def test_no_function_over_60_lines():
+    long = [(m, f, n) for m, f, n in _functions() if n > MAX_FUNCTION_LINES]
+    assert not long
+
+
+def test_run_folder_file_names_are_spelled_in_one_module():
+    spelled = {
+        name
+        for name, tree in _modules().items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and node.value in RUN_FOLDER_NAMES
+    }
+    assert spelled == {"segact.runs.folder"}
+
+
+@pytest.mark.parametrize(
+    ("graph", "cyclic"),
+    [({"a": {"b"}, "b": {"c"}, "c": set()}, False), ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, True)],
+)
+def test_the_cycle_check_finds_cycles(graph, cyclic):
+    assert (_cycle(graph) is not None) is cyclic
+
+
+def test_the_public_api_is_at_the_package_top():
+    import numpy as np
+
+    import segact
+    from segact.nn.activations import arctan
+
+    logits = torch.linspace(-3, 3, 7)
+    assert torch.equal(segact.get_activation("arctan")(logits), arctan(logits))
+    table = segact.threshold_sweep(np.array([0.2, 0.9]), np.array([0, 1]), [0.5])
+    assert table[["tp", "fp", "fn", "tn"]].iloc[0].tolist() == [1, 0, 0, 1]
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = segact.nope
+
+
+@pytest.mark.slow
+def test_import_segact_imports_nothing_heavy():
+    code = "import sys, segact; print(sorted(m for m in ('torch', 'pandas') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
