@@ -97,7 +97,17 @@ for grid in "${GRIDS[@]}"; do
             for name in sigmoid_vs_arctan paper_grid head_comparison binarize_gradients; do
                 [[ -d "$RUNS/$name" ]] || continue
                 options=()
-                [[ $name == sigmoid_vs_arctan ]] && options=(--pair sigmoid arctan --pair sigmoid normal_cdf)
+                sources=("$RUNS/$name")
+                # ISBI 2012's Dice-loss sigmoid and arctan ran on the GPU here and again on the
+                # CPU (the device check; the paper grid's seeds 1 and 2): the report keeps the
+                # GPU runs and sets the CPU ones beside them ('Device as a replicate')
+                if [[ $name == sigmoid_vs_arctan ]]; then
+                    options=(--pair sigmoid arctan --pair sigmoid normal_cdf)
+                    for extra in "$RUNS"/device_check \
+                        "$RUNS"/paper_grid/isbi2012/*/sigmoid1-{sigmoid,arctan}-dice-none/seed[12]; do
+                        [[ -d $extra ]] && sources+=("$extra")
+                    done
+                fi
                 # the paper grid's 21 cells are ranked against each other: until every cell has
                 # every seed, each is a mean over the seeds they all have (results.csv keeps all);
                 # ISBI's cells ran partly on a GPU, partly on the CPU: one row each all the same
@@ -105,9 +115,9 @@ for grid in "${GRIDS[@]}"; do
                     --common-seeds --pool resolved)
                 [[ $name == head_comparison ]] && options=(--pair sigmoid softmax)
                 reports+=("$name" "$name.paper")
-                report "$name" "$RUNS/$name" --out "$OUT/$name" "${options[@]}" &
+                report "$name" "${sources[@]}" --out "$OUT/$name" "${options[@]}" &
                 # the same figures as the selected epoch's report: drawn once, there
-                report "$name.paper" "$RUNS/$name" --out "$OUT/$name/paper_aggregation" \
+                report "$name.paper" "${sources[@]}" --out "$OUT/$name/paper_aggregation" \
                     --aggregate paper --no-figures "${options[@]}" &
             done
             wait

@@ -12,7 +12,13 @@ from tests.report_fixtures import ARCTAN, SIGMOID, write_run
 def _write_epochs(run, grad_norm: float) -> pd.DataFrame:
     epochs = pd.DataFrame(
         [
-            {"fold": f, "epoch": e, "grad_norm": grad_norm * e, "val_mean_dice": 0.1 * e + 0.01 * f}
+            {
+                "fold": f,
+                "epoch": e,
+                "grad_norm": grad_norm * e,
+                "val_mean_dice": 0.1 * e + 0.01 * f,
+                "val_best_dice": 0.1 * e + 0.01 * f + 0.05,
+            }
             for f in range(5)
             for e in (1, 2, 3)
         ]
@@ -49,6 +55,12 @@ def test_epoch_figures_plot_the_epochs_csv(sweep_with_epochs, tmp_path):
         ["activation", "epoch"]
     )
     assert dice.loc[("arctan", 2), "mean"] == pytest.approx(0.2 + 0.02)
+    assert (dice["alive"] == 5).all() and dice["kept"].all()  # no fold stopped early
+    logged = plots.epoch_curves(epochs, ["activation"], "grad_norm", log=True, floor=1e-3)
+    logged = logged.set_index(["activation", "epoch"])
+    assert logged.loc["sigmoid", "mean"].tolist() == pytest.approx([1e-3] * 3)  # at the floor
+    assert (logged.loc["sigmoid", "zeros"] == 5).all()
+    assert logged.loc[("arctan", 3), "mean"] == pytest.approx(3.0)  # geometric mean of 3s
 
 
 @pytest.mark.slow

@@ -117,7 +117,10 @@ def test_report_writes_every_file(sweep, built, tmp_path):
         "table_dataset_toy.tex",
         "paired_differences.csv",
         "paired_summary.csv",
+        "meta_analysis.csv",
         "paper_claims.csv",
+        "learned.csv",
+        "forest.png",
         "flagged.csv",
         "failed.csv",
         "report.md",
@@ -145,14 +148,15 @@ def test_paired_statistics_match_scipy(built):
     d = np.subtract(SIGMOID, ARCTAN)
     sem = scipy_stats.sem(d)
     assert summary["n"] == 5
-    assert summary["ci_method"] == "t"  # 5 pairs: too few for a bootstrap
+    assert summary["ci_method"] == "t"  # the interval of the paired t-test
+    assert summary["t_p"] == pytest.approx(scipy_stats.ttest_rel(SIGMOID, ARCTAN).pvalue)
     assert summary["mean_difference"] == pytest.approx(d.mean())
     assert summary["wilcoxon_p"] == pytest.approx(scipy_stats.wilcoxon(d).pvalue)
     assert summary["wilcoxon_p_holm"] == summary["wilcoxon_p"]  # one row per table
     assert summary["min_p_reachable"] == 2 / 2**5
     interval = scipy_stats.t.interval(0.95, 4, loc=d.mean(), scale=sem)
     assert (summary["ci_low"], summary["ci_high"]) == pytest.approx(interval)
-    assert "Smallest p reachable here: 0.0625 (n = 5);" in (out / "report.md").read_text()
+    assert "the paired t-interval (95 %) and the paired t-test" in (out / "report.md").read_text()
 
 
 def _kinds(values: list[str]) -> list[list[str]]:
@@ -235,7 +239,8 @@ def test_paper_aggregation(sweep, tmp_path):
     assert sorted(paired.index) == ["paper_best_dice", "paper_mean_dice", "paper_nll"]
     assert paired.loc["paper_best_dice", "mean_a"] == pytest.approx(paper_best.mean())
     claims = pd.read_csv(out / "paper_claims.csv")
-    assert claims["metric"].tolist() == ["paper_best_dice"]
+    assert set(claims["metric"]) == {"paper_best_dice"}  # one row per scope and method
+    assert len(claims) == 4  # 2 scopes x (fixed, random effects); one dataset: no "equal"
 
 
 def _flagged_sweep(root: Path) -> Path:

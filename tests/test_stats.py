@@ -1,4 +1,5 @@
-"""segact.report.stats against scipy on hand-made numbers: pairs, intervals, Wilcoxon, Holm."""
+"""segact.report.stats against scipy on hand-made numbers: pairs, t-intervals and tests,
+Wilcoxon, Holm."""
 
 import math
 
@@ -32,28 +33,19 @@ def _folds(activations=("sigmoid", "arctan"), seeds=(0,), folds=5, **columns) ->
     return pd.DataFrame(rows).assign(**columns)
 
 
-def test_t_interval_below_ten_pairs():
-    low, high, method = stats.mean_ci(D5)
+def test_paired_t_interval_and_t_test():
+    low, high = stats.t_interval(D5)
     expected = scipy_stats.t.interval(
         0.95, df=4, loc=D5.mean(), scale=D5.std(ddof=1) / math.sqrt(5)
     )
-    assert method == "t"
     assert (low, high) == pytest.approx(expected)
-
-
-def test_bca_bootstrap_from_ten_pairs():
-    d = np.linspace(-0.02, 0.07, 10) ** 2
-    low, high, method = stats.mean_ci(d, seed=3)
-    ci = scipy_stats.bootstrap(
-        (d,), np.mean, method="BCa", n_resamples=9999, rng=np.random.default_rng(3)
-    ).confidence_interval
-    assert method == "bca"
-    assert (low, high) == pytest.approx((ci.low, ci.high))
+    assert stats.t_test_p(D5) == pytest.approx(scipy_stats.ttest_rel(D5, np.zeros(5)).pvalue)
 
 
 @pytest.mark.parametrize("d", [np.array([0.1]), np.full(4, 0.02), np.full(12, 0.02)])
 def test_no_interval_without_spread(d):
-    assert all(math.isnan(x) for x in stats.mean_ci(d)[:2])
+    assert all(math.isnan(x) for x in stats.t_interval(d))
+    assert math.isnan(stats.t_test_p(d))
 
 
 def test_wilcoxon_and_the_smallest_reachable_p():
@@ -81,7 +73,7 @@ def test_seeds_multiply_the_pairs():
     assert len(differences) == 15
     assert differences["difference"].to_numpy() == pytest.approx(np.full(15, 0.005))
     summary = stats.summarize_pairs(differences, ["dataset", "loss"])
-    assert summary[["n", "ci_method"]].values.tolist() == [[15, "bca"]]
+    assert summary[["n", "ci_method"]].values.tolist() == [[15, "t"]]
 
 
 def test_pairs_only_between_runs_equal_but_for_the_activation():
@@ -119,7 +111,7 @@ def test_an_unrecorded_setting_is_an_error_not_a_silent_first():
         stats.paired_differences(folds, "sigmoid", "arctan", ["dataset", "loss"])
 
 
-def test_summary_holm_runs_over_one_pair_and_metric():
+def test_summary_holm_runs_over_the_datasets_of_one_pair_loss_and_metric():
     folds = pd.concat([_folds(dataset=name) for name in ("a", "b", "c")])
     folds["nll"] = 1 - folds["best_dice"]
     folds.loc[folds["dataset"] == "b", "best_dice"] += np.where(
@@ -127,9 +119,11 @@ def test_summary_holm_runs_over_one_pair_and_metric():
     )
     differences = stats.paired_differences(folds, "sigmoid", "arctan", ["dataset", "loss"])
     summary = stats.summarize_pairs(differences, ["dataset", "loss"])
-    assert list(summary.columns[-10:]) == list(stats.SUMMARY_COLUMNS)
-    for _, table in summary.groupby(["metric"]):
+    n = len(stats.SUMMARY_COLUMNS)
+    assert list(summary.columns[-n:]) == list(stats.SUMMARY_COLUMNS)
+    for _, table in summary.groupby(["metric"]):  # one pair and loss: a family per metric
         np.testing.assert_allclose(table["wilcoxon_p_holm"], stats.holm(table["wilcoxon_p"]))
+        np.testing.assert_allclose(table["t_p_holm"], stats.holm(table["t_p"]))
     nll = summary[summary["metric"] == "nll"]
     assert nll["wilcoxon_p"].tolist() == pytest.approx([1 / 16] * 3)
     assert nll["wilcoxon_p_holm"].tolist() == pytest.approx([3 / 16] * 3)  # 3 p, 2 p, p: max

@@ -1,24 +1,79 @@
-"""A report of one or more sweeps: select the folds, then write every section's files and
-report.md into one folder (``segact.report.sections``); returns the main table."""
+"""A report of one or more sweeps: select the folds (``select``), then write every section's
+files and report.md into one folder; returns the main table."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from segact.io import write_csv, write_text
-from segact.report import sections, tables
-from segact.report.compare import comparison_sections
-from segact.report.select import choose_pairs, common_seed_folds, pool_settings, used_folds
+from segact.report import confounds, learned, meta, paired, sections, tables
+from segact.report.claims import MarginRule
+from segact.report.compare import compare_sections
+from segact.report.select import (
+    choose_pairs,
+    common_seed_folds,
+    headline_scope,
+    pool_settings,
+    used_folds,
+)
 from segact.runs import results
 from segact.runs.folder import THRESHOLDS_CSV
 from segact.runs.identity import row_keys
 
 RESULTS_CSV = "results.csv"
 """One row per run x fold, with every setting that differs between runs as a column."""
+LEARNED_CSV = "learned.csv"
 REPORT_MD = "report.md"
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What ``segact-report``'s options choose (``cli.py`` says what each means)."""
+
+    pairs: Sequence[tuple[str, str]] | None = None  # None: sigmoid vs arctan where both ran
+    compare: Path | None = None
+    aggregate: str = "selected"
+    exclude_degenerate: bool = False
+    figures: bool = True
+    common_seeds: bool = False
+    pool: Sequence[str] = ()
+    margin: MarginRule = field(default_factory=MarginRule)
+    min_gain: float = learned.DEFAULT_MIN_GAIN
+
+
+@dataclass
+class Selection:
+    """The folds a report reads, and which of them each section uses."""
+
+    folds: pd.DataFrame  # every fold read, failed ones too
+    thresholds: pd.DataFrame
+    ok: pd.DataFrame  # finished, at each dataset's headline size, one device per configuration
+    used: pd.DataFrame  # ``ok`` without the folds --exclude-degenerate drops
+    other_sizes: pd.DataFrame
+    replicates: pd.DataFrame  # the same configurations on a second device
+    keys: list[str]
+    pairs: list[tuple[str, str]]
+    notes: list[str] = field(default_factory=list)
+
+
+def select(sources: Sequence[Path], options: ReportOptions) -> Selection:
+    notes: list[str] = []
+    metrics = list(tables.AGGREGATIONS[options.aggregate])
+    folds, thresholds = results.load_results(sources, metrics, notes)
+    folds = pool_settings(folds, options.pool, notes)
+    ok, replicates = confounds.split_device_replicates(folds[folds["status"] == "ok"], notes)
+    ok, other = headline_scope(ok, notes)
+    keys = [k for k in row_keys(ok) if k != "dataset"]
+    if options.common_seeds:
+        ok = common_seed_folds(ok, keys, notes)
+    pairs = choose_pairs(ok, options.pairs, notes)
+    used = used_folds(ok, options.exclude_degenerate, notes)
+    notes += sections.zero_gradient_notes(ok, keys) + _settings_note(ok, keys)
+    return Selection(folds, thresholds, ok, used, other, replicates, keys, pairs, notes)
 
 
 def _settings_note(ok: pd.DataFrame, keys: Sequence[str]) -> list[str]:
@@ -31,49 +86,63 @@ def _settings_note(ok: pd.DataFrame, keys: Sequence[str]) -> list[str]:
     ]
 
 
-def build_report(
-    sources: Sequence[Path],
-    out: Path,
-    pairs: Sequence[tuple[str, str]] | None = None,
-    compare: Path | None = None,
-    aggregate: str = "selected",
-    exclude_degenerate: bool = False,
-    figures: bool = True,
-    common_seeds: bool = False,
-    pool: Sequence[str] = (),
-) -> str:
-    """Write every report file into ``out``; returns the main table as Markdown. ``pairs``
-    None: sigmoid vs arctan where both ran."""
-    notes: list[str] = []
-    folds, thresholds = results.load_results(sources, list(tables.AGGREGATIONS[aggregate]), notes)
-    folds = pool_settings(folds, pool, notes)
-    ok = folds[folds["status"] == "ok"]
-    keys = [k for k in row_keys(ok) if k != "dataset"]
-    if common_seeds:
-        ok = common_seed_folds(ok, keys, notes)
-    pairs = choose_pairs(ok, pairs, notes)
-    used = used_folds(ok, exclude_degenerate, notes)
-    notes += sections.zero_gradient_notes(ok, keys) + _settings_note(ok, keys)
-    out.mkdir(parents=True, exist_ok=True)
+def _write_tidy(chosen: Selection, out: Path) -> None:
     # run_path is this machine's absolute path: the files keep run_dir (relative) only.
-    write_csv(folds.drop(columns="run_path", errors="ignore"), out / RESULTS_CSV)
-    if not thresholds.empty:  # the run folders' thresholds.csv, one after another
-        write_csv(thresholds.drop(columns="run_path", errors="ignore"), out / THRESHOLDS_CSV)
-    table_lines, main_table = sections.table_sections(ok, used, keys, aggregate, out)
-    summary, paired_lines = sections.paired_sections(used, pairs, aggregate, out)
+    write_csv(chosen.folds.drop(columns="run_path", errors="ignore"), out / RESULTS_CSV)
+    if not chosen.thresholds.empty:  # the run folders' thresholds.csv, one after another
+        thresholds = chosen.thresholds.drop(columns="run_path", errors="ignore")
+        write_csv(thresholds, out / THRESHOLDS_CSV)
+
+
+def _comparison_lines(chosen: Selection, options: ReportOptions, out: Path) -> list[str]:
+    """Learned or not, the paired tests, the pooled estimates, the claims, the confounds."""
+    rule = options.margin
+    metric = "paper_best_dice" if options.aggregate == "paper" else "best_dice"
+    cells = learned.learned_table(
+        chosen.used, chosen.thresholds, chosen.keys, metric,
+        options.min_gain,
+    )  # fmt: skip
+    if not cells.empty:
+        write_csv(cells, out / LEARNED_CSV)
+    summary, paired_lines = paired.paired_sections(
+        chosen.used, chosen.pairs, options.aggregate, rule, out
+    )
+    unlearned = meta.unlearned_rows(summary, cells[cells["not_learned"]])
+    pooled, meta_lines = paired.meta_sections(summary, unlearned, rule, out)
+    epochs = results.load_epochs(chosen.used)
+    return [
+        *learned.learned_sections(cells, options.min_gain),
+        *paired_lines,
+        *meta_lines,
+        *paired.claims_sections(pooled, summary, out),
+        *paired.forest_sections(summary, pooled, out),
+        *confounds.stopping_sections(chosen.used, epochs, chosen.pairs, chosen.keys, out),
+        *confounds.device_sections(chosen.ok, chosen.replicates, summary, out),
+    ]
+
+
+def build_report(sources: Sequence[Path], out: Path, options: ReportOptions) -> str:
+    """Write every report file into ``out``; returns the main table as Markdown."""
+    chosen = select(sources, options)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_tidy(chosen, out)
+    table_lines, main_table = sections.table_sections(
+        chosen.ok, chosen.used, chosen.keys, options.aggregate, out
+    )
     lines = [
         f"# Report of {', '.join(map(str, sources))}",
         "",
-        *(f"- {note}" for note in notes),
+        *(f"- {note}" for note in chosen.notes),
         "",
         *table_lines,
-        *paired_lines,
-        *sections.claims_sections(summary, used, out),
-        *sections.argmax_sections(ok, out),
-        *sections.flag_sections(ok, keys, out),
-        *sections.failed_sections(folds, out),
-        *(sections.figure_sections(used, thresholds, keys, out) if figures else []),
-        *(comparison_sections(folds, compare, out) if compare is not None else []),
-    ]
+        *sections.other_sizes_sections(chosen.other_sizes, chosen.keys, options.aggregate),
+        *_comparison_lines(chosen, options, out),
+        *sections.argmax_sections(chosen.ok, out),
+        *sections.flag_sections(chosen.ok, chosen.keys, out),
+        *sections.failed_sections(chosen.folds, out),
+        *(sections.figure_sections(chosen.used, chosen.thresholds, chosen.keys, out)
+          if options.figures else []),
+        *(compare_sections(chosen.folds, options.compare, out) if options.compare else []),
+    ]  # fmt: skip
     write_text("\n".join(lines), out / REPORT_MD)
     return main_table

@@ -1,26 +1,25 @@
-"""The paper's headline claims (Nieradzik et al. 2021) next to what the report's runs measure.
+"""The paper's headline claims (Nieradzik et al. 2021), the equivalence margin of a comparison,
+and the verdict a difference earns against them.
 
-The paper averages each activation's Dice over four medical datasets. Here each real dataset's
-mean (over its seeds and folds) counts once, and the synthetic set is left out of the average,
-since it is not one of the kind of sets the paper's claim is about. The verdict reads the size of
-the cross-dataset difference against the paper's and the Holm-adjusted paired tests per dataset.
+A difference here is always a - b of the paired comparison (``paired_summary.csv``); the paper
+claims b ahead of a, i.e. a negative difference in Dice of ``relative_percent`` % of a's mean.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
-from scipy.stats import binomtest
 
-from segact.report.stats import FAMILY, SUMMARY_COLUMNS
+from segact.errors import ReportError
+from segact.evaluation.aggregation import LOWER_IS_BETTER
 
 LEFT_OUT: tuple[str, ...] = ("synthetic",)
-"""Datasets the cross-dataset average leaves out (the paper averaged medical sets only)."""
-ALPHA = 0.05
-SIZE = "dataset.image_size"
-"""The input size column: runs of one dataset at two sizes are two rows of a claim."""
+"""Datasets no pooled estimate or claim counts (the paper averaged medical sets only)."""
+DEFAULT_MARGIN_PERCENT = 1.0
+"""Without a claim (or ``--margin``): the equivalence margin, in % of the baseline's mean."""
+PAPER_DATASETS = ("ACDC", "ISLES 2018", "Kvasir-SEG", "MSD Prostate")
 
 
 @dataclass(frozen=True)
@@ -35,6 +34,15 @@ class Claim:
     paper_a: float | None
     words: str
 
+    def matches(self, a: str, b: str, loss: str, metric: str) -> bool:
+        return (a, b, loss) == (self.a, self.b, self.loss) and metric.removeprefix(
+            "paper_"
+        ) == self.metric
+
+    def claimed_difference(self, baseline_mean: float) -> float:
+        """The claim as a - b in the metric's units: negative, b ahead."""
+        return -self.relative_percent / 100 * baseline_mean
+
 
 CLAIMS: tuple[Claim, ...] = (
     Claim(
@@ -48,131 +56,83 @@ CLAIMS: tuple[Claim, ...] = (
 )  # fmt: skip
 
 
-def _verdict(
-    relative: float, claimed: float, ahead: int, n: int, significant: int, against: int
-) -> str:
-    """Plain words: direction and size of the cross-dataset mean, then what the per-dataset
-    paired tests can tell apart from noise."""
-    if not np.isfinite(relative):
-        return "no value"
-    if relative <= 0:
-        words = "other direction"
-    elif relative >= claimed / 2:
-        words = "same direction and size"
-    else:
-        words = "same direction, smaller"
-    tests = f"ahead on {ahead} of {n} dataset(s); Holm p < {ALPHA}: "
-    tests += f"{significant} for, {against} against"
-    if significant == against == 0:
-        return f"not detectable here ({words}); {tests}"
-    replicates = "replicates" if relative >= claimed / 2 and not against else "does not replicate"
-    return f"{replicates} ({words}); {tests}"
+def find_claim(a: str, b: str, loss: str, metric: str) -> Claim | None:
+    return next((c for c in CLAIMS if c.matches(a, b, loss, metric)), None)
 
 
-def _sign_test(ahead: int, behind: int) -> float:
-    """Two-sided sign test over the datasets (ties left out): could b be ahead on this many of
-    them by chance? 5 of 5 gives 0.0625, so five datasets alone never reach p < 0.05."""
-    if ahead + behind == 0:
-        return float("nan")
-    return float(binomtest(ahead, ahead + behind, 0.5).pvalue)
+@dataclass(frozen=True)
+class MarginRule:
+    """``--margin``: ``None`` (the claim's size, else ``DEFAULT_MARGIN_PERCENT`` %), ``"2%"``
+    (relative to the baseline activation's mean) or ``"0.01"`` (absolute, the metric's units)."""
+
+    spec: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.spec is not None and not re.fullmatch(r"\d+(\.\d*)?%?", self.spec.strip()):
+            raise ReportError(
+                f"--margin {self.spec}: give a percentage of the baseline's mean (e.g. 2%) "
+                "or an absolute difference (e.g. 0.01)"
+            )
+
+    def margin(self, claim: Claim | None, baseline_mean: float) -> float:
+        if self.spec is None:
+            percent = claim.relative_percent if claim else DEFAULT_MARGIN_PERCENT
+            return abs(percent / 100 * baseline_mean)
+        text = self.spec.strip()
+        if text.endswith("%"):
+            return abs(float(text[:-1]) / 100 * baseline_mean)
+        return float(text)
+
+    def words(self) -> str:
+        if self.spec is None:
+            return (
+                "the paper's claimed size where it made a claim (2 % of the baseline's mean for "
+                f"the Dice loss, 0.1 % for BCE), else {DEFAULT_MARGIN_PERCENT:g} % of it"
+            )
+        return f"--margin {self.spec}" + (" of the baseline's mean" if "%" in self.spec else "")
 
 
-def _extra_keys(summary: pd.DataFrame) -> list[str]:
-    """Pair keys besides dataset and loss (e.g. a differing ``trainer.lr``): one row each."""
-    fixed = {*FAMILY, *SUMMARY_COLUMNS, "dataset", "loss"}
-    return [c for c in summary.columns if c not in fixed]
+VERDICT_RULE = (
+    "Verdicts read the 95 % CI of a - b (per dataset: paired t; pooled: the meta-analysis) and "
+    "the TOST p against the margin: **replicates**: the CI excludes 0 on the paper's side and "
+    "includes the paper's size; **same direction, smaller** (or **larger**): it excludes 0 on "
+    "the paper's side and excludes the paper's size; **opposite**: it excludes 0 on the other "
+    "side; **excluded (equivalent within ±margin)**: it includes 0 and TOST p < 0.05 (the 90 % "
+    "CI lies inside ±margin); **inconclusive**: none of these (the MDE says what the design "
+    "could have seen). Without a claim: **<activation> ahead**, **equivalent within ±margin** "
+    "or **inconclusive**."
+)
 
 
-def _claim_rows(summary: pd.DataFrame, claim: Claim) -> list[dict[str, object]]:
-    chosen = summary[
-        (summary["activation_a"] == claim.a)
-        & (summary["activation_b"] == claim.b)
-        & (summary["loss"] == claim.loss)
-        & summary["metric"].isin([claim.metric, f"paper_{claim.metric}"])
-        & ~summary["dataset"].isin(LEFT_OUT)
-    ]
-    if chosen.empty:
-        return []
-    extra = _extra_keys(chosen)
-    groups = chosen.groupby(extra, dropna=False, sort=True) if extra else [((), chosen)]
-    rows = []
-    for values, group in groups:
-        mean_a, mean_b = group["mean_a"].mean(), group["mean_b"].mean()
-        relative = 100 * (mean_b - mean_a) / mean_a
-        b_ahead = group["mean_b"] > group["mean_a"]
-        b_behind = group["mean_b"] < group["mean_a"]
-        held = group["wilcoxon_p_holm"] < ALPHA
-        rows.append(
-            {
-                "claim": claim.words,
-                **dict(zip(extra, values if extra else (), strict=True)),
-                "metric": group["metric"].iloc[0],
-                "datasets": ", ".join(sorted(group["dataset"].astype(str))),
-                "mean_a": mean_a,
-                "mean_b": mean_b,
-                "relative_percent": relative,
-                "paper_mean_a": claim.paper_a,
-                "paper_relative_percent": claim.relative_percent,
-                "sign_test_p": _sign_test(int(b_ahead.sum()), int(b_behind.sum())),
-                "verdict": _verdict(
-                    relative,
-                    claim.relative_percent,
-                    int(b_ahead.sum()),
-                    len(group),
-                    int((held & b_ahead).sum()),
-                    int((held & ~b_ahead).sum()),
-                ),
-            }
-        )
-    return rows
-
-
-def _largest_size(summary: pd.DataFrame) -> pd.DataFrame | None:
-    """Each dataset's rows at its largest input size, the size column dropped so that the
-    datasets average together; None unless the runs have more than one size."""
-    if SIZE not in summary or summary[SIZE].nunique(dropna=False) < 2:
+def _names_ahead(low: float, high: float, a: str, b: str, metric: str) -> str | None:
+    """Who is ahead where the CI excludes 0 (a - b < 0: b higher; lower NLL is better)."""
+    if not (low > 0 or high < 0):
         return None
-    size = pd.to_numeric(summary[SIZE], errors="coerce")
-    largest = size.groupby(summary["dataset"]).transform("max")
-    return summary[size == largest].drop(columns=SIZE)
+    b_higher = high < 0
+    lower_wins = metric.removeprefix("paper_") in LOWER_IS_BETTER
+    return a if b_higher == lower_wins else b
 
 
-def _matches(summary: pd.DataFrame, keys: pd.DataFrame | None) -> pd.Series:
-    """Rows of ``summary`` whose values in ``keys``' columns (dataset, maybe input size) are one
-    of ``keys``' rows."""
-    if keys is None or keys.empty:
-        return pd.Series(False, index=summary.index)
-    columns = [c for c in keys.columns if c in summary]
-    wanted = set(keys[columns].astype(str).itertuples(index=False, name=None))
-    found = summary[columns].astype(str).itertuples(index=False, name=None)
-    return pd.Series([row in wanted for row in found], index=summary.index)
-
-
-def compare_with_paper(
-    summary: pd.DataFrame, degenerate: pd.DataFrame | None = None
-) -> pd.DataFrame:
-    """One row per claim (and per differing extra setting) whose pair and loss the runs have:
-    our cross-dataset means of a and b, b over a in %, the paper's figures, and a verdict.
-
-    Scopes: every real dataset; where runs have several input sizes, also each dataset at its
-    largest (the scale where its structures survive best) as one average; and each again
-    without the ``degenerate`` keys (rows of dataset and, where given, input size whose folds
-    learned a trivial mask), where that leaves a different set."""
-    if summary.empty:
-        return pd.DataFrame()
-    trivial = _matches(summary, degenerate)
-    scopes = {"real datasets": summary}
-    largest = _largest_size(summary)
-    if largest is not None:
-        scopes["real datasets, each at its largest input size"] = largest
-    for name, chosen in list(scopes.items()):
-        kept = chosen[~trivial.loc[chosen.index]]
-        if all(not kept.index.equals(other.index) for other in scopes.values()):
-            scopes[f"{name}, without degenerate folds"] = kept
-    rows = [
-        {"scope": scope, **row}
-        for scope, chosen in scopes.items()
-        for claim in CLAIMS
-        for row in _claim_rows(chosen, claim)
-    ]
-    return pd.DataFrame(rows)
+def verdict(row: dict, claim: Claim | None, claimed: float) -> str:
+    """The words a difference earns (``VERDICT_RULE``); ``row`` has ci_low, ci_high, tost_p,
+    mde_80, activation_a, activation_b, metric, margin."""
+    low, high = row["ci_low"], row["ci_high"]
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "no interval"
+    ahead = _names_ahead(low, high, row["activation_a"], row["activation_b"], row["metric"])
+    equivalent = bool(np.isfinite(row["tost_p"]) and row["tost_p"] < 0.05)
+    if claim is not None and ahead is not None:
+        if ahead != claim.b:
+            return "opposite"
+        if low <= claimed <= high:
+            return "replicates"
+        return "same direction, larger" if high < claimed else "same direction, smaller"
+    if ahead is not None:
+        return f"{ahead} ahead"
+    if equivalent:
+        return (
+            f"excluded (equivalent within ±{row['margin']:.3g})"
+            if claim
+            else (f"equivalent within ±{row['margin']:.3g}")
+        )
+    return f"inconclusive (MDE {row['mde_80']:.3g})"

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from segact.errors import ReportError
 from segact.report import tables
-from segact.report.build import build_report
+from segact.report.build import ReportOptions, build_report
+from segact.report.claims import DEFAULT_MARGIN_PERCENT, MarginRule
+from segact.report.learned import DEFAULT_MIN_GAIN
 
 
 def parser() -> argparse.ArgumentParser:
@@ -38,6 +40,20 @@ def parser() -> argparse.ArgumentParser:
         help="what fills the paper-style table: each fold's selected epoch (default) or the "
         "paper's own max/min over epochs (paper_* columns)",
     )
+    add_selection_options(parser)
+    add_statistics_options(parser)
+    parser.add_argument("--compare", type=Path, help="another results.csv to diff against")
+    parser.add_argument(
+        "--no-figures",
+        action="store_true",
+        help="tables, statistics and notes only (drawing the figures is most of a report's "
+        "time); the forest plot of the pooled comparison is drawn all the same",
+    )
+    return parser
+
+
+def add_selection_options(parser: argparse.ArgumentParser) -> None:
+    """Which folds and settings the tables and statistics use."""
     parser.add_argument(
         "--exclude-degenerate",
         action="store_true",
@@ -57,13 +73,25 @@ def parser() -> argparse.ArgumentParser:
         help="pool runs that differ only in this setting (or group: 'resolved' for the device "
         "and threads a run resolved) into the same rows and pairs; repeatable",
     )
-    parser.add_argument("--compare", type=Path, help="another results.csv to diff against")
+
+
+def add_statistics_options(parser: argparse.ArgumentParser) -> None:
+    """How the comparison judges a difference."""
     parser.add_argument(
-        "--no-figures",
-        action="store_true",
-        help="tables, statistics and notes only (drawing the figures is most of a report's time)",
+        "--margin",
+        metavar="M",
+        help="equivalence margin of a - b: a percentage of the baseline activation's mean (2%%) "
+        "or an absolute difference (0.01); default: the paper's claimed size where it made a "
+        f"claim, else {DEFAULT_MARGIN_PERCENT:g}%% of the baseline's mean",
     )
-    return parser
+    parser.add_argument(
+        "--min-gain",
+        type=float,
+        default=DEFAULT_MIN_GAIN,
+        help="a cell whose median best Dice closes less than this share of the gap between "
+        "the trivial mask's Dice and 1 is not_learned: listed, left out of verdicts and pooled "
+        "estimates (default %(default)s)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,17 +99,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or Path("results") / args.sources[0].resolve().name
     pairs = [tuple(p) for p in args.pair] if args.pair else None
     try:
-        main_table = build_report(
-            args.sources,
-            out,
-            pairs,
-            args.compare,
-            args.aggregate,
-            args.exclude_degenerate,
+        options = ReportOptions(
+            pairs=pairs,
+            compare=args.compare,
+            aggregate=args.aggregate,
+            exclude_degenerate=args.exclude_degenerate,
             figures=not args.no_figures,
             common_seeds=args.common_seeds,
             pool=args.pool,
+            margin=MarginRule(args.margin),
+            min_gain=args.min_gain,
         )
+        main_table = build_report(args.sources, out, options)
     except ReportError as error:
         print(f"segact-report: error: {error}", file=sys.stderr)
         return 2

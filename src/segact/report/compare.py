@@ -43,7 +43,7 @@ def compare_results(ours: pd.DataFrame, other_path: Path) -> pd.DataFrame:
     return out
 
 
-def comparison_sections(folds: pd.DataFrame, other: Path, out: Path) -> list[str]:
+def compare_sections(folds: pd.DataFrame, other: Path, out: Path) -> list[str]:
     differences = compare_results(folds, other)
     write_csv(differences, out / "compare.csv")
     columns = list(differences.columns)

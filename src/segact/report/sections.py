@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 
 from segact.io import write_csv, write_text
-from segact.report import claims, stats, tables
+from segact.report import tables
 from segact.report.select import row_set
 from segact.runs import results
-from segact.runs.identity import ROW_IDENTITY, pair_keys, setting_columns
+from segact.runs.identity import ROW_IDENTITY, setting_columns
 
 SHOWN_ALWAYS = ("dataset", "loss", "activation")
 
@@ -90,84 +90,23 @@ def table_sections(
     return sections, main_table
 
 
-def paired(
-    used: pd.DataFrame, pairs: Sequence[tuple[str, str]], aggregate: str = "selected"
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-pair differences, summary per pair x group x metric) over the folds used, of the
-    metrics the ``aggregate`` tables show."""
-    keys = pair_keys(used)
-    metrics = stats.PAIR_METRICS_BY_AGGREGATION[aggregate]
-    frames = [stats.paired_differences(used, a, b, keys, metrics) for a, b in pairs]
-    if not frames:  # no pair asked for: the files keep their columns
-        frames = [stats.paired_differences(used.iloc[:0], "", "", keys, metrics)]
-    differences = pd.concat(frames, ignore_index=True)
-    return differences, stats.summarize_pairs(differences, keys)
-
-
-def _reachable(table: pd.DataFrame) -> str:
-    """What the exact Wilcoxon test can show with this table's pairs."""
-    low, high = table["n"].min(), table["n"].max()
-    n = f"{low}" if low == high else f"{low} to {high}"
-    floor = table["min_p_reachable"].min()
-    return f"Smallest p reachable here: {floor:.3g} (n = {n}); p < 0.05 needs 6 non-zero pairs."
-
-
-def paired_sections(
-    used: pd.DataFrame, pairs: Sequence[tuple[str, str]], aggregate: str, out: Path
-) -> tuple[pd.DataFrame, list[str]]:
-    """The paired comparison of ``pairs`` over the folds used: paired_differences.csv,
-    paired_summary.csv and its words; returns the summary too (the claims read it)."""
-    differences, summary = paired(used, pairs, aggregate)
-    write_csv(differences, out / "paired_differences.csv")
-    write_csv(summary, out / "paired_summary.csv")
-    return summary, _paired_words(summary, pairs)
-
-
-def _paired_words(summary: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> list[str]:
-    sections = [
-        "## Paired comparison",
-        "",
-        "Per pair of runs equal in everything but the activation (same seed and fold): the "
-        "difference a - b; its mean with a 95% CI (ci_method t below 10 pairs, bca: BCa "
-        "bootstrap from 10), the two-sided Wilcoxon signed-rank p, Holm-adjusted over the rows "
-        "of each table (wilcoxon_p_holm), and min_p_reachable = 2 / 2^n, the smallest p the exact "
-        "test can give with n non-zero differences.",
-        "",
-    ]
-    if summary.empty:
-        found = ", ".join(f"{a} vs {b}" for a, b in pairs)
-        return [*sections, f"No run pairs found for {found}.", ""]
-    for (a, b, metric), table in summary.groupby(list(stats.FAMILY), sort=False):
-        shown = drop_constant(table.drop(columns=list(stats.FAMILY)), keep=("dataset", "loss"))
-        sections += [
-            f"### {a} - {b}: {metric}",
-            "",
-            as_markdown(shown),
-            "",
-            _reachable(table),
-            "",
-        ]
-    return sections
-
-
-def claims_sections(summary: pd.DataFrame, used: pd.DataFrame, out: Path) -> list[str]:
-    keys = [c for c in ("dataset", claims.SIZE) if c in used and c in summary]
-    degenerate = used.loc[results.flag(used, "degenerate"), keys].drop_duplicates()
-    compared = claims.compare_with_paper(summary, degenerate)
-    if compared.empty:
+def other_sizes_sections(other: pd.DataFrame, keys: Sequence[str], aggregate: str) -> list[str]:
+    """The folds at input sizes other than their dataset's headline one: their tables only;
+    they enter no family, pooled estimate or verdict."""
+    if other.empty:
         return []
-    write_csv(compared, out / "paper_claims.csv")
-    return [
-        "## The paper's claims",
+    sizes = other.groupby("dataset")["dataset.image_size"].unique()
+    listed = "; ".join(f"{d}: {', '.join(map(str, s))} px" for d, s in sizes.items())
+    lines = [
+        "## Other input sizes",
         "",
-        f"Each real dataset's mean counts once ({', '.join(claims.LEFT_OUT)} left out); "
-        "relative_percent = 100 (mean_b - mean_a) / mean_a. Datasets run at several input sizes "
-        "count once per size, and once more at their largest in the scope that says so. "
-        "sign_test_p: two-sided sign test over the datasets where b is ahead or behind.",
-        "",
-        as_markdown(compared),
+        f"Runs at sizes other than their dataset's headline size ({listed}): shown here only, "
+        "in no table above, pairing, pooled estimate, flag count or verdict.",
         "",
     ]
+    for title, markdown, _ in paper_tables(other, keys, aggregate).values():
+        lines += [f"### {title}", "", markdown, ""]
+    return lines
 
 
 def argmax_agreement_table(ok: pd.DataFrame) -> pd.DataFrame:
@@ -256,24 +195,21 @@ def figure_sections(
 ) -> list[str]:
     from segact.report import plots  # matplotlib only when a report is drawn
 
-    panel_keys = [k for k in ("dataset", *keys) if k != "activation"]
+    # Small multiples: a panel per dataset and loss, a colour per activation, a line style per
+    # combination of the other row keys (binarize, head, ...).
+    panel_keys = [k for k in ("dataset", "loss") if k in used.columns]
+    style_keys = [k for k in keys if k not in (*panel_keys, "activation")]
     if not thresholds.empty:
         chosen = thresholds.merge(used[["run_path", "fold"]], on=["run_path", "fold"])
-        plots.dice_vs_threshold(chosen, panel_keys, out / "dice_vs_threshold.png")
-        plots.reliability(chosen, panel_keys, out / "reliability.png")
+        plots.dice_vs_threshold(chosen, panel_keys, out / "dice_vs_threshold.png", style_keys)
+        plots.reliability(chosen, panel_keys, out / "reliability.png", style_keys)
     plots.activation_functions(sorted(used["activation"].unique()), out / "activations.png")
     epochs = results.load_epochs(used)
     if not epochs.empty:
-        line_keys = list(keys) or ["activation"]
-        plots.metric_vs_epoch(
-            epochs,
-            line_keys,
-            "grad_norm",
-            "gradient norm (first batch)",
-            out / "grad_norm_vs_epoch.png",
-        )
-        plots.metric_vs_epoch(
-            epochs, line_keys, "val_mean_dice", "validation mean Dice", out / "dice_vs_epoch.png"
-        )
+        for column, label, name, log in (
+            ("grad_norm", "gradient norm (first batch)", "grad_norm_vs_epoch.png", True),
+            ("val_mean_dice", "validation mean Dice", "dice_vs_epoch.png", False),
+        ):
+            plots.metric_vs_epoch(epochs, panel_keys, style_keys, column, label, out / name, log)
     figures = sorted(p.name for p in out.glob("*.png"))
     return ["## Figures", "", *(f"![{name}]({name})" for name in figures), ""]

@@ -90,3 +90,26 @@ def common_seed_folds(ok: pd.DataFrame, keys: Sequence[str], notes: list[str]) -
     if used.empty:
         raise ReportError("--common-seeds: no dataset has a seed that every row has finished")
     return used
+
+
+SIZE = "dataset.image_size"
+
+
+def headline_scope(ok: pd.DataFrame, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(each dataset's folds at its headline input size, the folds at its other sizes). The
+    headline size is the largest a dataset ran at (where its structures survive best, and the
+    size a plan moves on to); the other sizes enter no table, pair, pooled estimate or verdict."""
+    if SIZE not in ok.columns:
+        return ok, ok.iloc[:0]
+    size = pd.to_numeric(ok[SIZE], errors="coerce")
+    largest = size.groupby(ok["dataset"]).transform("max")
+    headline = (size == largest) | largest.isna()
+    other = ok[~headline]
+    if not other.empty:
+        left = other.groupby("dataset")[SIZE].unique()
+        listed = "; ".join(f"{d} at {', '.join(map(str, s))} px" for d, s in left.items())
+        notes.append(
+            f"Scope: each dataset at its largest input size; {len(other)} fold(s) at other "
+            f"sizes ({listed}) are shown in 'Other input sizes' only."
+        )
+    return ok[headline], other

@@ -1,25 +1,27 @@
-"""Paired comparison of two activations.
+"""Paired comparison of two activations, per dataset.
 
 Two runs equal in every result-changing setting but the activation (dataset, loss, head, ...,
 any differing setting such as ``trainer.lr``, and the seed and fold) give one paired difference
 a - b. With several seeds the pairs multiply (3 seeds x 5 folds = 15 pairs); pairs of one fold
 share its data, so they are not independent draws: read the p-values with that in mind.
 
-Over a row's pairs: the mean difference with a 95% CI (a t-interval below ``BCA_MIN_PAIRS``
-pairs, where a bootstrap has too few distinct resamples; BCa bootstrap from there on), the
-two-sided Wilcoxon signed-rank p (scipy.stats), the smallest p that test can reach with the n
-at hand, and Holm-adjusted p-values across the rows of one paired table (one pair of
-activations, one metric).
+Over a row's pairs: the mean difference with a paired t-interval and the paired t-test's p (one
+model, so the interval excludes 0 exactly when p < 0.05), the Wilcoxon signed-rank p as a second
+opinion, both Holm-adjusted over the datasets of one claim (one pair of activations, loss and
+metric), and the smallest p the Wilcoxon test can reach with the n at hand. Equivalence (TOST)
+and the smallest effect the pairs detect at 80 % power come from statsmodels.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestPower
+from statsmodels.stats.weightstats import ttost_paired
 
 from segact.errors import ReportError
 from segact.report.tables import numeric
@@ -31,18 +33,21 @@ PAIR_METRICS_BY_AGGREGATION: dict[str, tuple[str, ...]] = {
 }
 """What is paired under each ``segact-report --aggregate``: the metrics its tables show."""
 CONFIDENCE = 0.95
-N_RESAMPLES = 9999
-BCA_MIN_PAIRS = 10
-FAMILY: tuple[str, ...] = ("activation_a", "activation_b", "metric")
-"""The rows of one paired table: the family the Holm adjustment runs over."""
+ALPHA = 1 - CONFIDENCE
+POWER = 0.8
+FAMILY: tuple[str, ...] = ("activation_a", "activation_b", "loss", "metric")
+"""One claim: the Holm adjustment runs over its datasets."""
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "n",
     "mean_a",
     "mean_b",
     "mean_difference",
+    "sd_difference",
     "ci_low",
     "ci_high",
     "ci_method",
+    "t_p",
+    "t_p_holm",
     "wilcoxon_p",
     "wilcoxon_p_holm",
     "min_p_reachable",
@@ -50,32 +55,12 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
 
 
 def _undefined(differences: np.ndarray) -> bool:
-    """No interval for fewer than 2 pairs or all-equal differences (no spread to resample)."""
+    """No interval for fewer than 2 pairs or all-equal differences (no spread)."""
     return len(differences) < 2 or np.ptp(differences) == 0
 
 
-def bootstrap_ci(
-    differences: np.ndarray, seed: int = 0, n_resamples: int = N_RESAMPLES
-) -> tuple[float, float]:
-    """BCa bootstrap CI of the mean difference; NaN where it is undefined."""
-    differences = np.asarray(differences, dtype=float)
-    if _undefined(differences):
-        return (np.nan, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        result = stats.bootstrap(
-            (differences,),
-            np.mean,
-            confidence_level=CONFIDENCE,
-            n_resamples=n_resamples,
-            method="BCa",
-            rng=np.random.default_rng(seed),
-        )
-    return (float(result.confidence_interval.low), float(result.confidence_interval.high))
-
-
 def t_interval(differences: np.ndarray) -> tuple[float, float]:
-    """Student-t CI of the mean difference; NaN where it is undefined."""
+    """Paired Student-t CI of the mean difference; NaN where it is undefined."""
     differences = np.asarray(differences, dtype=float)
     if _undefined(differences):
         return (np.nan, np.nan)
@@ -88,11 +73,12 @@ def t_interval(differences: np.ndarray) -> tuple[float, float]:
     return (float(low), float(high))
 
 
-def mean_ci(differences: np.ndarray, seed: int = 0) -> tuple[float, float, str]:
-    """(low, high, method): ``t`` below ``BCA_MIN_PAIRS`` pairs, ``bca`` from there on."""
-    if len(differences) >= BCA_MIN_PAIRS:
-        return (*bootstrap_ci(differences, seed), "bca")
-    return (*t_interval(differences), "t")
+def t_test_p(differences: np.ndarray) -> float:
+    """Two-sided paired t-test p (the test whose interval ``t_interval`` is); NaN without spread."""
+    differences = np.asarray(differences, dtype=float)
+    if _undefined(differences):
+        return np.nan
+    return float(stats.ttest_1samp(differences, 0.0).pvalue)
 
 
 def wilcoxon_p(differences: np.ndarray) -> float:
@@ -110,20 +96,32 @@ def min_p_reachable(differences: np.ndarray) -> float:
 
 
 def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Holm's step-down adjusted p-values (family-wise error); NaN stays NaN and is not counted.
-
-    Written out because scipy has only Benjamini-Hochberg (``false_discovery_control``, which
-    controls the false discovery rate, not the family-wise error) and statsmodels'
-    ``multipletests`` is not a dependency: the i-th smallest of m p-values becomes
-    max over j <= i of min(1, (m - j + 1) p_(j)).
-    """
+    """Holm's step-down adjusted p-values (statsmodels); NaN stays NaN and is not counted."""
     p = np.asarray(p_values, dtype=float)
     adjusted = np.full(p.shape, np.nan)
-    valid = np.flatnonzero(~np.isnan(p))
-    order = valid[np.argsort(p[valid], kind="stable")]
-    scaled = p[order] * (len(order) - np.arange(len(order)))
-    adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    valid = ~np.isnan(p)
+    if valid.any():
+        adjusted[valid] = multipletests(p[valid], method="holm")[1]
     return adjusted
+
+
+def tost_p(differences: np.ndarray, margin: float) -> float:
+    """Paired TOST p for |mean difference| < ``margin`` (statsmodels' ``ttost_paired``): below
+    0.05 the 90 % t-interval lies inside (-margin, margin). NaN without spread or margin."""
+    differences = np.asarray(differences, dtype=float)
+    if _undefined(differences) or not np.isfinite(margin) or margin <= 0:
+        return np.nan
+    zeros = np.zeros_like(differences)
+    return float(ttost_paired(differences, zeros, -margin, margin)[0])
+
+
+def minimum_detectable(n: int, sd: float, power: float = POWER) -> float:
+    """The smallest mean difference a two-sided paired t-test at 0.05 detects with ``power``,
+    given n pairs of spread ``sd`` (statsmodels' TTestPower, in the metric's units)."""
+    if n < 2 or not np.isfinite(sd) or sd == 0:
+        return np.nan
+    effect = TTestPower().solve_power(nobs=n, alpha=ALPHA, power=power, alternative="two-sided")
+    return float(effect * sd)
 
 
 def _side(
@@ -163,24 +161,26 @@ def paired_differences(
 
 def _summary(group: pd.DataFrame) -> dict[str, object]:
     d = group["difference"].to_numpy(dtype=float)
-    low, high, method = mean_ci(d)
+    low, high = t_interval(d)
     return {
         "n": len(d),
         "mean_a": group["value_a"].mean(),
         "mean_b": group["value_b"].mean(),
         "mean_difference": d.mean(),
+        "sd_difference": float(np.std(d, ddof=1)) if len(d) > 1 else np.nan,
         "ci_low": low,
         "ci_high": high,
-        "ci_method": method,
+        "ci_method": "t",
+        "t_p": t_test_p(d),
         "wilcoxon_p": wilcoxon_p(d),
         "min_p_reachable": min_p_reachable(d),
     }
 
 
 def summarize_pairs(differences: pd.DataFrame, group_keys: Sequence[str]) -> pd.DataFrame:
-    """Per pair of activations, group and metric: n pairs, means of a and b, the mean difference
-    and its CI (``ci_method`` t|bca), Wilcoxon p, Holm-adjusted p over the rows of the same pair
-    and metric, and the smallest p reachable with that n."""
+    """Per pair of activations, group and metric: n pairs, means of a and b, the mean difference,
+    its spread and paired t-interval, the t-test and Wilcoxon p, each Holm-adjusted over the
+    datasets of one claim (``FAMILY``), and the smallest Wilcoxon p reachable with that n."""
     by = ["activation_a", "activation_b", *group_keys, "metric"]
     if differences.empty:
         return pd.DataFrame(columns=[*by, *SUMMARY_COLUMNS])
@@ -189,5 +189,7 @@ def summarize_pairs(differences: pd.DataFrame, group_keys: Sequence[str]) -> pd.
         for key, group in differences.groupby(by, sort=True, dropna=False)
     ]
     table = pd.DataFrame(rows)
-    table["wilcoxon_p_holm"] = table.groupby(list(FAMILY))["wilcoxon_p"].transform(holm)
+    family = table.groupby(list(FAMILY), dropna=False)
+    table["t_p_holm"] = family["t_p"].transform(holm)
+    table["wilcoxon_p_holm"] = family["wilcoxon_p"].transform(holm)
     return table[[*by, *SUMMARY_COLUMNS]]
