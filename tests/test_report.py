@@ -473,3 +473,11 @@ def test_pool_of_an_unknown_setting_is_one_clear_error(tmp_path, capsys):
     args = [str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), "--pool", "trainer.devise"]
     assert report.main([*args, "--no-figures"]) == 2
     assert "--pool trainer.devise: the runs have no such setting" in capsys.readouterr().err
+
+
+def test_a_margin_that_is_no_number_is_one_clear_error(sweep, tmp_path, capsys):
+    args = [str(sweep), "--out", str(tmp_path / "x"), "--margin", "two percent", "--no-figures"]
+    assert report.main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("segact-report: error: --margin two percent:") and "\n" not in error
+    assert not (tmp_path / "x").exists()  # refused before anything is written

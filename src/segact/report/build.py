@@ -115,7 +115,7 @@ def _comparison_lines(chosen: Selection, options: ReportOptions, out: Path) -> l
         *paired_lines,
         *meta_lines,
         *paired.claims_sections(pooled, summary, out),
-        *paired.forest_sections(summary, pooled, out),
+        *paired.forest_sections(summary, pooled, unlearned, out),
         *confounds.stopping_sections(chosen.used, epochs, chosen.pairs, chosen.keys, out),
         *confounds.device_sections(chosen.ok, chosen.replicates, summary, out),
     ]

@@ -239,10 +239,11 @@ def unlearned_rows(summary: pd.DataFrame, unlearned_cells: pd.DataFrame) -> pd.S
 
 
 def forest_frames(
-    summary: pd.DataFrame, meta: pd.DataFrame, metrics: Sequence[str]
+    summary: pd.DataFrame, meta: pd.DataFrame, metrics: Sequence[str], unlearned: pd.Series
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(studies, pooled) for ``plots.forest``: the real datasets and the ``learned`` pooled rows
-    of each claim, in the ``metrics`` (e.g. best Dice), one panel per claim."""
+    """(studies, pooled) for ``plots.forest``: the real datasets (those where an activation did
+    not learn marked: they are not pooled) and the ``learned`` pooled rows of each claim, in the
+    ``metrics`` (e.g. best Dice), one panel per claim."""
     keys = family_keys(summary)
 
     def panel(frame: pd.DataFrame) -> pd.Series:
@@ -251,8 +252,9 @@ def forest_frames(
             parts["activation_a"] + " - " + parts["activation_b"] + ", loss " + parts["loss"]
         ) + (": " + parts["metric"])
 
-    chosen = summary[~summary["dataset"].isin(LEFT_OUT) & summary["metric"].isin(metrics)]
-    studies = chosen.assign(panel=panel(chosen), label=chosen["dataset"].astype(str))
+    chosen = ~summary["dataset"].isin(LEFT_OUT) & summary["metric"].isin(metrics)
+    label = summary["dataset"].astype(str).where(~unlearned, summary["dataset"] + " (not learned)")
+    studies = summary[chosen].assign(panel=panel(summary[chosen]), label=label[chosen])
     studies = studies.rename(columns={"mean_difference": "estimate"})
     pooled = meta[(meta["scope"] == "learned") & meta["metric"].isin(metrics)]
     pooled = pooled.assign(panel=panel(pooled))

@@ -101,6 +101,8 @@ def meta_sections(
     if summary.empty:
         return pd.DataFrame(), []
     pooled = meta.meta_analysis(summary, unlearned, rule)
+    if pooled.empty:  # no real dataset (the synthetic set is never pooled)
+        return pooled, []
     write_csv(pooled, out / "meta_analysis.csv")
     shown = pooled[pooled["scope"] == "learned"].drop(
         columns=["scope", "se", "relative_ci_low", "relative_ci_high", "claimed"]
@@ -185,7 +187,9 @@ def claims_sections(pooled: pd.DataFrame, summary: pd.DataFrame, out: Path) -> l
     ]
 
 
-def forest_sections(summary: pd.DataFrame, pooled: pd.DataFrame, out: Path) -> list[str]:
+def forest_sections(
+    summary: pd.DataFrame, pooled: pd.DataFrame, unlearned: pd.Series, out: Path
+) -> list[str]:
     """forest.png: each real dataset's best-Dice difference with its CI, the pooled estimates
     as diamonds, zero, the margin band and the paper's claimed size."""
     if pooled.empty:
@@ -193,7 +197,7 @@ def forest_sections(summary: pd.DataFrame, pooled: pd.DataFrame, out: Path) -> l
     from segact.report import plots  # matplotlib only when a report is drawn
 
     best = [m for m in summary["metric"].unique() if m.removeprefix("paper_") == "best_dice"]
-    studies, diamonds = meta.forest_frames(summary, pooled, best)
+    studies, diamonds = meta.forest_frames(summary, pooled, best, unlearned)
     if studies.empty:
         return []
     plots.forest(studies, diamonds, out / FOREST_PNG)

@@ -61,7 +61,11 @@ LINE_STYLES: tuple[str | tuple, ...] = (
 )
 ZERO_FLOOR = 1e-12
 """Where a zero goes on a log axis when nothing in the figure is positive."""
-POOLED_LABELS = {"fixed": "fixed effect", "random_dl": "random effects (DL)"}
+POOLED_LABELS = {
+    "fixed": "fixed effect",
+    "random_dl": "random effects (DL)",
+    "equal": "equal weights",
+}
 POOLED_COLORS = {"fixed": "#555555", "random_dl": "#1f77b4"}
 CUT_HANDLE = Line2D(
     [], [], color="grey", marker="o", markerfacecolor="white", linestyle="", label="curve cut"
