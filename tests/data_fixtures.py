@@ -1,11 +1,16 @@
-"""Tiny image folders written by the data tests: 8-bit images, brighter inside a {0, 255} mask."""
+"""Tiny image folders written by the data tests (8-bit images, brighter inside a {0, 255} mask),
+and what the cache tests do to them and to cache files."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+
+from segact.data import folder
 
 
 def make_pair(
@@ -39,3 +44,31 @@ def write_folder(
         Image.fromarray(image).save(root / "images" / f"{name}{image_suffix}")
         Image.fromarray(mask).save(root / "masks" / f"{name}{mask_suffix}")
     return root
+
+
+def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the files the folder loader decodes from now on (a list that grows)."""
+    calls: list[str] = []
+    original = folder.read_pixels
+
+    def counting(path: Path, mask: bool = False) -> tuple[np.ndarray, tuple[str, ...]]:
+        calls.append(path.name)
+        return original(path, mask)
+
+    monkeypatch.setattr(folder, "read_pixels", counting)
+    return calls
+
+
+def overwrite_middle(path: Path, count: int = 64) -> None:
+    """Flip ``count`` bytes in the middle of a .npy file's data, its header left intact."""
+    offset = path.stat().st_size // 2 + np.lib.format.ARRAY_ALIGN
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        data = handle.read(count)
+        handle.seek(offset)
+        handle.write(bytes(255 - b for b in data))
+
+
+def truncate_half(path: Path) -> None:
+    """Cut a file to half its length (a disk that filled up, a copy that stopped)."""
+    os.truncate(path, path.stat().st_size // 2)

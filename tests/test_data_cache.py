@@ -10,25 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
-from segact.data import folder
 from segact.data.cache import cache_key, default_cache_dir
 from segact.data.folder import load_folder
+from segact.data.hashing import files_fingerprint
 from segact.data.rows import FileRows
-from tests.data_fixtures import write_folder
+from tests.data_fixtures import count_decodes, write_folder
 
 
 @pytest.fixture
 def decodes(monkeypatch):
     """Count the files the folder loader decodes."""
-    calls = []
-    original = folder.read_pixels
-
-    def counting(path, mask=False):
-        calls.append(path.name)
-        return original(path, mask)
-
-    monkeypatch.setattr(folder, "read_pixels", counting)
-    return calls
+    return count_decodes(monkeypatch)
 
 
 def test_second_load_hits_the_cache(tmp_path, decodes, monkeypatch):
@@ -117,14 +109,15 @@ def test_mixed_gray_colour_and_16_bit_images_share_one_layout(tmp_path):
     torch.testing.assert_close(images[0, 1], torch.from_numpy(rgb[..., 1] / 255).float())
 
 
-def test_key_follows_files_and_settings(tmp_path):
+def test_key_follows_data_fingerprint_and_settings(tmp_path):
     path = tmp_path / "a.png"
     path.write_bytes(b"x")
-    key = cache_key({"size": [8, 8]}, [path])
-    assert key == cache_key({"size": [8, 8]}, [path])
-    assert key != cache_key({"size": [16, 16]}, [path])
-    path.write_bytes(b"xy")
-    assert key != cache_key({"size": [8, 8]}, [path])
+    data = files_fingerprint(tmp_path, [path])
+    key = cache_key({"size": [8, 8]}, data)
+    assert key == cache_key({"size": [8, 8]}, files_fingerprint(tmp_path, [path]))
+    assert key != cache_key({"size": [16, 16]}, data)
+    path.write_bytes(b"y")  # same size
+    assert key != cache_key({"size": [8, 8]}, files_fingerprint(tmp_path, [path]))
 
 
 def test_default_cache_dir_follows_environment(monkeypatch, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +136,12 @@ def test_cached_volumes_are_not_read_again(tmp_path, monkeypatch):
     second = load_nifti(str(root), image_size=8, foreground_labels=[1, 2], cache_dir=str(tmp_path))
     assert torch.equal(first.tensors()[0], second.tensors()[0])
     assert np.array_equal(first.cases, second.cases)
+
+
+def test_nfc_volume_pairs_with_nfd_label(tmp_path):
+    root = write_msd(tmp_path / "task", modalities=1)
+    composed, decomposed = (unicodedata.normalize(form, "próstata") for form in ("NFC", "NFD"))
+    (root / "imagesTr" / "prostate_01.nii.gz").rename(root / "imagesTr" / f"{composed}.nii.gz")
+    (root / "labelsTr" / "prostate_01.nii.gz").rename(root / "labelsTr" / f"{decomposed}.nii.gz")
+    data = load(root)
+    assert data.n_cases == 3 and set(data.cases) == {"prostate_00", "prostate_02", composed}

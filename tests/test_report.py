@@ -180,7 +180,7 @@ def test_rows_split_by_every_differing_setting(tmp_path):
 def test_two_folder_datasets_are_two_rows(tmp_path):
     roots = ["/data/a", "/data/b"]
     keys = {"dataset": "folder"}
-    sweep = write_two_settings(tmp_path / "sweep", "dataset.root", roots, (0.0, 0.2), keys)
+    sweep = write_two_settings(tmp_path / "sweep", "dataset.root", roots, (0.0, -0.2), keys)
     out = _report(tmp_path / "out", sweep, "--no-figures")
     table = _table(out / "table_dataset_folder.md")
     assert table[["activation", "dataset.root", "n"]].values.tolist() == _kinds(roots)

@@ -4,12 +4,13 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from segact.errors import ReportError
 from segact.runs import results
-from segact.runs.folder import FOLDS_CSV, RunFolder
+from segact.runs.folder import FOLDS_CSV, READ_CHUNK_ROWS, RunFolder, read_result_csv
 from segact.runs.identity import CHOICES, setting_columns
 from tests.report_fixtures import ARCTAN, SIGMOID, write_run, write_sweep
 
@@ -151,3 +152,43 @@ def test_arctan_numbers_are_read_as_written(sweep):
     folds, _ = results.load_results([sweep])
     arctan = folds[folds["activation"] == "arctan"].sort_values("fold")
     assert arctan["best_dice"].tolist() == ARCTAN
+
+
+def test_only_the_columns_the_report_reads_are_kept_typed(tmp_path):
+    """Unknown columns are never parsed; text stays text (a hash that looks like a number, here
+    like 8e10, is no float); Dice-like numbers are floats, counts as written."""
+    path = tmp_path / FOLDS_CSV
+    pd.DataFrame(
+        {
+            "config_hash": ["8029305e10444551", "0123456789012345"],
+            "seed": [0, 1],
+            "best_dice": [1, 0],
+            "notes_by_hand": ["x", "y"],
+            "trainer.lr": ["0.001", "0.01"],
+            "dice_per_image": [0.5, 0.25],  # an older version's name
+        }
+    ).to_csv(path, index=False)
+    frame = read_result_csv(path)
+    assert list(frame.columns) == [
+        "config_hash", "seed", "best_dice", "trainer.lr", "dice_per_image_at_best_threshold"
+    ]  # fmt: skip
+    assert frame["config_hash"].tolist() == ["8029305e10444551", "0123456789012345"]
+    assert frame["trainer.lr"].tolist() == ["0.001", "0.01"]
+    assert frame["best_dice"].dtype == "float64" and frame["seed"].dtype == "int64"
+
+
+def test_a_file_of_several_chunks_reads_as_one(tmp_path):
+    """Chunks join to what one read of the file gives (int columns stay int, NaN where empty)."""
+    rows = 2 * READ_CHUNK_ROWS + 7
+    frame = pd.DataFrame(
+        {
+            "fold": np.arange(rows) % 5,
+            "threshold": np.linspace(0, 1, rows),
+            "tp": np.arange(rows),
+            "mean_nll_tp": np.where(np.arange(rows) > READ_CHUNK_ROWS, np.nan, 0.5),
+        }
+    )
+    path = tmp_path / "thresholds.csv"
+    frame.to_csv(path, index=False)
+    read = read_result_csv(path)
+    pd.testing.assert_frame_equal(read, pd.read_csv(path))

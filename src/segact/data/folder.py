@@ -22,7 +22,13 @@ from PIL import Image
 from segact.data.base import Meta, SegmentationData, checked_dataset
 from segact.data.cache import Writer, cached
 from segact.data.normalize import check_normalize
-from segact.data.pairs import list_named, match_pairs, require_nonempty, resolve_root
+from segact.data.pairs import (
+    list_named,
+    match_pairs,
+    pair_files,
+    require_nonempty,
+    resolve_root,
+)
 from segact.data.preprocess import (
     binarize_mask,
     check_int,
@@ -181,6 +187,19 @@ def cases_from_names(
     return np.asarray([f"case{i:03d}" for i in index])
 
 
+def folder_pairs(
+    root: str | None = None,
+    default_root: str | None = None,
+    images_dir: str = "images",
+    masks_dir: str = "masks",
+) -> tuple[Path, list[tuple[str, Path, Path]]]:
+    """The dataset folder and its (name, image, mask) pairs: the files ``load_folder`` reads."""
+    path = resolve_root(root, default_root)
+    images = list_named(path / images_dir, IMAGE_SUFFIXES, lambda p: p.stem, "the images")
+    masks = list_named(path / masks_dir, IMAGE_SUFFIXES, lambda p: p.stem, "one mask per image")
+    return path, match_pairs(images, masks, path)
+
+
 def load_folder(
     root: str | None = None,
     image_size: int | Sequence[int] = 256,
@@ -204,10 +223,7 @@ def load_folder(
     rule = mask_rule(mask_threshold, foreground_values, mask_channel)
     workers = check_int("dataset.workers", workers, minimum=0)
     threads = workers or min(8, len(os.sched_getaffinity(0)))
-    path = resolve_root(root, default_root)
-    images = list_named(path / images_dir, IMAGE_SUFFIXES, lambda p: p.stem, "the images")
-    masks = list_named(path / masks_dir, IMAGE_SUFFIXES, lambda p: p.stem, "one mask per image")
-    pairs = match_pairs(images, masks, path)
+    path, pairs = folder_pairs(root, default_root, images_dir, masks_dir)
 
     def build(writer: Writer) -> Meta:
         log.info("%s: decoding %d image/mask pairs", path, len(pairs))
@@ -217,7 +233,6 @@ def load_folder(
         return {"names": np.asarray([name for name, _, _ in pairs])}
 
     settings = {"loader": "folder", "size": size, "gray_to_rgb": gray_to_rgb, **asdict(rule)}
-    files = [file for _, image, mask in pairs for file in (image, mask)]
-    stored = cached(path, settings, files, build, cache_dir, cache)
+    stored = cached(path, settings, pair_files(pairs), build, cache_dir, cache)
     cases = cases_from_names([str(n) for n in stored.meta["names"]], case_regex, case_starts)
     return checked_dataset(path.name, stored, cases, normalize, path)

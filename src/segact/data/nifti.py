@@ -19,7 +19,14 @@ from segact.choices import Choice
 from segact.data.base import Meta, SegmentationData, checked_dataset
 from segact.data.cache import Writer, cached
 from segact.data.normalize import check_normalize
-from segact.data.pairs import list_named, match_pairs, require_nonempty, resolve_root
+from segact.data.pairs import (
+    list_named,
+    match_pairs,
+    nfc,
+    pair_files,
+    require_nonempty,
+    resolve_root,
+)
 from segact.data.preprocess import binarize_mask, parse_size, resize_image, resize_mask
 from segact.errors import DatasetError
 
@@ -71,11 +78,11 @@ def _normalize_volume(volume: np.ndarray, mode: str) -> np.ndarray:
 def _group_modalities(images: dict[str, Path], labels: dict[str, Path]) -> dict[str, list[Path]]:
     """nnU-Net style ``<case>_0000`` files are channels of ``<case>`` when labels say ``<case>``."""
     matches = {stem: _MODALITY.match(stem) for stem in images}
-    if set(images) & set(labels) or not all(matches.values()):
+    if {nfc(s) for s in images} & {nfc(s) for s in labels} or not all(matches.values()):
         return {stem: [path] for stem, path in images.items()}
     grouped: dict[str, list[Path]] = {}
     for stem in sorted(images):
-        grouped.setdefault(matches[stem].group(1), []).append(images[stem])
+        grouped.setdefault(nfc(matches[stem].group(1)), []).append(images[stem])
     return grouped
 
 
@@ -130,6 +137,22 @@ def _check_options(axis: int, volume_norm: str, modalities: Sequence[int] | None
         )
 
 
+def nifti_cases(
+    root: str | None = None,
+    default_root: str | None = None,
+    images_dir: str = "imagesTr",
+    labels_dir: str = "labelsTr",
+) -> tuple[Path, list[tuple[str, list[Path], Path]]]:
+    """The dataset folder and its (case, image volumes, label volume): the files ``load_nifti``
+    reads."""
+    path = resolve_root(root, default_root)
+    labels = list_named(path / labels_dir, SUFFIXES, _stem, "one label volume per image")
+    images = _group_modalities(
+        list_named(path / images_dir, SUFFIXES, _stem, "the image volumes"), labels
+    )
+    return path, match_pairs(images, labels, path)
+
+
 def load_nifti(
     root: str | None = None,
     image_size: int | Sequence[int] = 256,
@@ -149,12 +172,7 @@ def load_nifti(
     _check_options(axis, volume_norm, mods)
     check_normalize(normalize)
     size = parse_size(image_size)
-    path = resolve_root(root, default_root)
-    labels = list_named(path / labels_dir, SUFFIXES, _stem, "one label volume per image")
-    images = _group_modalities(
-        list_named(path / images_dir, SUFFIXES, _stem, "the image volumes"), labels
-    )
-    cases = match_pairs(images, labels, path)
+    path, cases = nifti_cases(root, default_root, images_dir, labels_dir)
     fg = None if foreground_labels is None else [int(v) for v in foreground_labels]
 
     def build(writer: Writer) -> Meta:
@@ -174,7 +192,6 @@ def load_nifti(
         "volume_norm": volume_norm,
         "foreground_labels": fg,
     }
-    files = [file for _, image, label in cases for file in (*image, label)]
-    stored = cached(path, settings, files, build, cache_dir, cache)
+    stored = cached(path, settings, pair_files(cases), build, cache_dir, cache)
     fix = "check the label volumes, or dataset.foreground_labels"
     return checked_dataset(path.name, stored, stored.meta["cases"], normalize, path, fix)

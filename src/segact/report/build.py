@@ -73,7 +73,22 @@ def select(sources: Sequence[Path], options: ReportOptions) -> Selection:
     pairs = choose_pairs(ok, options.pairs, notes)
     used = used_folds(ok, options.exclude_degenerate, notes)
     notes += sections.zero_gradient_notes(ok, keys) + _settings_note(ok, keys)
+    notes += _hardware_note(ok)
     return Selection(folds, thresholds, ok, used, other, replicates, keys, pairs, notes)
+
+
+def _hardware_note(ok: pd.DataFrame) -> list[str]:
+    """Where one dataset's table mixes machines: float training differs between CPUs (and
+    between a CPU and a GPU) beyond what the configuration says (``runs/provenance.py``)."""
+    if "hardware" not in ok.columns or ok["hardware"].isna().all():
+        return []
+    notes = []
+    for dataset, group in ok.groupby("dataset", sort=True):
+        counts = group["hardware"].fillna("unrecorded").value_counts().sort_index()
+        if len(counts) > 1:
+            listed = "; ".join(f"{label} ({n} folds)" for label, n in counts.items())
+            notes.append(f"Dataset {dataset} mixes hardware: {listed}.")
+    return notes
 
 
 def _settings_note(ok: pd.DataFrame, keys: Sequence[str]) -> list[str]:

@@ -15,6 +15,7 @@ from segact.report import tables
 from segact.report.build import ReportOptions, build_report
 from segact.report.claims import DEFAULT_MARGIN_PERCENT, MarginRule
 from segact.report.learned import DEFAULT_MIN_GAIN
+from segact.runs.folder import FOLDS_CSV, RunFolder
 
 
 def parser() -> argparse.ArgumentParser:
@@ -94,6 +95,35 @@ def add_statistics_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _is_run_folder(folder: Path) -> bool:
+    """A run's folder: it holds a folds.csv, or a summary.json that gives a run's status."""
+    return (folder / FOLDS_CSV).is_file() or "status" in RunFolder(folder).read_summary()
+
+
+def check_out(out: Path, sources: Sequence[Path]) -> None:
+    """Refuse, before anything is written, an ``--out`` the report would damage or could not
+    use: a file, a source folder itself, or a run folder or a folder inside one (the report's
+    thresholds.csv would replace the run's own)."""
+    resolved = out.resolve()
+    folders = (resolved, *resolved.parents)
+    existing = next((folder for folder in folders if folder.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ReportError(
+            f"--out {out}: {existing} is a file, not a folder; name a folder for the report "
+            "(it is created where missing)"
+        )
+    for source in sources:
+        if resolved == Path(source).resolve():
+            raise ReportError(f"--out {out} is the source {source}; name another folder")
+    run = next((folder for folder in folders if _is_run_folder(folder)), None)
+    if run is not None:
+        where = "the run folder" if run == resolved else "inside the run folder"
+        raise ReportError(
+            f"--out {out} is {where} {run}: the report would overwrite the run's files; name "
+            "a folder outside the runs (e.g. results/<sweep name>)"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     out = args.out or Path("results") / args.sources[0].resolve().name
@@ -110,9 +140,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             margin=MarginRule(args.margin),
             min_gain=args.min_gain,
         )
+        check_out(out, args.sources)
         main_table = build_report(args.sources, out, options)
     except ReportError as error:
         print(f"segact-report: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # e.g. no permission to write --out, or a full disk
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"segact-report: error: {where}{error.strerror or error}", file=sys.stderr)
         return 2
     print(main_table)
     print(f"\nreport written to {out}/ (report.md, tables, results.csv, plots)")

@@ -32,7 +32,7 @@ import pandas as pd
 
 from segact.errors import ReportError
 from segact.io import read_json, remove_temporaries_of, write_csv, write_json
-from segact.runs.identity import predates
+from segact.runs.identity import CHOICES, predates
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,123 @@ def summary_numbers(
     return out
 
 
+TEXT_COLUMNS: tuple[str, ...] = (
+    "experiment", *CHOICES, "run_dir", "run_path", "config_hash", "status", "error", "hardware",
+)  # fmt: skip
+"""Columns read as text, as written (a hash of digits stays a hash), like every dotted identity
+column (``trainer.lr``): the report groups and pairs runs by them."""
+_CELLS = ("tp", "fp", "tn", "fn")
+_VAL_UNIT = ("best_dice", "best_threshold", "mean_dice", "dice_at_05", "dice_per_image",
+             "dice_per_image_at_05", "ece")  # fmt: skip
+_UNIT_COLUMNS = (
+    "best_dice", "mean_dice", "dice_at_05", "oracle_best_dice", "paper_best_dice",
+    "paper_mean_dice", "dice_per_image", "dice_per_image_at_05",
+    "dice_per_image_at_best_threshold", "dice", "best_threshold", "threshold", "ece",
+    *(f"val_{name}" for name in _VAL_UNIT),
+)  # fmt: skip
+_NONNEGATIVE_COLUMNS = (
+    "nll", "paper_nll", "val_nll", "grad_norm", "lr", "train_seconds", "epoch_seconds",
+    "wall_seconds",
+    *(f"{kind}_{cell}" for kind in ("mean_nll", "paper_nll", "nll") for cell in _CELLS),
+)  # fmt: skip
+COUNT_COLUMNS: tuple[str, ...] = (
+    "seed", "fold", "epoch", "epoch_selected", "epochs_run", "failed_epoch", "max_epochs",
+    "batch_size", "n_images", "n_pixels", "n_train", "n_select", "n_report", "tp", "fp", "fn",
+    "tn", "argmax_disagreements", "argmax_ties", "val_argmax_disagreements", "val_argmax_ties",
+    "val_n_images",
+)  # fmt: skip
+"""Counts and indices: integers as written (int64, float64 where a row has none), >= 0."""
+NUMBER_RANGES: dict[str, tuple[float, float, str]] = {
+    **dict.fromkeys(_UNIT_COLUMNS, (0.0, 1.0, "a Dice score, threshold or ECE lies in [0, 1]")),
+    **dict.fromkeys(_NONNEGATIVE_COLUMNS, (0.0, np.inf, "an NLL, norm, rate or time is >= 0")),
+    **dict.fromkeys(COUNT_COLUMNS, (0.0, np.inf, "a count or index is >= 0")),
+    "train_loss": (-np.inf, np.inf, "a loss is a number"),  # a boundary loss may be negative
+}
+"""Every numeric column a result file may have (legacy names too), with its range: a value
+outside it, or text, is an error naming file, row and column, never a silent NaN or a bold
+best Dice of 7.5. An empty cell (NaN) is allowed: a failed fold has no numbers."""
+FLAG_SPELLINGS = frozenset({"true", "false", "1", "0", "1.0", "0.0"})
+"""How a flag (``FLAGS``) may be written; an empty cell is False."""
+STATUSES = frozenset({"ok", "failed", "inconsistent"})
+"""A fold row's status: finished, failed, or left out by a report (summary.json disagrees)."""
+READ_CHUNK_ROWS = 20_000
+"""Rows parsed and checked at a time: a file of junk fails at its first chunk, not after all
+of it is in memory."""
+MAX_RESULT_ROWS = 200_000
+"""More rows than any result file has (a thresholds.csv: folds x thresholds; an epochs.csv:
+folds x epochs; a results.csv: runs x folds): beyond, the file is refused as not one."""
+
+
+def _is_read(column: str) -> bool:
+    """The columns the report reads; any other column is skipped, never parsed or kept."""
+    return "." in column or column in NUMBER_RANGES or column in TEXT_COLUMNS or column in FLAGS
+
+
+def _where(path: Path, chunk: pd.DataFrame, bad: pd.Series, column: str) -> str:
+    first = chunk.index[bad.fillna(False).to_numpy(dtype=bool)][0]
+    row = int(first) + 1  # the header is row 0, on line 1
+    value = chunk.at[first, column]
+    shown = repr(value) if isinstance(value, str) else str(value)
+    return f"{path}, row {row} (line {row + 1}), column {column}: {shown}"
+
+
+def _checked_number(path: Path, chunk: pd.DataFrame, column: str) -> pd.Series:
+    """``chunk[column]`` as numbers (floats unless a count), or a ReportError naming the first
+    value that is text or out of range."""
+    values = chunk[column]
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    numbers = values if numeric else pd.to_numeric(values.astype("string"), errors="coerce")
+    text = numbers.isna() & values.notna()
+    if text.any():
+        where = _where(path, chunk, text, column)
+        raise ReportError(f"{where} is not a number; correct or delete that row")
+    low, high, rule = NUMBER_RANGES[column]
+    outside = (numbers < low) | (numbers > high)
+    if outside.any():
+        where = _where(path, chunk, outside, column)
+        raise ReportError(f"{where} is out of range ({rule}); correct or delete that row")
+    return numbers if column in COUNT_COLUMNS else numbers.astype("float64")
+
+
+def _checked_chunk(path: Path, chunk: pd.DataFrame) -> pd.DataFrame:
+    """The chunk with typed numbers; a ReportError at its first unusable value."""
+    for column in chunk.columns.intersection(list(NUMBER_RANGES)):
+        chunk[column] = _checked_number(path, chunk, column)
+    for column in chunk.columns.intersection(list(FLAGS)):
+        spelled = chunk[column].astype("string").str.lower()
+        bad = spelled.notna() & ~spelled.isin(FLAG_SPELLINGS)
+        if bad.any():
+            where = _where(path, chunk, bad, column)
+            raise ReportError(f"{where} is no flag (True or False); correct or delete that row")
+    if "status" in chunk.columns:
+        bad = chunk["status"].notna() & ~chunk["status"].isin(STATUSES)
+        if bad.any():
+            where = _where(path, chunk, bad, "status")
+            raise ReportError(f"{where} is no status ({', '.join(sorted(STATUSES))})")
+    return chunk
+
+
 def read_result_csv(path: Path) -> pd.DataFrame:
-    """A result CSV with the dotted identity columns read as text, as they were written, and
-    the columns of older versions under today's names."""
+    """A result CSV, only the columns the report reads (``_is_read``), text columns as written,
+    numbers typed and checked chunk by chunk (``NUMBER_RANGES``), so that a file of junk fails
+    fast with one line naming its row and column; the columns of older versions under today's
+    names."""
     try:
         header = pd.read_csv(path, nrows=0).columns
-        frame = pd.read_csv(path, dtype={c: str for c in header if "." in c})
+        read = [c for c in header if _is_read(c)]
+        text = {c: str for c in read if c in TEXT_COLUMNS or "." in c}
+        chunks = []
+        with pd.read_csv(path, usecols=read, dtype=text, chunksize=READ_CHUNK_ROWS) as reader:
+            for chunk in reader:
+                chunks.append(_checked_chunk(path, chunk))
+                if len(chunk) and chunk.index[-1] >= MAX_RESULT_ROWS:
+                    raise ReportError(
+                        f"{path} has more than {MAX_RESULT_ROWS} rows: no segact result file is "
+                        "that long; is it the right file?"
+                    )
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise ReportError(f"cannot read {path}: {error}") from None
+    frame = pd.concat(chunks) if len(chunks) > 1 else chunks[0]
     return frame.rename(columns=LEGACY_NAMES)
 
 
@@ -107,6 +216,23 @@ def _as_text(value: Any) -> Any:
 def column_or_nan(frame: pd.DataFrame, name: str) -> pd.Series:
     """The column, or all NaN where the frame has none."""
     return frame.get(name, pd.Series(np.nan, index=frame.index, dtype=object))
+
+
+def _is_temporary(name: str) -> bool:
+    """An atomic writer's temporary (``segact.io``: ``.<name>.<random>.tmp``)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def unusable_root(folder: Path) -> str | None:
+    """Why ``folder`` may not hold segact's run or sweep folders (None: it may): the
+    filesystem root or a home directory, where a run would scatter its files among others'."""
+    resolved = Path(folder).expanduser().resolve()
+    homes = {Path.home().resolve(), *Path("/home").glob("*")} if Path("/home").is_dir() else set()
+    if resolved == Path(resolved.anchor):
+        return "is the filesystem root"
+    if resolved in {Path.home().resolve(), *(h.resolve() for h in homes)}:
+        return "is a home directory"
+    return None
 
 
 def run_folders(sweep_dir: Path) -> list[RunFolder]:
@@ -148,6 +274,22 @@ class RunFolder:
     @property
     def run_lock(self) -> Path:
         return self.path / LOCKS_DIR / "run.lock"
+
+    def foreign_entries(self) -> list[str]:
+        """What in this folder segact did not write: anything but the run's own files, Hydra's
+        ``.hydra/`` and job log, and temporaries; and result files with neither a summary.json
+        nor finished folds beside them (someone else's ``folds.csv``)."""
+        if not self.path.is_dir():
+            return []
+        own = {*RESULT_FILES, SUMMARY_JSON, PARTS_DIR, CHECKPOINTS_DIR, LOCKS_DIR, ".hydra"}
+        foreign = sorted(
+            p.name
+            for p in self.path.iterdir()
+            if p.name not in own and p.suffix != ".log" and not _is_temporary(p.name)
+        )
+        results = [name for name in RESULT_FILES if (self.path / name).exists()]
+        ours = self.summary_json.exists() or (self.path / PARTS_DIR).is_dir()
+        return foreign + ([] if ours else results)
 
     # --- writing ---------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +38,9 @@ NOT_IN_IDENTITY: tuple[str, ...] = (
     "dataset.workers",
 )
 """Dotted keys (or whole nodes) that change no number; every other key is part of a run."""
+DATA_FINGERPRINT = "dataset.fingerprint"
+"""The identity key of the dataset files' content hash (``segact.data.fingerprint``): changed
+data is another run. Runs that predate it stay finished (``predates``)."""
 MOVED_MODULES: dict[str, str] = {"segact.nn.losses.": "segact.losses."}
 """Modules that moved since runs recorded a ``_target_`` in them (the package layout of
 2026-11-30): the identity spells such a target by its former path, so that a move, which changes
@@ -126,10 +130,15 @@ def _as_recorded(key: str, value: Any) -> Any:
     return value
 
 
-def identity(cfg: DictConfig, device_type: str, threads: int) -> dict[str, Any]:
-    """Flat {dotted key: value} of every setting that changes the run's numbers."""
+def identity(
+    cfg: DictConfig, device_type: str, threads: int, data_fingerprint: str | None = None
+) -> dict[str, Any]:
+    """Flat {dotted key: value} of every setting that changes the run's numbers, the content of
+    the dataset's files included (``dataset.fingerprint``; none for generated data)."""
     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     flat = {k: _as_recorded(k, v) for k, v in _flatten(container).items() if not _excluded(k)}
+    if data_fingerprint is not None:
+        flat[DATA_FINGERPRINT] = data_fingerprint
     flat["resolved.device"] = device_type
     if device_type == "cpu":
         flat["resolved.threads"] = threads
@@ -156,6 +165,37 @@ def predates(recorded: dict[str, Any], current: dict[str, Any]) -> list[str] | N
 
 
 # --- the folder name --------------------------------------------------------------------------
+
+
+def unsafe_segment(value: object) -> str | None:
+    """Why ``value`` cannot be one folder name below the sweep folder (None: it can): a
+    separator, ``.`` or ``..``, an empty name or a NUL would put a run folder elsewhere."""
+    text = str(value)
+    if not text or text in (".", ".."):
+        return "is empty or '.' or '..'"
+    if any(c in text for c in ("/", "\\", "\0")):
+        return "holds a path separator or NUL"
+    if len(text.encode()) > 255:
+        return "is longer than a folder name may be (255 bytes)"
+    return None
+
+
+def segment(key: str, value: object) -> object:
+    """``${segact_segment:key,value}`` in the folder templates: ``value`` if it is one safe folder
+    name; else one error line and exit 2, before Hydra creates any folder. (An exception here
+    would reach the user as a traceback: Hydra wraps it while it resolves the run folder.)"""
+    why = unsafe_segment(value)
+    if why is not None:
+        print(
+            f"segact: error: config key '{key}' = {str(value)!r} {why}: it names a run folder "
+            "below the sweep or outputs folder; choose a plain name",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return value
+
+
+OmegaConf.register_new_resolver("segact_segment", segment, replace=True)
 
 
 def _override_key(override: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from segact.errors import ReportError
@@ -34,6 +35,10 @@ SELECTED_METRICS: tuple[str, ...] = ("best_threshold", "nll", "best_dice", "mean
 """What the tables read of a fold unless told otherwise."""
 FOLD_FLAGS: tuple[str, ...] = (*FLAGS, "best_at_first_epoch")
 """``FLAGS`` as folds.csv records them, then the ones derived from its columns (``fold_flags``)."""
+INCONSISTENT = "inconsistent"
+"""The status of ok rows whose run's summary.json says otherwise: they are left out."""
+SUMMARY_STATUS = "summary_status"
+"""A column while the sources are read: the status summary.json gives the row's run."""
 
 
 def _read_run(run: RunFolder, with_thresholds: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -107,14 +112,33 @@ def _check(folds: pd.DataFrame, source: Path, metrics: Iterable[str]) -> None:
             raise ReportError(f"{source}: {empty} finished row(s) have no {key} name (empty)")
 
 
+def _against_summary(folds: pd.DataFrame, status: object) -> pd.DataFrame:
+    """A run's rows with its summary.json's status beside them; its ok rows become
+    ``inconsistent`` where that status disagrees (failed, or ok beside failed rows): a failed
+    rerun keeps the ok rows of the run before it, which may be another configuration's."""
+    folds = folds.assign(**{SUMMARY_STATUS: status})
+    ok = folds["status"] == "ok"
+    agrees = status in (None, "incomplete") or (status == "ok" and bool(ok.all()))
+    if agrees or not ok.any():
+        return folds
+    folds.loc[ok, "status"] = INCONSISTENT
+    folds.loc[ok, "error"] = f"summary.json says {status}, yet folds.csv has ok rows"
+    return folds
+
+
+def _read_file(source: Path, metrics: Sequence[str]) -> pd.DataFrame:
+    """A results CSV; a run folder it names by an absolute ``run_dir`` is its ``run_path``."""
+    frame = read_result_csv(source)
+    _check(frame, source, metrics)
+    if "run_path" not in frame.columns and "run_dir" in frame.columns:
+        absolute = frame["run_dir"].map(lambda d: isinstance(d, str) and Path(d).is_absolute())
+        frame["run_path"] = frame["run_dir"].where(absolute)
+    return frame
+
+
 def _read_source(source: Path, metrics: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     if source.is_file():
-        frame = read_result_csv(source)
-        _check(frame, source, metrics)
-        if "run_path" not in frame.columns and "run_dir" in frame.columns:
-            absolute = frame["run_dir"].map(lambda d: isinstance(d, str) and Path(d).is_absolute())
-            frame["run_path"] = frame["run_dir"].where(absolute)
-        return frame, pd.DataFrame()
+        return _read_file(source, metrics), pd.DataFrame()
     if not source.is_dir():
         raise ReportError(f"{source}: no such sweep directory or results CSV")
     runs = run_folders(source)
@@ -123,7 +147,94 @@ def _read_source(source: Path, metrics: Sequence[str]) -> tuple[pd.DataFrame, pd
     pairs = [_read_run(run, with_thresholds=True) for run in runs]
     for run, (folds, _) in zip(runs, pairs, strict=True):
         _check(folds, run.folds_csv, metrics)
-    return _concat([f for f, _ in pairs]), _concat([t for _, t in pairs])
+    statuses = [run.read_summary().get("status") for run in runs]
+    marked = [_against_summary(f, s) for (f, _), s in zip(pairs, statuses, strict=True)]
+    return _concat(marked), _concat([t for _, t in pairs])
+
+
+def _inside_sources(folds: pd.DataFrame, sources: Sequence[Path], notes: list[str]) -> pd.DataFrame:
+    """``folds`` without the run folders (``run_path``: a results CSV's absolute ``run_dir``) that
+    lie outside every source folder once symlinks are resolved: nothing is read from there."""
+    if "run_path" not in folds.columns:
+        return folds
+    roots = [Path(s).resolve() for s in sources if Path(s).is_dir()]
+    named = folds["run_path"].dropna().unique()
+    outside = [p for p in named if not any(Path(p).resolve().is_relative_to(r) for r in roots)]
+    if outside:
+        folds = folds.assign(run_path=folds["run_path"].where(~folds["run_path"].isin(outside)))
+        notes.append(
+            f"{len(outside)} run folder(s) a results CSV names lie outside the folders given "
+            f"(e.g. {outside[0]}): not read (no per-epoch curves of them)."
+        )
+    return folds
+
+
+def _run_names(folds: pd.DataFrame) -> pd.Series:
+    """Each row's run as the report names it: its folder label, else its path, else its hash."""
+    name = column_or_nan(folds, "run_dir").fillna(column_or_nan(folds, "run_path"))
+    return name.fillna(column_or_nan(folds, "config_hash")).astype("string")
+
+
+def _inconsistent_note(folds: pd.DataFrame) -> list[str]:
+    names = sorted(set(_run_names(folds[folds["status"] == INCONSISTENT]).dropna()))
+    if not names:
+        return []
+    return [
+        f"{len(names)} run(s) left out of the tables and statistics: their summary.json's status "
+        "disagrees with the ok rows of their folds.csv (a failed rerun beside an earlier run's "
+        f"folds?); results.csv keeps those rows as status={INCONSISTENT}: {', '.join(names)}."
+    ]
+
+
+def _fold_counts(ok: pd.DataFrame) -> pd.DataFrame:
+    """Per run (hash, else folder) of the finished rows: its name, dataset, finished folds, the
+    folds it is configured with (``trainer.folds``), and whether summary.json says incomplete."""
+    run = column_or_nan(ok, "config_hash").fillna(column_or_nan(ok, "run_path"))
+    rows = pd.DataFrame(
+        {
+            "run": run.fillna(column_or_nan(ok, "run_dir")),
+            "name": _run_names(ok),
+            "dataset": ok["dataset"],
+            "fold": ok["fold"],
+            "configured": pd.to_numeric(column_or_nan(ok, "trainer.folds"), errors="coerce"),
+            "incomplete": column_or_nan(ok, SUMMARY_STATUS) == "incomplete",
+        }
+    )
+    return rows.groupby("run", sort=False).agg(
+        name=("name", "first"),
+        dataset=("dataset", "first"),
+        finished=("fold", "nunique"),
+        last=("fold", "max"),
+        configured=("configured", "max"),
+        incomplete=("incomplete", "any"),
+    )
+
+
+def _partial_note(folds: pd.DataFrame) -> list[str]:
+    """The runs with fewer finished folds than configured (fold jobs still running, or some
+    failed): their cells mean fewer folds. A run without ``trainer.folds`` (no summary.json: a
+    fold job's run is unfinished until all its folds are) is taken to have as many as the other
+    runs of its dataset, and at least one past its highest fold."""
+    runs = _fold_counts(folds[folds["status"] == "ok"])
+    if runs.empty:
+        return []
+    by_dataset = runs.groupby("dataset")
+    expected = runs["configured"].fillna(by_dataset["configured"].transform("max"))
+    expected = expected.fillna(by_dataset["finished"].transform("max"))
+    expected = np.fmax(expected, runs["last"] + 1).fillna(runs["finished"]).astype(int)
+    partial = (runs["finished"] < expected) | runs["incomplete"]
+    if not partial.any():
+        return []
+    listed = [
+        f"{name} ({finished} of {of})" if finished < of else f"{name} (summary.json: incomplete)"
+        for name, finished, of in zip(
+            runs.loc[partial, "name"], runs.loc[partial, "finished"], expected[partial], strict=True
+        )
+    ]
+    return [
+        f"{len(listed)} run(s) have only some of their folds: {'; '.join(sorted(listed))}. Their "
+        "cells are means over the folds they have (n in the tables)."
+    ]
 
 
 def _with_keys(thresholds: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
@@ -144,17 +255,23 @@ def load_results(
     """Every run below the sweep folders (or rows of results CSVs): (folds, thresholds).
 
     Each run x fold is counted once, however often its sweep is passed (``notes`` gains a line
-    saying how many repeats were dropped). Raises ReportError, naming the file, for missing
-    columns (``metrics`` too, where a file has finished rows), finished rows without a name, or
-    when no run finished.
+    saying how many repeats were dropped). ``notes`` also names the runs with only some of their
+    folds, the runs whose summary.json disagrees with their rows (left out: ``INCONSISTENT``),
+    and run folders a results CSV names outside the sources (never read). Raises ReportError,
+    naming the file, for missing columns (``metrics`` too, where a file has finished rows),
+    unusable values, finished rows without a name, or when no run finished.
     """
+    notes = [] if notes is None else notes
     read = [_read_source(Path(source), metrics) for source in sources]
-    folds, dropped = deduplicate(_concat([f for f, _ in read]))
-    if dropped and notes is not None:
+    folds = _inside_sources(_concat([f for f, _ in read]), sources, notes)
+    folds, dropped = deduplicate(folds)
+    if dropped:
         notes.append(f"{dropped} repeated fold result(s) dropped (the same run passed twice)")
     if folds.empty or not (folds["status"] == "ok").any():
         failed = folds["run_path"].nunique() if "run_path" in folds.columns else len(folds)
         raise ReportError(f"no finished runs in {', '.join(map(str, sources))} ({failed} failed)")
+    notes += _partial_note(folds) + _inconsistent_note(folds)
+    folds = folds.drop(columns=SUMMARY_STATUS, errors="ignore")
     present = [c for c in sort_keys(folds) if c in folds.columns]
     folds = folds.sort_values(present, kind="stable", ignore_index=True)
     return folds, _with_keys(_concat([t for _, t in read]), folds)

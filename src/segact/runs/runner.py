@@ -24,11 +24,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from segact.config import ConfigError, instantiate_named, validate, validate_against_data
 from segact.data.base import SegmentationData
+from segact.data.fingerprint import dataset_fingerprint
 from segact.data.splits import Fold, case_folds
+from segact.errors import DatasetError
 from segact.nn.heads import build_head
 from segact.runs import identity as run_identity
 from segact.runs.folder import FoldRecords, RunFolder, summary_numbers
 from segact.runs.locks import acquire, holding
+from segact.runs.provenance import hardware, provenance
 from segact.training import checkpoint
 from segact.training.engine import FoldSetup, fit_fold, resolve_device
 from segact.training.fitting import Augment
@@ -78,6 +81,8 @@ class RunContext:
     identity: dict[str, Any]
     config_hash: str
     keys: dict[str, Any]
+    device: torch.device
+    data_error: DatasetError | None = None  # the dataset could not be read (to fingerprint)
 
     @property
     def columns(self) -> dict[str, Any]:
@@ -87,13 +92,20 @@ class RunContext:
 def run_context(
     cfg: DictConfig, run_dir: Path, label: str | None, device: torch.device, threads: int
 ) -> RunContext:
-    ident = run_identity.identity(cfg, device.type, threads)
+    try:
+        fingerprint = dataset_fingerprint(cfg.dataset)  # a folder's content: fast once hashed
+        missing = None
+    except DatasetError as error:  # no data here: only a run that predates fingerprints is found
+        fingerprint, missing = None, error
+    ident = run_identity.identity(cfg, device.type, threads, fingerprint)
     return RunContext(
         RunFolder(run_dir),
         label or Path(run_dir).name,
         ident,
         run_identity.config_hash(ident),
         run_identity.run_keys(cfg),
+        device,
+        missing,
     )
 
 
@@ -111,7 +123,8 @@ def compute_fold(setup: FoldSetup, ctx: RunContext, records: FoldRecords, fold: 
             return False
         saved = ctx.folder.checkpoint(fold.index)
         result = fit_fold(setup, fold, saved, heartbeat=lock.refresh)
-        row = {**ctx.columns, "fold": fold.index, **result.row, "status": "ok", "error": ""}
+        row = {**ctx.columns, "fold": fold.index, **result.row, "hardware": hardware(ctx.device)}
+        row |= {"status": "ok", "error": ""}
         records.save(fold.index, (result.epochs, result.thresholds), row, result.notes)
         checkpoint.remove(saved)
     finally:
@@ -150,6 +163,8 @@ def assemble(ctx: RunContext, records: FoldRecords, n_folds: int, stale_s: float
             "notes": sorted({note for r in finished.values() for note in r["notes"]}),
             **summary_numbers(fold_frame),
             "identity": ctx.identity,
+            "provenance": provenance(ctx.device),
+            "fold_hardware": sorted(set(fold_frame.get("hardware", pd.Series()).dropna())),
         }
         if summary["status"] == "ok":
             ctx.folder.write_summary(summary)
@@ -167,6 +182,8 @@ def train(cfg: DictConfig, run_dir: Path, label: str | None = None) -> dict[str,
     if finished is not None:
         log.info("skipped %s: finished already (summary.json says ok)", ctx.folder.path)
         return finished
+    if ctx.data_error is not None:
+        raise ctx.data_error
     warn_if_superseding(ctx)
     data = load_dataset(cfg).on_device(device)
     validate_against_data(cfg, data.n_cases)
@@ -231,10 +248,23 @@ def run(
     """``train`` with failures recorded (bad config or data too); in a sweep (raise_errors=False)
     the sweep goes on. An interrupt is no failure: the checkpoint is kept for the next start."""
     started = time.perf_counter()
+    foreign = RunFolder(run_dir).foreign_entries()
+    if foreign:  # nothing may be written there, not even the failure
+        message = (
+            f"{run_dir} holds files segact did not write ({', '.join(foreign[:5])}): choose "
+            "another hydra.run.dir (or sweep folder), or move them away"
+        )
+        if raise_errors:
+            raise ConfigError(message)
+        log.error("run refused: %s", message)
+        return {"status": "refused", "error": message, "wall_seconds": 0.0}
     try:
         summary = train(cfg, run_dir, label)
     except Exception as error:
-        summary = record_failure(cfg, run_dir, label, error)
+        try:
+            summary = record_failure(cfg, run_dir, label, error)
+        except OSError:  # e.g. the disk is still full: the cause to report is the first error
+            raise error from None
         log.error("run failed: %s", summary["error"])
         if raise_errors:
             raise

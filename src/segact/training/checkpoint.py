@@ -10,6 +10,7 @@ the epoch rows so far), so a resumed fold ends with the same numbers as an unint
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import random
 import time
@@ -46,8 +47,13 @@ def restore_rng_states(states: dict[str, Any], generator: torch.Generator) -> No
 
 
 def save(state: dict[str, Any], path: Path) -> None:
+    """Serialised in memory first, then written: on a full disk torch.save's own writer raises
+    ``RuntimeError: [enforce fail at inline_container.cc]``, which never mentions space; a
+    plain write raises the OSError that says so."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def load(path: Path, config_hash: str) -> dict[str, Any] | None:
