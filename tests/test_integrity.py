@@ -200,3 +200,33 @@ def test_changed_data_is_another_run_and_gives_its_own_numbers(tmp_path):
     fresh = train(_folder_cfg(fresh_root, tmp_path / "fresh_cache"), tmp_path / "fresh_run")
     assert second["best_dice_mean"] == fresh["best_dice_mean"]
     assert second["best_dice_mean"] != first["best_dice_mean"]
+
+
+READ_ONLY_FOLDER = """
+real = pathlib.Path.write_bytes
+def write_bytes(self, data):
+    if self.name.startswith(".segact-probe"):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+    return real(self, data)
+pathlib.Path.write_bytes = write_bytes
+"""
+
+
+def test_a_read_only_run_folder_is_one_line_before_hydra_sets_up_its_log(tmp_path):
+    done = _faulty_train(READ_ONLY_FOLDER, f"hydra.run.dir={tmp_path / 'run'}")
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("segact: error: ")
+    assert "Read-only file system; fix it and run the same command again" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1  # no "Unable to configure handler" trace
+
+
+def test_the_report_says_when_a_table_mixes_hardware(tmp_path):
+    from segact.report import cli as report
+    from tests.report_fixtures import ARCTAN, SIGMOID, write_run
+
+    sweep = tmp_path / "sweep"
+    write_run(sweep, "sigmoid", SIGMOID, keys={"hardware": "cpu: A (avx2)"})
+    write_run(sweep, "arctan", ARCTAN, keys={"hardware": "gpu: B"})
+    assert report.main([str(sweep), "--out", str(tmp_path / "out"), "--no-figures"]) == 0
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "Dataset toy mixes hardware: cpu: A (avx2) (5 folds); gpu: B (5 folds)." in text
