@@ -1,4 +1,5 @@
-"""Ctrl-C during training: finish the epoch, save a checkpoint, stop with one line (exit 130).
+"""Ctrl-C (or SLURM's SIGTERM / pre-timeout SIGUSR2) during training: finish the epoch, save a
+checkpoint, stop with one line (exit 130).
 
 The first SIGINT only asks the fold loop to stop after the current epoch, so the checkpoint it
 saves lies on an epoch boundary and the resumed run ends with the same numbers; a second SIGINT
@@ -26,24 +27,32 @@ class StopRequest:
     requested: bool = False
 
 
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+"""Ctrl-C; SLURM's scancel (SIGTERM, KillWait seconds before SIGKILL); and the warning that
+submitit asks SLURM to send before the time limit (``--signal=USR2@<signal_delay_s>``)."""
+
+
 @contextlib.contextmanager
 def stop_after_epoch_on_sigint() -> Iterator[StopRequest]:
-    """A StopRequest that the first Ctrl-C sets (main thread only; elsewhere never set)."""
+    """A StopRequest that the first stop signal sets (main thread only; elsewhere never set)."""
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield request
         return
 
     def handle(signum: int, frame: object) -> None:
-        if request.requested:
+        if request.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         request.requested = True
         log.warning(
-            "interrupted: finishing this epoch and saving a checkpoint (Ctrl-C again to stop now)"
+            "interrupted (%s): finishing this epoch and saving a checkpoint%s",
+            signal.Signals(signum).name,
+            " (Ctrl-C again to stop now)" if signum == signal.SIGINT else "",
         )
 
-    previous = signal.signal(signal.SIGINT, handle)
+    previous = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
     try:
         yield request
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
