@@ -22,10 +22,12 @@ install() {
     command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null &&
         return 0
     echo "slurm_local: installing slurm-wlm and munge (apt-get)" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >"$DIR/apt.log" 2>&1 || {
-        echo "slurm_local: apt-get install slurm-wlm munge failed; see $DIR/apt.log" >&2
-        exit 1
-    }
+    local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -y -q)
+    "${apt[@]}" install slurm-wlm munge >"$DIR/apt.log" 2>&1 ||
+        { "${apt[@]}" update && "${apt[@]}" install slurm-wlm munge; } >>"$DIR/apt.log" 2>&1 || {
+            echo "slurm_local: apt-get install slurm-wlm munge failed; see $DIR/apt.log" >&2
+            exit 1
+        }
 }
 
 write_conf() {
@@ -94,7 +96,7 @@ start() {
         --pid-file="$DIR/munged.pid" --log-file="$DIR/munged.log" --seed-file="$DIR/munge.seed"
     slurmctld -f "$CONF"
     slurmd -f "$CONF"
-    wait_idle
+    wait_idle || { stop >/dev/null; exit 1; }  # leave nothing half started behind
     echo "slurm_local: running; partition debug, $(nproc) CPUs; SLURM_CONF=$CONF"
 }
 
@@ -116,6 +118,9 @@ case ${1:-status} in
     env) echo "export SLURM_CONF=$CONF" ;;
     status)
         running || { echo "slurm_local: not running"; exit 1; }
+        state=$(SLURM_CONF=$CONF sinfo -h -n "$NODE" -o %T 2>/dev/null || true)
+        [[ $state == idle* || $state == mixed* || $state == allocated* ]] ||
+            { echo "slurm_local: running, but the node is ${state:-unknown}"; exit 1; }
         SLURM_CONF=$CONF sinfo ;;
     *) echo "usage: scripts/slurm_local.sh start|stop|status|env" >&2; exit 2 ;;
 esac
