@@ -30,6 +30,7 @@ TINY = (
     "trainer.threads=1",
     "runtime.progress=false",
     "runtime.checkpoint_every_s=0",
+    "runtime.save_models=false",  # 45 MB a fold; tests/test_predict.py turns it on
 )
 TIMING = ["train_seconds", "epoch_seconds", "wall_seconds"]
 """Columns that measure time: they differ between identical runs."""

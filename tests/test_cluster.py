@@ -30,6 +30,7 @@ SMALL = (
     "trainer.batch_size=4",
     "runtime.progress=false",
     "runtime.checkpoint_every_s=0",
+    "runtime.save_models=false",
 )
 SLURM = ("launcher=submitit_slurm", "hydra.launcher.partition=debug")
 
@@ -80,14 +81,23 @@ def _basic(tmp_path: Path, env, *overrides: str) -> Path:
     return sweep
 
 
-def test_a_fold_job_sweep_with_only_the_partition_set(cluster, tmp_path):
-    grid = ("activation=sigmoid,arctan", "trainer.fold=0,1", "trainer.max_epochs=2")
+GRID = ("activation=sigmoid,arctan", "trainer.max_epochs=2")
+
+
+@pytest.fixture(scope="module")
+def basic_grid(cluster, tmp_path_factory) -> Path:
+    """The basic launcher's sweep of GRID at one thread: what the cluster's must equal."""
+    return _basic(tmp_path_factory.mktemp("basic_grid"), cluster, *GRID)
+
+
+def test_a_fold_job_sweep_with_only_the_partition_set(cluster, basic_grid, tmp_path):
     sweep = tmp_path / "slurm"
-    _train(cluster, *SLURM, f"hydra.sweep.dir={sweep}", *grid)
+    _train(cluster, *SLURM, f"hydra.sweep.dir={sweep}", *GRID, "trainer.fold=0,1")
     assert (sweep / "sweep_folds.csv").exists()
-    basic = _basic(tmp_path, cluster, *grid)
-    pd.testing.assert_frame_equal(_results(sweep), _results(basic))
-    pd.testing.assert_frame_equal(_results(sweep, THRESHOLDS_CSV), _results(basic, THRESHOLDS_CSV))
+    pd.testing.assert_frame_equal(_results(sweep), _results(basic_grid))
+    pd.testing.assert_frame_equal(
+        _results(sweep, THRESHOLDS_CSV), _results(basic_grid, THRESHOLDS_CSV)
+    )
 
 
 def _squeue(env) -> list[str]:
@@ -96,7 +106,7 @@ def _squeue(env) -> list[str]:
 
 
 def test_scancel_saves_stops_and_the_same_command_resumes(cluster, tmp_path):
-    grid = ("trainer.fold=0,1", "trainer.max_epochs=40", "trainer.patience=40")
+    grid = ("trainer.fold=0,1", "trainer.max_epochs=25", "trainer.patience=25")
     sweep = tmp_path / "slurm"
     command = [sys.executable, "-m", "segact.train", "-m", *SMALL, *SLURM, *grid]
     command.append(f"hydra.sweep.dir={sweep}")
@@ -127,11 +137,11 @@ def test_scancel_saves_stops_and_the_same_command_resumes(cluster, tmp_path):
 
 
 def test_a_job_out_of_time_is_resubmitted_and_finishes(cluster, tmp_path):
-    """SLURM's warning (``--signal=USR2@30``, 30 s into a 1-minute limit) stops a fold that needs
-    about 40 s at an epoch boundary, with its checkpoint; README's resubmit loop (the same
+    """SLURM's warning (``--signal=USR2@40``, 20 s into a 1-minute limit) stops a fold that needs
+    about 30 s at an epoch boundary, with its checkpoint; README's resubmit loop (the same
     command again) ends it."""
-    grid = ("trainer.max_epochs=130", "trainer.patience=130", "trainer.fold=0")
-    limits = ("hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30")
+    grid = ("trainer.max_epochs=100", "trainer.patience=100", "trainer.fold=0")
+    limits = ("hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=40")
     sweep = tmp_path / "slurm"
     attempts = []
     for _ in range(4):
@@ -144,10 +154,9 @@ def test_a_job_out_of_time_is_resubmitted_and_finishes(cluster, tmp_path):
     pd.testing.assert_frame_equal(_results(sweep, "epochs.csv"), _results(basic, "epochs.csv"))
 
 
-def test_two_sweeps_at_once_compute_each_fold_once(cluster, tmp_path):
-    grid = ("activation=sigmoid,arctan", "trainer.max_epochs=3")
+def test_two_sweeps_at_once_compute_each_fold_once(cluster, basic_grid, tmp_path):
     sweep = tmp_path / "slurm"
-    command = [sys.executable, "-m", "segact.train", "-m", *SMALL, *SLURM, *grid]
+    command = [sys.executable, "-m", "segact.train", "-m", *SMALL, *SLURM, *GRID]
     command.append(f"hydra.sweep.dir={sweep}")
     both = [
         subprocess.Popen(command, env=cluster, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -156,8 +165,7 @@ def test_two_sweeps_at_once_compute_each_fold_once(cluster, tmp_path):
     assert [p.wait(timeout=600) for p in both] == [0, 0]
     logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.out"))
     assert logs.count("best Dice") == 4  # 2 runs x 2 folds, each computed by one job
-    basic = _basic(tmp_path, cluster, *grid)
-    pd.testing.assert_frame_equal(_results(sweep), _results(basic))
+    pd.testing.assert_frame_equal(_results(sweep), _results(basic_grid))
 
 
 @pytest.mark.parametrize(

@@ -17,3 +17,8 @@ class DatasetError(ConfigError):
 
 class ReportError(Exception):
     """Input the report cannot use; the message says what is wrong."""
+
+
+class ModelError(ConfigError):
+    """A saved model that cannot be applied (no finished run, no saved models, a fold missing or
+    damaged), or input it cannot be applied to; the message names the file and the fix."""

@@ -144,12 +144,17 @@ def _decode(
             f"{mask.shape[1]}x{mask.shape[0]} (width x height): they must have the same size"
         )
     foreground = binarize_mask(mask, mask_path, rule.threshold, rule.foreground_values)
-    is_8bit = image.dtype == np.uint8
+    return stored_pixels(image, size), resize_mask(foreground, size)
+
+
+def stored_pixels(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) or (H, W, C) pixels of ``read_image`` as the dataset stores them (segact-predict
+    preprocesses with it too): (C, h, w), uint8 for 8-bit files, else float32 in [0, 1]."""
     pixels = unit_scale(image)
     resized = resize_image(pixels[..., None] if pixels.ndim == 2 else pixels, size)
-    if is_8bit:  # 8-bit stays 8-bit in the cache: four times smaller
+    if image.dtype == np.uint8:  # 8-bit stays 8-bit in the cache: four times smaller
         resized = np.clip(np.rint(resized * 255), 0, 255).astype(np.uint8)
-    return resized, resize_mask(foreground, size)
+    return resized
 
 
 def cases_from_names(

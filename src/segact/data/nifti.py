@@ -96,8 +96,7 @@ def _slices(
     foreground_labels: Sequence[int] | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(slices, C, h, w) float32 and (slices, h, w) bool of one case."""
-    parts = [read_volume(path).astype(np.float32) for path in images]
-    volume = np.concatenate([p[..., None] if p.ndim == 3 else p for p in parts], axis=-1)
+    volume = read_channels(images)
     labels = read_volume(label)
     if labels.ndim == 4 and labels.shape[-1] == 1:
         labels = labels[..., 0]
@@ -106,20 +105,39 @@ def _slices(
             f"{images[0]} has shape {volume.shape[:3]} (+ {volume.shape[3:]} channels) but its "
             f"label {label} has shape {labels.shape}: they must cover the same voxels"
         )
+    foreground = binarize_mask(np.rint(labels).astype(np.int64), label, None, foreground_labels)
+    foreground = np.moveaxis(foreground, axis, 0)
+    return (
+        volume_slices(volume, images[0], axis, size, modalities, volume_norm),
+        np.stack([resize_mask(plane, size) for plane in foreground]),
+    )
+
+
+def read_channels(images: list[Path]) -> np.ndarray:
+    """One case's (x, y, z, C) float32 volume: a 4D file's modalities, or one file per channel."""
+    parts = [read_volume(path).astype(np.float32) for path in images]
+    return np.concatenate([p[..., None] if p.ndim == 3 else p for p in parts], axis=-1)
+
+
+def volume_slices(
+    volume: np.ndarray,
+    source: Path,
+    axis: int,
+    size: tuple[int, int],
+    modalities: Sequence[int] | None,
+    volume_norm: str,
+) -> np.ndarray:
+    """(slices, C, h, w) float32 of a (x, y, z, C) volume as the dataset stores them (segact-predict
+    preprocesses with it too): modalities picked, normalised per volume, sliced and resized."""
     if modalities is not None:
         if max(modalities) >= volume.shape[-1]:
             raise DatasetError(
-                f"config key 'dataset.modalities' = {list(modalities)}: {images[0]} has "
+                f"config key 'dataset.modalities' = {list(modalities)}: {source} has "
                 f"{volume.shape[-1]} modalities (0..{volume.shape[-1] - 1})"
             )
         volume = volume[..., list(modalities)]
-    volume = _normalize_volume(volume, volume_norm)
-    foreground = binarize_mask(np.rint(labels).astype(np.int64), label, None, foreground_labels)
-    volume, foreground = np.moveaxis(volume, axis, 0), np.moveaxis(foreground, axis, 0)
-    return (
-        np.stack([resize_image(plane, size) for plane in volume]),
-        np.stack([resize_mask(plane, size) for plane in foreground]),
-    )
+    planes = np.moveaxis(_normalize_volume(volume, volume_norm), axis, 0)
+    return np.stack([resize_image(plane, size) for plane in planes])
 
 
 def _check_options(axis: int, volume_norm: str, modalities: Sequence[int] | None) -> None:

@@ -8,6 +8,7 @@ output folder's builder next to its parser).
 <run_dir>/folds.csv        one row per fold: its numbers, the run's keys, config_hash, status
 <run_dir>/summary.json     mean/std over folds, status (ok | failed), identity, files' digests
 <run_dir>/parts/           each finished fold's row and frames (joined into the files above)
+<run_dir>/models/          each finished fold's weights (fold<k>.safetensors) and card (.json)
 <run_dir>/checkpoints/     the fold in flight (removed when it finishes)
 <run_dir>/locks/           who computes which fold now
 <sweep_dir>/sweep_folds.csv  every run's folds, written when a multirun ends
@@ -44,6 +45,8 @@ RESULT_FILES: tuple[str, ...] = (FOLDS_CSV, EPOCHS_CSV, THRESHOLDS_CSV)
 """The files summary.json records (rows and SHA-256), so that a damaged one is noticed."""
 PARTS_DIR = "parts"
 CHECKPOINTS_DIR = "checkpoints"
+MODELS_DIR = "models"
+"""Each finished fold's weights at its reported epoch and the card that says how to apply them."""
 LOCKS_DIR = "locks"
 SWEEP_FOLDS_CSV = "sweep_folds.csv"
 """In the sweep folder: every run's folds.csv rows, written when a multirun ends."""
@@ -268,6 +271,12 @@ class RunFolder:
     def checkpoint(self, fold: int) -> Path:
         return self.path / CHECKPOINTS_DIR / f"fold{fold}.pt"
 
+    def model_weights(self, fold: int) -> Path:
+        return self.path / MODELS_DIR / f"fold{fold}.safetensors"
+
+    def model_card(self, fold: int) -> Path:
+        return self.path / MODELS_DIR / f"fold{fold}.json"
+
     def fold_lock(self, fold: int) -> Path:
         return self.path / LOCKS_DIR / f"fold{fold}.lock"
 
@@ -281,7 +290,8 @@ class RunFolder:
         nor finished folds beside them (someone else's ``folds.csv``)."""
         if not self.path.is_dir():
             return []
-        own = {*RESULT_FILES, SUMMARY_JSON, PARTS_DIR, CHECKPOINTS_DIR, LOCKS_DIR, ".hydra"}
+        own = {*RESULT_FILES, SUMMARY_JSON, PARTS_DIR, CHECKPOINTS_DIR, LOCKS_DIR, MODELS_DIR}
+        own.add(".hydra")
         foreign = sorted(
             p.name
             for p in self.path.iterdir()

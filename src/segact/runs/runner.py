@@ -29,6 +29,7 @@ from segact.data.splits import Fold, case_folds
 from segact.errors import DatasetError
 from segact.nn.heads import build_head
 from segact.runs import identity as run_identity
+from segact.runs import models
 from segact.runs.folder import FoldRecords, RunFolder, summary_numbers
 from segact.runs.locks import acquire, holding
 from segact.runs.provenance import hardware, provenance
@@ -125,6 +126,9 @@ def compute_fold(setup: FoldSetup, ctx: RunContext, records: FoldRecords, fold: 
         result = fit_fold(setup, fold, saved, heartbeat=lock.refresh)
         row = {**ctx.columns, "fold": fold.index, **result.row, "hardware": hardware(ctx.device)}
         row |= {"status": "ok", "error": ""}
+        if setup.cfg.runtime.save_models and result.state is not None:  # before the fold's record
+            card = models.model_card(setup, fold.index, row["best_threshold"])
+            models.save_fold(ctx.folder, fold.index, result.state, card)
         records.save(fold.index, (result.epochs, result.thresholds), row, result.notes)
         checkpoint.remove(saved)
     finally:

@@ -74,6 +74,7 @@ class FoldResult:
     row: dict[str, Any]
     zero_gradient: bool = False
     notes: list[str] = field(default_factory=list)
+    state: dict[str, torch.Tensor] | None = None  # the weights of the reported epoch
 
 
 def fit_fold(
@@ -194,4 +195,6 @@ def finish_fold(
     row["dice_per_image_at_best_threshold"] = row.pop("dice_per_image")
     table = reported.sweep.table.copy()
     table.insert(0, "fold", fold.index)
-    return FoldResult(epochs, table, row, progress.zero_gradient, progress.notes)
+    return FoldResult(
+        epochs, table, row, progress.zero_gradient, progress.notes, progress.best_state
+    )

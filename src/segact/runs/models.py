@@ -1,0 +1,247 @@
+"""Saved models: each finished fold's weights at its reported epoch (safetensors, so loading runs
+no pickled code) and a card (JSON) with what applying them needs: the model and head to build,
+the input size and channels, the normalisation's numbers, the reported threshold and the run's
+``config_hash``, so that ``segact-predict`` preprocesses exactly as training did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from segact.choices import plain
+from segact.data.normalize import STATS_SHAPE, Normalization
+from segact.errors import ModelError
+from segact.io import atomic_path, read_json, write_json
+from segact.nn.heads import Head, build_head
+from segact.runs.folder import RunFolder, file_digest
+from segact.training.engine import FoldSetup
+from segact.training.fitting import build_model
+from segact.training.forward import Forward
+
+CARD_VERSION = 1
+SHOWN = 3  # tensor names listed in an error, per kind of difference
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True) if node else {}
+
+
+def _dtype_name(raw: Any) -> str:
+    """``uint8`` or ``float32``: how the dataset stored its pixels (numpy rows or a tensor)."""
+    return str(raw.dtype).removeprefix("torch.")
+
+
+def _numbers(stats: Tensor | None) -> list[float] | None:
+    """Per-channel statistics as JSON numbers: each float32 value exactly (float64 holds it)."""
+    return None if stats is None else stats.cpu().reshape(-1).tolist()
+
+
+def input_card(dataset: DictConfig) -> dict[str, Any]:
+    """What kind of input the model takes (2D images, or volumes cut into slices) and how the
+    loader read it beyond the size."""
+    if str(dataset.get("_target_", "")).endswith("load_nifti"):
+        values = _plain(dataset)
+        return {"kind": "volumes", **{k: values[k] for k in ("axis", "modalities", "volume_norm")}}
+    return {"kind": "images", "gray_to_rgb": bool(dataset.get("gray_to_rgb", False))}
+
+
+def model_card(setup: FoldSetup, fold: int, threshold: float) -> dict[str, Any]:
+    """The card of fold ``fold``'s model: everything ``load_fold`` and ``segact-predict`` need."""
+    cfg, data, norm = setup.cfg, setup.data, setup.data.normalization
+    model = {"arch": cfg.model.arch, "encoder": cfg.model.encoder}
+    if cfg.model.kwargs:
+        model["kwargs"] = _plain(cfg.model.kwargs)
+    activation = {k: v for k, v in _plain(cfg.activation).items() if v is not None}
+    if "_target_" not in activation:
+        activation.pop("_partial_", None)
+    mode = cfg.dataset.get("normalize") or ("none" if norm.mean is None else "dataset")
+    stats = {"mean": _numbers(norm.mean), "std": _numbers(norm.std)}
+    return {
+        "version": CARD_VERSION,
+        "config_hash": setup.config_hash,
+        "fold": fold,
+        "model": model,
+        "head": setup.head.name,
+        "activation": activation,
+        "in_channels": data.in_channels,
+        "out_channels": setup.head.out_channels,
+        "input_size": [int(s) for s in data.images.shape[-2:]],
+        "input": input_card(cfg.dataset),
+        "pixels": _dtype_name(data.images),
+        "normalization": {"mode": plain(mode), "scale": norm.scale, **stats},
+        "threshold": float(threshold),
+        "eval_batch_size": int(cfg.eval.batch_size),  # CPU kernels' sums vary with the batch
+        "forward": {
+            "channels_last": bool(cfg.trainer.channels_last),
+            "precision": plain(cfg.trainer.precision),
+        },
+    }
+
+
+def save_fold(run: RunFolder, fold: int, state: dict[str, Tensor], card: dict[str, Any]) -> None:
+    """The weights, then the card with their SHA-256 (written last: it marks a complete pair)."""
+    from safetensors.torch import save_file
+
+    tensors = {name: value.detach().cpu().contiguous() for name, value in state.items()}
+    with atomic_path(run.model_weights(fold)) as tmp:
+        save_file(tensors, str(tmp), metadata={"config_hash": card["config_hash"]})
+    write_json({**card, "sha256": file_digest(run.model_weights(fold))}, run.model_card(fold))
+
+
+def normalization_of(card: dict[str, Any]) -> Normalization:
+    """The recorded normalisation, with the very float32 statistics training used."""
+    norm = card["normalization"]
+    if norm.get("mean") is None:
+        return Normalization(norm.get("scale"))
+    mean, std = (
+        torch.tensor(norm[k], dtype=torch.float32).view(STATS_SHAPE) for k in ("mean", "std")
+    )
+    return Normalization(norm.get("scale"), mean, std)
+
+
+def fresh_model(card: dict[str, Any]) -> nn.Module:
+    spec = card["model"]
+    cfg = OmegaConf.create({**spec, "encoder_weights": None, "kwargs": spec.get("kwargs", {})})
+    return build_model(cfg, int(card["in_channels"]), int(card["out_channels"]))
+
+
+def _listed(names: Sequence[str]) -> str:
+    more = f" (+{len(names) - SHOWN} more)" if len(names) > SHOWN else ""
+    return ", ".join(names[:SHOWN]) + more
+
+
+def check_tensors(saved: dict[str, Tensor], expected: dict[str, Tensor], path: Path) -> None:
+    """One line naming the tensors that are missing, unexpected or of another shape."""
+    missing = sorted(set(expected) - set(saved))
+    unexpected = sorted(set(saved) - set(expected))
+    shapes = [
+        f"{name} {'x'.join(map(str, saved[name].shape))} in the file, "
+        f"{'x'.join(map(str, expected[name].shape))} in the model"
+        for name in sorted(set(saved) & set(expected))
+        if saved[name].shape != expected[name].shape
+    ]
+    problems = [f"missing {_listed(missing)}" if missing else "",
+                f"unexpected {_listed(unexpected)}" if unexpected else "",
+                f"shape of {_listed(shapes)}" if shapes else ""]  # fmt: skip
+    if any(problems):
+        differences = "; ".join(p for p in problems if p)
+        raise ModelError(
+            f"{path} does not fit the model its card describes ({differences}): the file is not "
+            "this run's; train the run again"
+        )
+
+
+def read_card(run: RunFolder, fold: int, config_hash: str) -> dict[str, Any]:
+    """Fold ``fold``'s card, checked against the run (its ``config_hash``) and its weights file."""
+    path, weights = run.model_card(fold), run.model_weights(fold)
+    if not path.exists() or not weights.exists():
+        raise ModelError(
+            f"{run.path}: fold {fold} has no saved model ({path.parent.name}/{path.name} and "
+            f"{weights.name}): train that fold again, or choose another with --fold"
+        )
+    try:
+        card = read_json(path)
+        recorded = card["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelError(f"{path} cannot be read ({error}): train fold {fold} again") from None
+    if card.get("config_hash") != config_hash:
+        raise ModelError(
+            f"{path} was saved by configuration {card.get('config_hash')}, but the run's "
+            f"summary.json says {config_hash}: the model is not this run's; train it again"
+        )
+    if file_digest(weights) != recorded:
+        raise ModelError(f"{weights} changed since it was saved (SHA-256 differs): train again")
+    return card
+
+
+def load_fold(run: RunFolder, fold: int, config_hash: str) -> tuple[dict[str, Any], nn.Module]:
+    """Fold ``fold``'s card and model, its tensors checked against a freshly built model."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    card = read_card(run, fold, config_hash)
+    model = fresh_model(card)
+    try:
+        state = load_file(run.model_weights(fold))
+    except (OSError, SafetensorError) as error:
+        raise ModelError(f"{run.model_weights(fold)} cannot be read ({error})") from None
+    check_tensors(state, model.state_dict(), run.model_weights(fold))
+    model.load_state_dict(state)
+    return card, model.eval()
+
+
+@dataclass
+class Ensemble:
+    """The models of a run's folds (or one of them), applied together: their foreground
+    probabilities are averaged."""
+
+    cards: list[dict[str, Any]]
+    forwards: list[Forward]
+    head: Head
+    normalization: Normalization
+
+    @property
+    def card(self) -> dict[str, Any]:
+        """The preprocessing every fold shares (one dataset, one normalisation)."""
+        return self.cards[0]
+
+    @property
+    def threshold(self) -> float:
+        """The mean of the folds' reported thresholds."""
+        return float(np.mean([card["threshold"] for card in self.cards]))
+
+    @torch.no_grad()
+    def probabilities(self, pixels: np.ndarray, batch_size: int) -> np.ndarray:
+        """(N, C, h, w) pixels as the dataset stored them -> (N, h, w) float32 probabilities."""
+        out = []
+        for start in range(0, len(pixels), batch_size):
+            raw = torch.from_numpy(np.ascontiguousarray(pixels[start : start + batch_size]))
+            x = self.normalization(raw.to(self.forwards[0].device))
+            total = self.head.probability(self.forwards[0](x))
+            for forward in self.forwards[1:]:
+                total = total + self.head.probability(forward(x))
+            mean = total if len(self.forwards) == 1 else total / len(self.forwards)
+            out.append(mean[:, 0].float().cpu().numpy())
+        return np.concatenate(out)
+
+
+def run_summary(run: RunFolder) -> dict[str, Any]:
+    """The summary of a finished run, or a ModelError saying the folder is none."""
+    summary = run.read_summary()
+    if not run.path.is_dir() or summary.get("status") != "ok" or not summary.get("config_hash"):
+        raise ModelError(
+            f"{run.path} is not a finished segact run (its summary.json does not say ok): give "
+            "the folder of a run that finished (outputs/... or multirun/...)"
+        )
+    return summary
+
+
+def load_ensemble(run_dir: Path, fold: int | None, device: torch.device) -> Ensemble:
+    """The models of every fold of the finished run at ``run_dir`` (or of ``fold``)."""
+    run = RunFolder(run_dir)
+    summary = run_summary(run)
+    n_folds = int(summary.get("identity", {}).get("trainer.folds", summary.get("folds", 0)))
+    if not any(run.model_card(k).exists() for k in range(n_folds)):
+        raise ModelError(
+            f"{run.path} has no saved models (trained with runtime.save_models=false, or by a "
+            "segact that did not save them): train it again with runtime.save_models=true"
+        )
+    if fold is not None and not 0 <= fold < n_folds:
+        raise ModelError(f"--fold {fold}: {run.path} has folds 0 to {n_folds - 1}")
+    cards, forwards = [], []
+    for k in range(n_folds) if fold is None else [fold]:
+        card, model = load_fold(run, k, summary["config_hash"])
+        cards.append(card)
+        forwards.append(Forward(model.to(device), OmegaConf.create(card["forward"]), device))
+    head = build_head(
+        OmegaConf.create({"name": cards[0]["head"]}), OmegaConf.create(cards[0]["activation"])
+    )
+    return Ensemble(cards, forwards, head, normalization_of(cards[0]).to(device))

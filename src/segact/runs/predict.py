@@ -1,0 +1,285 @@
+"""Apply a run's saved models to new images or volumes (``segact-predict``).
+
+Each input is preprocessed by the data package's own functions (the loader's decoding and
+resizing, the recorded normalisation), the folds' probabilities are averaged, resized back to
+the input's resolution bilinearly and thresholded. Outputs are staged in a hidden folder inside
+``--out`` and moved into place only when every input succeeded, so a bad input writes nothing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from segact.data.cache import conform
+from segact.data.folder import IMAGE_SUFFIXES, read_image, stored_pixels
+from segact.data.nifti import SUFFIXES as VOLUME_SUFFIXES
+from segact.data.nifti import read_channels, volume_slices
+from segact.data.preprocess import resize_image
+from segact.errors import DatasetError, ModelError
+from segact.io import atomic_path
+from segact.runs.models import Ensemble, load_ensemble
+from segact.training.engine import resolve_device
+
+MSD_IMAGES = "imagesTr"
+PROBABILITY_SUFFIX = "_probability"
+PNG_16BIT = 65535
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    fold: int | None = None  # one fold's model; None: every fold's, probabilities averaged
+    threshold: float | None = None  # None: the mean of the folds' reported thresholds
+    argmax: bool = False  # softmax2: foreground where it is the more probable class
+    probabilities: bool = False  # also write the probability maps
+    overwrite: bool = False
+    device: str = "auto"
+    batch_size: int | None = None  # None: the run's eval.batch_size (its very probabilities)
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Input:
+    path: Path
+    volume: bool
+
+    @property
+    def name(self) -> str:
+        lower = self.path.name.lower()
+        suffix = next((s for s in VOLUME_SUFFIXES if lower.endswith(s)), self.path.suffix)
+        return self.path.name[: len(self.path.name) - len(suffix)]
+
+
+@dataclass
+class Prediction:
+    input: Input
+    probability: np.ndarray  # float32 at the input's resolution: (H, W), or the volume's shape
+    volume: Any = None  # the input's nibabel image (affine, header), for volumes
+
+
+def _kind(path: Path) -> bool | None:
+    """True for a NIfTI volume, False for an image, None for neither."""
+    lower = path.name.lower()
+    if lower.endswith(VOLUME_SUFFIXES):
+        return True
+    return False if lower.endswith(IMAGE_SUFFIXES) else None
+
+
+def find_inputs(source: Path) -> list[Input]:
+    """An image or volume file, or a folder of them (an MSD task: its ``imagesTr/``)."""
+    if source.is_file():
+        if _kind(source) is None:
+            raise ModelError(
+                f"{source} is neither an image ({', '.join(IMAGE_SUFFIXES)}) nor a NIfTI "
+                "volume (.nii.gz, .nii)"
+            )
+        return [Input(source, bool(_kind(source)))]
+    if not source.is_dir():
+        raise ModelError(f"{source}: no such file or folder")
+    folder = source / MSD_IMAGES if (source / MSD_IMAGES).is_dir() else source
+    files = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".") and p.is_file()]
+    inputs = [Input(p, bool(_kind(p))) for p in files if _kind(p) is not None]
+    if not inputs:
+        raise ModelError(
+            f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}) or NIfTI volumes "
+            "(.nii.gz, .nii): give a folder of them, or one file"
+        )
+    return inputs
+
+
+def check_inputs(inputs: list[Input], card: dict[str, Any]) -> None:
+    volumes = card["input"]["kind"] == "volumes"
+    wrong = [i.path for i in inputs if i.volume != volumes]
+    if wrong:
+        kind, other = ("NIfTI volumes", "an image") if volumes else ("2D images", "a volume")
+        raise ModelError(f"{wrong[0]} is {other}, but the run's model was trained on {kind}")
+
+
+def in_run_layout(pixels: np.ndarray, card: dict[str, Any], source: Path) -> np.ndarray:
+    """(N, C, h, w) pixels with the model's channels and in the stored value scale: a gray image
+    repeated where training did that (``dataset.gray_to_rgb``), 8-bit values as floats in [0, 1]
+    for a model of float data, float values times 255 for a model of 8-bit data."""
+    have, channels = pixels.shape[1], int(card["in_channels"])
+    repeat = have == 1 and channels == 3 and card["input"].get("gray_to_rgb", False)
+    if have != channels and not repeat:
+        raise ModelError(
+            f"{source} has {have} channel(s), but the run's model takes {channels}: give "
+            f"{channels}-channel input like the images it was trained on"
+        )
+    if card["pixels"] == "uint8" and pixels.dtype != np.uint8:
+        return np.repeat(pixels, channels // have, axis=1).astype(np.float32) * np.float32(255)
+    return conform(pixels, channels, np.dtype(card["pixels"]))
+
+
+def _unreadable(source: Path, error: DatasetError) -> ModelError:
+    cause = error.__cause__ or error
+    return ModelError(f"{source} cannot be read ({type(cause).__name__}: {cause})")
+
+
+def image_prediction(ensemble: Ensemble, items: list[Input], batch_size: int) -> list[Prediction]:
+    """Images preprocessed as the folder loader stores them, then predicted as one stack."""
+    card = ensemble.card
+    size = tuple(card["input_size"])
+    stacks, shapes = [], []
+    for item in items:
+        try:
+            image = read_image(item.path)
+        except DatasetError as error:
+            raise _unreadable(item.path, error) from None
+        stacks.append(in_run_layout(stored_pixels(image, size)[None], card, item.path))
+        shapes.append(image.shape[:2])
+    probability = ensemble.probabilities(np.concatenate(stacks), batch_size)
+    return [
+        Prediction(item, resized(p, shape))
+        for item, p, shape in zip(items, probability, shapes, strict=True)
+    ]
+
+
+def resized(probability: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(h, w) probabilities at ``shape``, bilinear (unchanged where the size is already right)."""
+    return resize_image(probability[..., None], tuple(shape))[0]
+
+
+def volume_prediction(ensemble: Ensemble, item: Input, batch_size: int) -> Prediction:
+    """A volume sliced and normalised as the NIfTI loader stores it; the slices' probabilities
+    are resized back in plane and stacked into the volume's shape."""
+    import nibabel
+
+    settings = ensemble.card["input"]
+    axis = int(settings["axis"])
+    try:
+        volume = read_channels([item.path])
+        header = nibabel.load(item.path)
+        slices = volume_slices(
+            volume,
+            item.path,
+            axis,
+            tuple(ensemble.card["input_size"]),
+            settings["modalities"],
+            settings["volume_norm"],
+        )
+    except DatasetError as error:
+        raise _unreadable(item.path, error) from None
+    pixels = in_run_layout(slices, ensemble.card, item.path)
+    probability = ensemble.probabilities(pixels, batch_size)
+    plane = tuple(s for i, s in enumerate(volume.shape[:3]) if i != axis)
+    stacked = np.stack([resized(p, plane) for p in probability])
+    return Prediction(item, np.moveaxis(stacked, 0, axis), header)
+
+
+def predictions(ensemble: Ensemble, inputs: list[Input], batch_size: int) -> Iterator[Prediction]:
+    """Each input's probabilities at its own resolution, in order (images a batch at a time)."""
+    images = [item for item in inputs if not item.volume]
+    for start in range(0, len(images), batch_size):
+        yield from image_prediction(ensemble, images[start : start + batch_size], batch_size)
+    for item in inputs:
+        if item.volume:
+            yield volume_prediction(ensemble, item, batch_size)
+
+
+def output_names(item: Input, probabilities: bool) -> list[str]:
+    suffix = ".nii.gz" if item.volume else ".png"
+    names = [f"{item.name}{suffix}"]
+    return [*names, f"{item.name}{PROBABILITY_SUFFIX}{suffix}"] if probabilities else names
+
+
+def check_outputs(inputs: list[Input], out: Path, options: PredictOptions) -> None:
+    """Two inputs writing one file, or a file there already (without --overwrite): refused."""
+    seen: dict[str, Path] = {}
+    for item in inputs:
+        for name in output_names(item, options.probabilities):
+            if name in seen:
+                raise ModelError(
+                    f"{seen[name]} and {item.path} would both write {out / name}: rename one"
+                )
+            seen[name] = item.path
+            if (out / name).exists() and not options.overwrite:
+                raise ModelError(
+                    f"{out / name} exists: pass --overwrite to replace it, or choose another --out"
+                )
+
+
+def write_outputs(
+    prediction: Prediction, threshold: float | None, folder: Path, probabilities: bool
+) -> list[Path]:
+    """The mask (``threshold``: foreground where p >= it; None: where p > 0.5, the argmax of
+    two classes) and, with ``probabilities``, the probability map, into ``folder``."""
+    p = prediction.probability
+    mask = p > 0.5 if threshold is None else p >= threshold  # compared in float32, like the sweep
+    paths = [folder / name for name in output_names(prediction.input, probabilities)]
+    if prediction.volume is None:
+        quantized = np.rint(p.astype(np.float64) * PNG_16BIT).astype(np.uint16)
+        for path, array in zip(
+            paths, [mask.astype(np.uint8) * 255, quantized][: len(paths)], strict=True
+        ):
+            with atomic_path(path) as tmp:
+                Image.fromarray(array).save(tmp, format="PNG")
+        return paths
+    arrays = [mask.astype(np.uint8), p.astype(np.float32)][: len(paths)]
+    for path, array in zip(paths, arrays, strict=True):
+        write_volume(array, prediction.volume, path)
+    return paths
+
+
+def write_volume(array: np.ndarray, like: Any, path: Path) -> None:
+    """``array`` as NIfTI with the affine and header of the input volume ``like``."""
+    import nibabel
+
+    header = like.header.copy()
+    header.set_data_dtype(array.dtype)
+    image = nibabel.Nifti1Image(array, like.affine, header)
+    image.header.set_slope_inter(1.0, 0.0)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(gzip.compress(image.to_bytes()))
+
+
+def resolved_device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"--device {name}: this machine has no CUDA GPU; use --device cpu")
+    try:
+        return resolve_device(name)
+    except RuntimeError as error:
+        raise ModelError(f"--device {name}: {error}") from None
+
+
+def predict(run_dir: Path, source: Path, out: Path, options: PredictOptions) -> list[Path]:
+    """Predict every input under ``source`` with the run's models; returns the files written."""
+    ensemble = load_ensemble(run_dir, options.fold, resolved_device(options.device))
+    if options.argmax and ensemble.head.name != "softmax2":
+        raise ModelError(f"--argmax needs a softmax2 model; {run_dir} has {ensemble.head.name}")
+    inputs = find_inputs(source)
+    check_inputs(inputs, ensemble.card)
+    check_outputs(inputs, out, options)
+    threshold = ensemble.threshold if options.threshold is None else options.threshold
+    batch_size = options.batch_size or int(ensemble.card.get("eval_batch_size", 16))
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".segact-predict-", suffix=".tmp", dir=out))
+    try:
+        staged: list[Path] = []
+        bar = tqdm(total=len(inputs), desc="predict", disable=not options.progress, leave=False)
+        for prediction in predictions(ensemble, inputs, batch_size):
+            cut = None if options.argmax else threshold
+            staged += write_outputs(prediction, cut, staging, options.probabilities)
+            bar.update()
+        bar.close()
+        for path in staged:
+            os.replace(path, out / path.name)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out / path.name for path in staged]
