@@ -53,6 +53,13 @@ def cluster():
         subprocess.run([str(SLURM_LOCAL), "stop"], capture_output=True)
 
 
+@pytest.fixture(autouse=True)
+def no_jobs_left(cluster):
+    """Whatever a test leaves in the queue (a failure mid-sweep) is cancelled after it."""
+    yield
+    subprocess.run(["scancel", "--user", "root"], env=cluster, capture_output=True)
+
+
 def _train(env, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "segact.train", "-m", *SMALL, *overrides]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
@@ -162,7 +169,8 @@ def test_two_sweeps_at_once_compute_each_fold_once(cluster, basic_grid, tmp_path
         subprocess.Popen(command, env=cluster, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         for _ in range(2)
     ]
-    assert [p.wait(timeout=600) for p in both] == [0, 0]
+    said = [p.communicate(timeout=600)[1][-2000:] for p in both]
+    assert [p.returncode for p in both] == [0, 0], said
     logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.out"))
     assert logs.count("best Dice") == 4  # 2 runs x 2 folds, each computed by one job
     pd.testing.assert_frame_equal(_results(sweep), _results(basic_grid))

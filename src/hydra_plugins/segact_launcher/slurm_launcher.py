@@ -58,8 +58,9 @@ def refuse(message: str, code: int) -> None:
     raise SystemExit(code)
 
 
-def queue_states(job_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """job id -> (state, reason) of the jobs still in the queue (array tasks as ``<id>_<k>``)."""
+def queue_states(job_ids: Sequence[str]) -> dict[str, tuple[str, str]] | None:
+    """job id -> (state, reason) of the jobs still in the queue (array tasks as ``<id>_<k>``);
+    None when squeue could not answer."""
     if not job_ids:
         return {}
     command = [
@@ -71,6 +72,9 @@ def queue_states(job_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         ",".join(sorted({j.split("_")[0] for j in job_ids})),
     ]
     done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:  # slurmctld busy (a socket timeout): no news, not "all gone"
+        log.warning("squeue failed (%s); asking again", done.stderr.strip()[:200])
+        return None
     states = {}
     for line in done.stdout.splitlines():
         job, state, reason = line.strip().split("|", 2)
@@ -127,6 +131,9 @@ def wait(jobs: list[Any]) -> list[tuple[Any, JobReturn | None]]:
     left_at: dict[str, float] = {}
     while True:
         states = queue_states([j.job_id for j in jobs])
+        if states is None:
+            time.sleep(POLL_S)
+            continue
         hopeless = {
             j: s for j, s in states.items() if s[0] == "PENDING" and s[1] in HOPELESS_REASONS
         }

@@ -136,6 +136,12 @@ def _comparison_lines(chosen: Selection, options: ReportOptions, out: Path) -> l
     ]
 
 
+def _overlay_lines(chosen: Selection, out: Path) -> list[str]:
+    from segact.report import overlays  # torch and the models only when a report is drawn
+
+    return overlays.overlay_sections(chosen.used, chosen.pairs, out)
+
+
 def build_report(sources: Sequence[Path], out: Path, options: ReportOptions) -> str:
     """Write every report file into ``out``; returns the main table as Markdown."""
     chosen = select(sources, options)
@@ -157,6 +163,7 @@ def build_report(sources: Sequence[Path], out: Path, options: ReportOptions) -> 
         *sections.failed_sections(chosen.folds, out),
         *(sections.figure_sections(chosen.used, chosen.thresholds, chosen.keys, out)
           if options.figures else []),
+        *(_overlay_lines(chosen, out) if options.figures else []),
         *(compare_sections(chosen.folds, options.compare, out) if options.compare else []),
     ]  # fmt: skip
     write_text("\n".join(lines), out / REPORT_MD)
