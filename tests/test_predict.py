@@ -304,3 +304,24 @@ def _bad_kind(tmp_path: Path, root: Path) -> ModelError:
     with pytest.raises(ModelError) as refused:
         predict(tmp_path / "run", image, tmp_path / "out2", PredictOptions(progress=False))
     return refused.value
+
+
+@pytest.mark.slow
+def test_a_fold_of_a_run_still_in_progress_can_be_applied(tmp_path):
+    """Fold jobs: fold 0 finished, fold 1 not yet: fold 0's model applies (checked against its
+    finished record), the ensemble of every fold and the unfinished fold are refused."""
+    root = write_folder(tmp_path / "data", n=8)
+    cfg = _file_config(
+        "dataset=folder",
+        f"dataset.root={root}",
+        f"dataset.image_size=[{SIZE[0]},{SIZE[1]}]",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+        "trainer.fold=0",
+    )
+    run = tmp_path / "run"
+    assert train(cfg, run)["status"] == "incomplete"
+    ensemble = load_ensemble(run, 0, torch.device("cpu"))
+    assert len(ensemble.forwards) == 1
+    for fold in (None, 1):
+        with pytest.raises(ModelError, match="is not a finished segact run"):
+            load_ensemble(run, fold, torch.device("cpu"))

@@ -21,7 +21,7 @@ from segact.data.normalize import STATS_SHAPE, Normalization
 from segact.errors import ModelError
 from segact.io import atomic_path, read_json, write_json
 from segact.nn.heads import Head, build_head
-from segact.runs.folder import RunFolder, file_digest
+from segact.runs.folder import FoldRecords, RunFolder, file_digest
 from segact.training.engine import FoldSetup
 from segact.training.fitting import build_model
 from segact.training.forward import Forward
@@ -213,21 +213,28 @@ class Ensemble:
         return np.concatenate(out)
 
 
-def run_summary(run: RunFolder) -> dict[str, Any]:
-    """The summary of a finished run, or a ModelError saying the folder is none."""
+def run_summary(run: RunFolder, fold: int | None = None) -> dict[str, Any]:
+    """The summary of a finished run, or, for one ``fold`` of a run still in progress (fold
+    jobs), what its finished fold's record says; else a ModelError saying the folder is none."""
     summary = run.read_summary()
-    if not run.path.is_dir() or summary.get("status") != "ok" or not summary.get("config_hash"):
-        raise ModelError(
-            f"{run.path} is not a finished segact run (its summary.json does not say ok): give "
-            "the folder of a run that finished (outputs/... or multirun/...)"
-        )
-    return summary
+    if run.path.is_dir() and summary.get("status") == "ok" and summary.get("config_hash"):
+        return summary
+    if fold is not None and run.model_card(fold).exists():
+        card_hash = str(read_json(run.model_card(fold)).get("config_hash", ""))
+        record = FoldRecords(run, card_hash).load(fold)  # finished under that very identity
+        if record is not None:
+            return {"config_hash": card_hash, "identity": {"trainer.folds": fold + 1}}
+    raise ModelError(
+        f"{run.path} is not a finished segact run (its summary.json does not say ok"
+        + ("" if fold is None else f", and fold {fold} has not finished")
+        + "): give the folder of a run that finished (outputs/... or multirun/...)"
+    )
 
 
 def load_ensemble(run_dir: Path, fold: int | None, device: torch.device) -> Ensemble:
     """The models of every fold of the finished run at ``run_dir`` (or of ``fold``)."""
     run = RunFolder(run_dir)
-    summary = run_summary(run)
+    summary = run_summary(run, fold)
     n_folds = int(summary.get("identity", {}).get("trainer.folds", summary.get("folds", 0)))
     if not any(run.model_card(k).exists() for k in range(n_folds)):
         raise ModelError(
