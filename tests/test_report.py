@@ -164,6 +164,7 @@ def _kinds(values: list[str]) -> list[list[str]]:
     return [[a, v, "5"] for a in ("arctan", "sigmoid") for v in values]
 
 
+@pytest.mark.slow
 def test_rows_split_by_every_differing_setting(tmp_path):
     sweep = write_two_settings(tmp_path / "sweep", "trainer.lr", [0.001, 0.1])
     out = _report(tmp_path / "out", sweep, "--no-figures")
@@ -177,6 +178,7 @@ def test_rows_split_by_every_differing_setting(tmp_path):
     assert summary["mean_difference"].tolist() == pytest.approx([d.mean()] * 2)
 
 
+@pytest.mark.slow
 def test_two_folder_datasets_are_two_rows(tmp_path):
     roots = ["/data/a", "/data/b"]
     keys = {"dataset": "folder"}
@@ -394,6 +396,7 @@ def test_bad_input_gives_one_clear_line(sweep, tmp_path, capsys):
         assert message in err
 
 
+@pytest.mark.slow
 def test_without_the_default_pair_the_report_says_so(tmp_path):
     write_run(tmp_path / "sweep", "sigmoid", SIGMOID)
     write_run(tmp_path / "sweep", "normal_cdf", ARCTAN)
@@ -412,6 +415,7 @@ def test_without_the_default_pair_the_report_says_so(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_pooled_table_takes_only_the_datasets_with_every_row(tmp_path):
     """c lacks arctan: pooling it would weigh its sigmoid folds into one row only."""
     for dataset, activations_run in (("a", ("sigmoid", "arctan")), ("b", ("sigmoid", "arctan")),
@@ -426,6 +430,7 @@ def test_pooled_table_takes_only_the_datasets_with_every_row(tmp_path):
     assert (out / "table_dataset_c.md").exists()
 
 
+@pytest.mark.slow
 def test_common_seeds_compares_an_unfinished_grid_on_the_seeds_every_row_has(tmp_path):
     """sigmoid has seeds 0-2, arctan only 0: with --common-seeds both rows are seed 0's five
     folds (and the pairs too); results.csv keeps every fold."""
@@ -450,6 +455,7 @@ def test_common_seeds_without_a_shared_seed_is_one_clear_error(tmp_path, capsys)
     assert "--common-seeds: no dataset has a seed" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_pool_puts_runs_of_two_devices_into_the_same_rows_and_pairs(tmp_path):
     """Seed 0 trained on a GPU, seed 1 on the CPU: without --pool each device is a row of its own;
     with --pool resolved the rows and pairs hold both seeds."""
