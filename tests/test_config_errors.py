@@ -28,6 +28,11 @@ BAD = [
     (("trainer.lr=0",), "trainer.lr"),
     (("trainer.fold=2",), "trainer.fold"),
     (("trainer.device=tpu",), "trainer.device"),
+    (
+        ("+trainer.epochs=3",),
+        "'trainer.epochs' = 3: trainer has no such setting; did you mean trainer.max_epochs\\?",
+    ),
+    (("+loss.gama=2",), "'loss.gama'.*the settings of loss are binarize, eps"),
 ]
 if not torch.cuda.is_available():
     BAD.append((("trainer.device=cuda",), "trainer.device.*no CUDA"))

@@ -230,3 +230,12 @@ def test_the_report_says_when_a_table_mixes_hardware(tmp_path):
     assert report.main([str(sweep), "--out", str(tmp_path / "out"), "--no-figures"]) == 0
     text = (tmp_path / "out" / "report.md").read_text()
     assert "Dataset toy mixes hardware: cpu: A (avx2) (5 folds); gpu: B (5 folds)." in text
+
+
+def test_the_guard_checks_the_default_run_folder_quietly(tmp_path):
+    """``outputs/...`` holds ``${hydra:...}`` interpolations: the guard resolves them as Hydra
+    does, without a warning that it could not."""
+    done = _train_in(tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Callback RunDirGuard" not in done.stderr
+    assert list((tmp_path / "outputs").rglob("summary.json"))

@@ -9,6 +9,8 @@ failure is one ConfigError whose message names the config key and says what to d
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -375,8 +377,36 @@ def check_device_available(device: str) -> None:
         _fail("trainer.device", device, "MPS is not available here; use trainer.device=cpu")
 
 
+SCHEMA_GROUPS = ("trainer", "runtime", "eval", "model", "head", "dataset", "activation", "loss")
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    """A key that no schema has, added with Hydra's ``+`` (``+trainer.epochs=3``), would be
+    ignored silently: refuse it and name the closest setting. Nodes built around a user's own
+    ``_target_`` take whatever keyword arguments that target takes, and are left alone."""
+    for group in SCHEMA_GROUPS:
+        node = cfg.get(group)
+        schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+        target = str(node.get("_target_") or "") if isinstance(node, DictConfig) else ""
+        if not dataclasses.is_dataclass(schema) or (target and not target.startswith("segact.")):
+            continue
+        known = sorted(f.name for f in dataclasses.fields(schema))
+        for key in node:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = (
+                    f"did you mean {group}.{close[0]}?"
+                    if close
+                    else (
+                        f"the settings of {group} are {', '.join(k for k in known if k[0] != '_')}"
+                    )
+                )
+                _fail(f"{group}.{key}", node[key], f"{group} has no such setting; {hint}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Every check that needs no data; raises ConfigError on the first problem."""
+    check_known_keys(cfg)
     check_trainer(cfg.trainer)
     check_device_available(cfg.trainer.device)
     check_eval(cfg.eval)

@@ -57,6 +57,7 @@ class RunDirGuard(Callback):
     multirun those given on the command line are checked here, the rest as each job starts)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
+        HydraConfig.instance().set_config(config)  # as run_job does next: ${hydra:...} resolves
         self._check(config.hydra.run.dir, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
