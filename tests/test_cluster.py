@@ -145,13 +145,13 @@ def test_scancel_saves_stops_and_the_same_command_resumes(cluster, tmp_path):
 
 def test_a_job_out_of_time_is_resubmitted_and_finishes(cluster, tmp_path):
     """SLURM's warning (``--signal=USR2@40``, 20 s into a 1-minute limit) stops a fold that needs
-    about 30 s at an epoch boundary, with its checkpoint; README's resubmit loop (the same
+    over 30 s at an epoch boundary, with its checkpoint; README's resubmit loop (the same
     command again) ends it."""
-    grid = ("trainer.max_epochs=100", "trainer.patience=100", "trainer.fold=0")
+    grid = ("trainer.max_epochs=200", "trainer.patience=200", "trainer.fold=0")
     limits = ("hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=40")
     sweep = tmp_path / "slurm"
     attempts = []
-    for _ in range(4):
+    for _ in range(6):
         done = _train(cluster, *SLURM, *limits, f"hydra.sweep.dir={sweep}", *grid, check=False)
         attempts.append(done.returncode)
         if done.returncode == 0:

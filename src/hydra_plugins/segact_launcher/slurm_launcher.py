@@ -82,6 +82,21 @@ def queue_states(job_ids: Sequence[str]) -> dict[str, tuple[str, str]] | None:
     return states
 
 
+def still_queued(job_id: str) -> bool:
+    """A second opinion before a job counts as gone: ``scontrol`` still knows it as pending or
+    running (squeue lists an array task being split off its array for a moment not at all)."""
+    done = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True)
+    state = next((w.split("=", 1)[1] for w in done.stdout.split() if w.startswith("JobState=")), "")
+    return (done.returncode != 0 and "Invalid job id" not in done.stderr) or state in (
+        "PENDING",
+        "RUNNING",
+        "CONFIGURING",
+        "COMPLETING",
+        "SUSPENDED",
+        "REQUEUED",
+    )
+
+
 class SlurmLauncher(SubmititSlurmLauncher):
     """The submitit SLURM launcher with one-line errors and squeue-based waiting."""
 
@@ -150,7 +165,10 @@ def wait(jobs: list[Any]) -> list[tuple[Any, JobReturn | None]]:
         for job in jobs:
             if job.paths.result_pickle.exists():
                 continue
-            if job.job_id in states or now - left_at.setdefault(job.job_id, now) < GRACE_S:
+            if job.job_id in states or still_queued(job.job_id):
+                left_at.pop(job.job_id, None)  # absent only for a moment (an array task split)
+                pending.append(job)
+            elif now - left_at.setdefault(job.job_id, now) < GRACE_S:
                 pending.append(job)
         if not pending:
             break
