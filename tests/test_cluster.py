@@ -149,7 +149,12 @@ def test_a_job_out_of_time_is_resubmitted_and_finishes(cluster, tmp_path):
     command again) ends it."""
     grid = ("trainer.max_epochs=200", "trainer.patience=200", "trainer.fold=0")
     limits = ("hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=40")
-    sweep = tmp_path / "slurm"
+    sweep, basic = tmp_path / "slurm", tmp_path / "basic"
+    reference = subprocess.Popen(  # the uninterrupted run, beside the cluster's (one CPU each)
+        [sys.executable, "-m", "segact.train", "-m", *SMALL, *grid, "trainer.threads=1",
+         f"hydra.sweep.dir={basic}"],
+        env=cluster, stdout=subprocess.DEVNULL, stderr=(tmp_path / "basic.err").open("w"),
+    )  # fmt: skip
     attempts = []
     for _ in range(6):
         done = _train(cluster, *SLURM, *limits, f"hydra.sweep.dir={sweep}", *grid, check=False)
@@ -157,7 +162,7 @@ def test_a_job_out_of_time_is_resubmitted_and_finishes(cluster, tmp_path):
         if done.returncode == 0:
             break
     assert attempts[0] == 1 and attempts[-1] == 0, attempts
-    basic = _basic(tmp_path, cluster, *grid)
+    assert reference.wait(timeout=600) == 0, (tmp_path / "basic.err").read_text()[-2000:]
     pd.testing.assert_frame_equal(_results(sweep, "epochs.csv"), _results(basic, "epochs.csv"))
 
 
