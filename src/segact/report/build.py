@@ -57,6 +57,7 @@ class Selection:
     replicates: pd.DataFrame  # the same configurations on a second device
     keys: list[str]
     pairs: list[tuple[str, str]]
+    epochs: pd.DataFrame  # epochs.csv rows of ``used``: the stopping confound and the figures
     notes: list[str] = field(default_factory=list)
 
 
@@ -74,7 +75,8 @@ def select(sources: Sequence[Path], options: ReportOptions) -> Selection:
     used = used_folds(ok, options.exclude_degenerate, notes)
     notes += sections.zero_gradient_notes(ok, keys) + _settings_note(ok, keys)
     notes += _hardware_note(ok)
-    return Selection(folds, thresholds, ok, used, other, replicates, keys, pairs, notes)
+    epochs = results.load_epochs(used)  # read once, for the two sections that need it
+    return Selection(folds, thresholds, ok, used, other, replicates, keys, pairs, epochs, notes)
 
 
 def _hardware_note(ok: pd.DataFrame) -> list[str]:
@@ -124,14 +126,13 @@ def _comparison_lines(chosen: Selection, options: ReportOptions, out: Path) -> l
     )
     unlearned = meta.unlearned_rows(summary, cells[cells["not_learned"]])
     pooled, meta_lines = paired.meta_sections(summary, unlearned, rule, out)
-    epochs = results.load_epochs(chosen.used)
     return [
         *learned.learned_sections(cells, options.min_gain),
         *paired_lines,
         *meta_lines,
         *paired.claims_sections(pooled, summary, out),
         *paired.forest_sections(summary, pooled, unlearned, out),
-        *confounds.stopping_sections(chosen.used, epochs, chosen.pairs, chosen.keys, out),
+        *confounds.stopping_sections(chosen.used, chosen.epochs, chosen.pairs, chosen.keys, out),
         *confounds.device_sections(chosen.ok, chosen.replicates, summary, out),
     ]
 
@@ -161,7 +162,7 @@ def build_report(sources: Sequence[Path], out: Path, options: ReportOptions) -> 
         *sections.argmax_sections(chosen.ok, out),
         *sections.flag_sections(chosen.ok, chosen.keys, out),
         *sections.failed_sections(chosen.folds, out),
-        *(sections.figure_sections(chosen.used, chosen.thresholds, chosen.keys, out)
+        *(sections.figure_sections(chosen.used, chosen.thresholds, chosen.epochs, chosen.keys, out)
           if options.figures else []),
         *(_overlay_lines(chosen, out) if options.figures else []),
         *(compare_sections(chosen.folds, options.compare, out) if options.compare else []),

@@ -191,7 +191,11 @@ def zero_gradient_notes(ok: pd.DataFrame, keys: Sequence[str]) -> list[str]:
 
 
 def figure_sections(
-    used: pd.DataFrame, thresholds: pd.DataFrame, keys: Sequence[str], out: Path
+    used: pd.DataFrame,
+    thresholds: pd.DataFrame,
+    epochs: pd.DataFrame,
+    keys: Sequence[str],
+    out: Path,
 ) -> list[str]:
     from segact.report import plots  # matplotlib only when a report is drawn
 
@@ -204,7 +208,6 @@ def figure_sections(
         plots.dice_vs_threshold(chosen, panel_keys, out / "dice_vs_threshold.png", style_keys)
         plots.reliability(chosen, panel_keys, out / "reliability.png", style_keys)
     plots.activation_functions(sorted(used["activation"].unique()), out / "activations.png")
-    epochs = results.load_epochs(used)
     if not epochs.empty:
         for column, label, name, log in (
             ("grad_norm", "gradient norm (first batch)", "grad_norm_vs_epoch.png", True),
