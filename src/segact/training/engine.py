@@ -40,6 +40,10 @@ from segact.training.protocol import ReportProtocol, build_protocol
 
 log = logging.getLogger(__name__)
 
+EpochListener = Callable[[dict[str, Any]], None]
+"""Called after every epoch with that epoch's epochs.csv row (fold, epoch, train_loss, val_*,
+lr, epoch_seconds): progress lines, time estimates, experiment loggers."""
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -58,6 +62,7 @@ class FoldSetup:
     device: torch.device
     augment: Augment | None = None
     config_hash: str = ""
+    listeners: tuple[EpochListener, ...] = ()
 
     @property
     def protocol(self) -> ReportProtocol:
@@ -150,6 +155,8 @@ def run_epoch(
     lr = trainable.optimizer.param_groups[0]["lr"]
     progress.record(fold_index, epoch, stats, sweep, lr, time.perf_counter() - started)
     progress.keep_if_best(score, trainable.model, sweep)
+    for listener in setup.listeners:
+        listener(progress.rows[-1])
 
 
 def sweep_of(setup: FoldSetup, trainable: Trainable, indices: np.ndarray) -> SweepResult:
