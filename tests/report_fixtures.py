@@ -140,3 +140,19 @@ def write_two_settings(
             values_shifted = [x + shift for x in dice]
             write_run(root, activation, values_shifted, settings={key: value}, keys=keys)
     return root
+
+
+def write_mixed_sweeps(root: Path, bce_size: int = 32) -> Path:
+    """Two sweeps into one folder, as a new user makes them: sigmoid and arctan with the Dice
+    loss at 48 px for at most 3 epochs, then with BCE at ``bce_size`` px for at most 2."""
+    for loss, size, epochs in (("dice", 48, 3), ("bce", bce_size, 2)):
+        for activation, dice in (("sigmoid", SIGMOID), ("arctan", ARCTAN)):
+            write_run(
+                root,
+                activation,
+                dice,
+                keys={"loss": loss, "max_epochs": epochs},
+                settings={"dataset.image_size": size, "trainer.max_epochs": epochs},
+                overrides={fold: {"epochs_run": epochs - fold % 2} for fold in range(len(dice))},
+            )
+    return root

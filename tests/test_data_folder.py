@@ -19,6 +19,7 @@ from segact.data.normalize import IMAGENET_MEAN, IMAGENET_STD, uint8_channel_sta
 from segact.data.rows import MemoryRows
 from segact.data.splits import case_folds
 from segact.errors import DatasetError
+from segact.runs.identity import folder_suffix, identity
 from segact.runs.runner import load_dataset, train
 from tests.data_fixtures import write_folder
 from tests.helpers import TINY, compose_config
@@ -142,6 +143,54 @@ def test_unpaired_files_are_listed_with_their_count(tmp_path):
     assert "images without a mask (13: img01, lonely00" in message
     assert "lonely08, ... (3 more)" in message
     assert "masks without an image (1: orphan)" in message
+
+
+def _rename_masks(root: Path, pattern: str) -> None:
+    """masks/<name>.png -> masks/<pattern with {stem} = name>.png"""
+    for path in (root / "masks").iterdir():
+        path.rename(path.with_name(pattern.format(stem=path.stem) + path.suffix))
+
+
+@pytest.mark.parametrize("pattern", ["{stem}_mask", "{stem}_segmentation", "mask_{stem}"])
+def test_mask_pattern_pairs_images_with_masks_named_otherwise(tmp_path, pattern):
+    root = write_folder(tmp_path / "data", n=3, image_suffix=".jpg")
+    plain = load(root)
+    _rename_masks(root, pattern)
+    with pytest.raises(DatasetError) as error:
+        load(root)
+    message = str(error.value)
+    assert message.startswith(
+        f"no image of {root / 'images'} pairs with a mask of {root / 'masks'}"
+    )
+    prefix, suffix = pattern.split("{stem}")
+    assert f"masks look like '{prefix}<image name>{suffix}'" in message
+    assert message.endswith(f"set \"dataset.mask_pattern='{pattern}'\"")
+    paired = load(root, mask_pattern=pattern)
+    assert list(paired.names) == ["img00", "img01", "img02"]
+    assert torch.equal(paired.tensors()[1], plain.tensors()[1])
+
+
+def test_mask_pattern_is_checked_and_a_partial_pairing_keeps_its_fix(tmp_path):
+    root = write_folder(tmp_path / "data", n=4)
+    with pytest.raises(ConfigError, match=r"dataset.mask_pattern' = '_mask'.*\{stem\}"):
+        load(root, mask_pattern="_mask")
+    _rename_masks(root, "{stem}_mask")
+    (root / "masks" / "img03_mask.png").unlink()
+    with pytest.raises(DatasetError) as error:
+        load(root, mask_pattern="{stem}_mask")
+    message = str(error.value)  # the pattern is right: no suggestion, the usual fix
+    assert message.startswith(f"{root}: images without a mask (1: img03)")
+    assert "pair by '{stem}_mask'" in message and "add the missing files" in message
+
+
+def test_mask_pattern_keeps_the_run_identity_and_folder_name():
+    """Which files pair is in the data fingerprint (their names and content) already."""
+    overrides = ("dataset=folder", "dataset.root=/data/ph2")
+    pattern = "dataset.mask_pattern='{stem}_m'"
+    base = identity(compose_config(*overrides, tiny=False), "cpu", 1)
+    assert identity(compose_config(*overrides, pattern, tiny=False), "cpu", 1) == base
+    assert "dataset.mask_pattern" not in base
+    assert folder_suffix([*overrides, pattern]) == "dataset.root=ph2"
 
 
 def test_size_mismatch_names_both_files(tmp_path):

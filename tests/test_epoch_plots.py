@@ -43,6 +43,14 @@ def test_epoch_figures_plot_the_epochs_csv(sweep_with_epochs, tmp_path):
     assert report.main([str(root), "--out", str(out)]) == 0
     for name in ("grad_norm_vs_epoch.png", "dice_vs_epoch.png"):
         assert (out / name).stat().st_size > 1000
+    text = (out / "report.md").read_text()
+    for name, band in (
+        ("dice_vs_epoch.png", "band ± 1 std over folds (n = 5 folds per curve)"),
+        ("grad_norm_vs_epoch.png", "band ×/÷ exp(std of the log) over folds (n = 5 folds per"),
+        ("dice_vs_threshold.png", "band ± 1 std over folds (n = 5 folds per curve)"),
+    ):  # each figure with its caption under it: what is plotted, the band, n
+        caption = text.split(f"![{name}]({name})")[1].split("\n\n")[1]
+        assert caption.startswith("*") and band in caption, name
     from segact.report import plots
 
     epochs = pd.concat([frozen.assign(activation="sigmoid"), trained.assign(activation="arctan")])

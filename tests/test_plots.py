@@ -287,3 +287,47 @@ def test_every_figure_has_one_legend_outside_its_axes(tmp_path):
     ]
     for fig in figures:
         _legend_outside(fig)
+
+
+def _legend_texts(fig: Figure) -> list[str]:
+    (legend,) = fig.legends
+    return [t.get_text() for t in legend.get_texts()]
+
+
+def test_dice_vs_threshold_marks_t_05_the_selected_threshold_and_says_what_the_band_is(tmp_path):
+    frame = _thresholds(["sigmoid", "arctan"], ("dice", "bce"))
+    frame["best_threshold"] = np.where(frame["activation"] == "sigmoid", 0.5, 0.0) + frame["fold"]
+    fig = plots.dice_vs_threshold(frame, ["dataset", "loss"], tmp_path / "t.png")
+    texts = _legend_texts(fig)
+    assert "band: ± 1 std over folds" in texts and "t = 0.5" in texts
+    assert any(t.startswith("selected threshold") for t in texts)
+    for ax in fig.axes:
+        (half,) = [line for line in ax.get_lines() if line.get_gid() == "threshold_0.5"]
+        assert list(half.get_xdata()) == [0.5, 0.5]
+        marks = [line for line in ax.get_lines() if line.get_gid() == "selected_threshold"]
+        # sigmoid: folds at 0.5 and 1.5 -> 1.0; arctan: 0 and 1 -> 0.5 (means over folds)
+        assert sorted(float(m.get_xdata()[0]) for m in marks) == [0.5, 1.0]
+        assert "n = 2 folds per curve" in ax.get_xlabel()
+    assert [ax.get_title() for ax in fig.axes] == ["toy · BCE loss", "toy · Dice loss"]
+    no_selection = plots.dice_vs_threshold(_thresholds(["sigmoid"]), [], tmp_path / "u.png")
+    (mark,) = [m for m in no_selection.axes[0].get_lines() if m.get_gid() == "selected_threshold"]
+    assert mark.get_xdata()[0] == 0.5  # without best_threshold: the mean curve's best
+
+
+def test_epoch_figures_have_integer_epochs_a_readable_log_axis_and_a_band_label(tmp_path):
+    epochs = _epochs({"sigmoid": [3, 3], "arctan": [3, 3]}, value=lambda f, e: 0.05 * e + f)
+    fig = plots.metric_vs_epoch(
+        epochs, ["dataset", "loss"], [], "grad_norm", "gradient norm", tmp_path / "g.png", log=True
+    )
+    panel, counts = fig.axes
+    FigureCanvasAgg(fig).draw()
+    assert all(float(t).is_integer() for t in counts.get_xticks())
+    labels = [t.get_text() for t in panel.get_yticklabels() if t.get_text()]
+    assert labels and all("10^" not in t and "e" not in t for t in labels)  # 0.1, 0.2, 0.5, 1
+    assert panel.get_title() == "toy · Dice loss"
+    assert "band: ×/÷ exp(std of log)\nover folds" in _legend_texts(fig)
+    assert "n = 2" in counts.get_ylabel()
+    linear = plots.metric_vs_epoch(
+        epochs, ["loss"], [], "val_mean_dice", "Dice", tmp_path / "d.png"
+    )
+    assert "band: ± 1 std over folds" in _legend_texts(linear)

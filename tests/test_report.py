@@ -294,17 +294,22 @@ def test_dice_plot_shows_the_thresholds_csv(built, tmp_path):
     out, _ = built
     thresholds = pd.read_csv(out / THRESHOLDS_CSV)
     fig = plots.dice_vs_threshold(thresholds, ["dataset", "loss"], tmp_path / "dice.png")
-    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    lines = {
+        line.get_label(): line
+        for line in fig.axes[0].get_lines()
+        if not line.get_label().startswith("_")  # the marks: t = 0.5, selected thresholds
+    }
     assert sorted(lines) == ["arctan", "sigmoid"]
     for activation, dice in (("sigmoid", SIGMOID), ("arctan", ARCTAN)):
         x, y = lines[activation].get_xdata(), lines[activation].get_ydata()
         assert list(x) == list(THRESHOLDS)
         # the fixture's Dice(t) = best Dice - 0.2 (1 - t): its mean over the five folds
         assert y == pytest.approx([np.mean(dice) - 0.2 * (1 - t) for t in THRESHOLDS])
-    with Image.open(out / "dice_vs_threshold.png") as image:  # one panel: 3.6 inch at 120 dpi
-        assert image.size == (432, 432)
+    one_panel = (432 + 240, 432)  # 3.6 inch at 120 dpi, and 2 inch for the legend
+    with Image.open(out / "dice_vs_threshold.png") as image:
+        assert image.size == one_panel
     with Image.open(tmp_path / "dice.png") as image:
-        assert image.size == (432, 432)
+        assert image.size == one_panel
 
 
 def test_reliability_bins_and_plot_from_threshold_counts(tmp_path):
@@ -338,8 +343,8 @@ def test_activation_plot_draws_each_function_and_its_slope(tmp_path):
     assert curves[1].get_ydata() == pytest.approx(arctan(torch.from_numpy(x)).numpy())
     sigmoid_slope = np.exp(-x) / (1 + np.exp(-x)) ** 2
     assert slopes[0].get_ydata()[1:-1] == pytest.approx(sigmoid_slope[1:-1], abs=1e-4)
-    with Image.open(tmp_path / "act.png") as image:  # two panels side by side
-        assert image.size == (864, 432)
+    with Image.open(tmp_path / "act.png") as image:  # two panels side by side, the legend
+        assert image.size == (864 + 240, 432)
 
 
 def test_activation_plot_draws_linear_and_the_softmax_head(tmp_path):

@@ -117,3 +117,39 @@ def test_replication_progress_counts_finished_runs_and_their_time(tmp_path, monk
     assert isbi_96["hours to go"] == pytest.approx(11 * 0.5)
     assert pd.isna(isbi_48["hours to go"])  # the plan goes on at the largest size only
     assert table.loc[("paper_grid", "isbi2012", ""), "runs done"] == "0 / 63"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("bash") is None, reason="gpu_check.sh needs bash")
+def test_gpu_check_quick_measures_trains_grouped_and_copies_finished_runs(tmp_path: Path) -> None:
+    """scripts/gpu_check.sh end to end without a GPU (--quick: tiny model on CPU, where the
+    graphs fall back to eager): its table, the paper-scale runs with folds side by side, and
+    the finished runs copied without checkpoints or weights."""
+    data = write_folder_dataset(tmp_path / "data")
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = {**os.environ, "SEGACT_CACHE": str(tmp_path / "cache")}
+    command = ["bash", str(REPO / "scripts" / "gpu_check.sh"), str(out), "--quick"]
+    command += ["--dataset-root", str(data), "--work", str(work)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    report = (out / "gpu.md").read_text()
+    for measure in (
+        "bare step",
+        "runner step, cuda_graphs=auto",
+        "max abs diff 0 ",
+        "fold-epoch, 2 folds side by side, cuda_graphs=auto",
+        "fold-epoch, 2 folds side by side, cuda_graphs=off",
+        "## Paper scale",
+        "| all runs ",
+        "finished runs copied: 2",
+    ):
+        assert measure in report, measure
+    assert "eager (CUDA graphs need a CUDA device" in report
+    copied = sorted((out / "runs").rglob(FOLDS_CSV))
+    assert len(copied) == 2
+    for folds_csv in copied:
+        assert pd.read_csv(folds_csv)["fold"].tolist() == [0, 1]
+    files = [p.name for p in out.rglob("*")]
+    assert not [n for n in files if n.endswith((".pt", ".safetensors")) or n == "checkpoints"]
+    assert "training folds 0, 1 side by side" in result.stdout + result.stderr

@@ -152,3 +152,21 @@ def test_two_copies_of_a_sweep_share_the_work(tmp_path):
     assert computed == 2 * 3  # each fold of each run computed once
     for summary in tmp_path.rglob(SUMMARY_JSON):
         assert '"status": "ok"' in summary.read_text()
+
+
+@pytest.mark.slow
+def test_jobs_in_other_processes_write_to_the_sweeps_default_folder(tmp_path):
+    """The unnamed sweep's folder is computed once, from the sweep's overrides: joblib's worker
+    processes get it too (not one folder per job from each job's own overrides)."""
+    command = [sys.executable, "-m", "segact.train", "-m", *TINY, *GRID, "launcher=joblib"]
+    done = subprocess.run(
+        [*command, "activation=sigmoid,arctan"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [sweep] = (tmp_path / "multirun").iterdir()
+    assert sweep.name.startswith("activation_")
+    assert f"sweep folder: multirun/{sweep.name}" in done.stdout
+    assert "sweep: run 1 of 2" in done.stdout and "sweep: run 2 of 2" in done.stdout
+    folds = pd.read_csv(sweep / SWEEP_FOLDS_CSV)
+    assert sorted(folds["activation"].unique()) == ["arctan", "sigmoid"]
+    assert not folds["run_dir"].str.startswith(("/", "..")).any()  # relative to the sweep

@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_method, instantiate
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from segact.choices import plain
 from segact.data.nifti import VolumeNorm
@@ -30,6 +31,7 @@ from segact.nn.heads import HeadName
 from segact.nn.losses import Binarize
 from segact.training.fitting import SelectMetric
 from segact.training.forward import Precision
+from segact.training.graphs import CudaGraphs
 from segact.training.protocol import ProtocolName
 
 
@@ -75,6 +77,12 @@ class TrainerConfig:
     channels_last: bool = True  # scripts/bench_train.py: 0.78x the epoch time on CPU
     precision: Precision = Precision.auto
     compile: bool = False  # torch.compile the model
+    # Capture each fold's training step and evaluation forward pass as CUDA graphs (auto: on CUDA
+    # where possible, else eager with one log line saying why); changes no number.
+    cuda_graphs: CudaGraphs = CudaGraphs.auto
+    # Train this many folds of a run in one process, side by side epoch by epoch (on CUDA each
+    # on its own stream); 1: one after another. Changes no number.
+    fold_group: int = 1
 
 
 @dataclass
@@ -198,12 +206,14 @@ class FileDatasetConfig(DatasetConfig):
 
 @dataclass
 class FolderDatasetConfig(FileDatasetConfig):
-    """<root>/images/<name>.<png|jpg|tif|bmp> + <root>/masks/<name>.<...>, paired by name."""
+    """<root>/images/<name>.<png|jpg|tif|bmp> + <root>/masks/<mask_pattern>.<...>, paired by
+    name (mask_pattern '{stem}_mask': image a.jpg, mask a_mask.png)."""
 
     _target_: str = "segact.data.folder.load_folder"
     name: str = "folder"
     images_dir: str = "images"
     masks_dir: str = "masks"
+    mask_pattern: str = "{stem}"  # a mask's name without extension; {stem}: its image's name
     mask_threshold: float | None = None  # foreground = value > this (e.g. 127, soft edges)
     foreground_values: list[int] | None = None  # or: these values are foreground
     mask_channel: Any = None  # null: brightest colour channel | alpha | a channel number
@@ -380,6 +390,19 @@ def check_device_available(device: str) -> None:
 SCHEMA_GROUPS = ("trainer", "runtime", "eval", "model", "head", "dataset", "activation", "loss")
 
 
+def closest(word: str, options: Iterable[str]) -> str | None:
+    """The option most like ``word`` (difflib's close matches), None if none is close."""
+    found = difflib.get_close_matches(word, [str(o) for o in options], n=1)
+    return found[0] if found else None
+
+
+def _settings_hint(owner: str, key: str, known: Sequence[str]) -> str:
+    close = closest(key, known)
+    if close is not None:
+        return f"did you mean {owner}.{close}?"
+    return f"the settings of {owner} are {', '.join(k for k in known if k[0] != '_')}"
+
+
 def check_known_keys(cfg: DictConfig) -> None:
     """A key that no schema has, added with Hydra's ``+`` (``+trainer.epochs=3``), would be
     ignored silently: refuse it and name the closest setting. Nodes built around a user's own
@@ -393,15 +416,65 @@ def check_known_keys(cfg: DictConfig) -> None:
         known = sorted(f.name for f in dataclasses.fields(schema))
         for key in node:
             if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=1)
-                hint = (
-                    f"did you mean {group}.{close[0]}?"
-                    if close
-                    else (
-                        f"the settings of {group} are {', '.join(k for k in known if k[0] != '_')}"
-                    )
-                )
+                hint = _settings_hint(group, str(key), known)
                 _fail(f"{group}.{key}", node[key], f"{group} has no such setting; {hint}")
+
+
+def _child_keys(node: Any) -> list[str]:
+    """The keys (or list indices) below a config node, its values left unresolved."""
+    if isinstance(node, DictConfig):
+        return [str(k) for k in node]
+    if isinstance(node, ListConfig):
+        return [str(i) for i in range(len(node))]
+    return []
+
+
+def _corrected(cfg: DictConfig, parts: Sequence[str]) -> list[str] | None:
+    """``parts`` with each missing key replaced by the closest one there, None if one has none."""
+    node: Any = cfg
+    fixed: list[str] = []
+    for part in parts:
+        keys = _child_keys(node)
+        found = part if part in keys or isinstance(node, ListConfig) else closest(part, keys)
+        if found not in keys:
+            return None
+        fixed.append(found)
+        node = node._get_node(int(found) if isinstance(node, ListConfig) else found)
+    return fixed
+
+
+def _deepest(cfg: DictConfig, parts: Sequence[str]) -> tuple[int, Any]:
+    """How many of ``parts`` lead through ``cfg``, and the node they lead to."""
+    node: Any = cfg
+    for depth, part in enumerate(parts):
+        if part not in _child_keys(node):
+            return depth, node
+        node = node._get_node(int(part) if isinstance(node, ListConfig) else part)
+    return len(parts), node
+
+
+def unknown_key(cfg: DictConfig, key: str, value: Any = None, shown: bool = True) -> str | None:
+    """Why the dotted ``key`` (set to ``value``, if ``shown``) is not in ``cfg``, naming the
+    closest key there ('... trainer has no such setting; did you mean trainer.max_epochs?'), or
+    None if it is there."""
+    parts = key.split(".")
+    depth, node = _deepest(cfg, parts)
+    if depth == len(parts):
+        return None
+    part = parts[depth]
+    owner = ".".join(parts[:depth]) or "the config"
+    what = "no such setting" if depth == len(parts) - 1 else f"no setting '{part}'"
+    fixed = _corrected(cfg, parts)
+    if fixed is not None:
+        hint = f"did you mean {'.'.join(fixed)}?"
+    elif isinstance(node, ListConfig):
+        hint = f"{owner} is a list of {len(node)}"
+    elif depth and not dataclasses.is_dataclass(OmegaConf.get_type(node)):
+        hint = f"{owner} takes new keys: add it with +{key}=..."
+    else:
+        hint = f"the settings of {owner} are {', '.join(_child_keys(node))}"
+    shown_value = f" = {plain(value)!r}" if shown else ""
+    return f"config key '{key}'{shown_value}: {owner} has {what}; {hint}"
 
 
 def validate(cfg: DictConfig) -> None:
@@ -427,3 +500,44 @@ def validate_against_data(cfg: DictConfig, n_cases: int) -> None:
             else f"dataset '{cfg.dataset.name}' has {n_cases} case; k-fold cross-validation "
             "needs at least 2 cases (add images, or check dataset.case_regex)",
         )
+
+
+# --- experiment loggers (``logger=``; segact.runs.loggers) --------------------------------------
+
+
+@dataclass
+class LoggerConfig:
+    """``logger=none``: no experiment tracker (epochs.csv and the log lines only). A logger
+    changes no number: it is in no run's identity or folder name."""
+
+    _target_: str | None = None
+    name: str = "none"
+
+
+@dataclass
+class TensorBoardLoggerConfig(LoggerConfig):
+    """Event files per run: scalars ``fold<k>/<column>`` at step = epoch, settings as hparams."""
+
+    _target_: str | None = "segact.runs.loggers.TensorBoardLogger"
+    name: str = "tensorboard"
+    log_dir: str | None = None  # null: <sweep folder>/tensorboard (single runs: outputs/<exp>/)
+
+
+@dataclass
+class MLflowLoggerConfig(LoggerConfig):
+    """A parent MLflow run per segact run (settings as params), a nested run per fold."""
+
+    _target_: str | None = "segact.runs.loggers.MLflowLogger"
+    name: str = "mlflow"
+    tracking_uri: str | None = None  # null: sqlite:///<sweep folder>/mlflow.db
+    experiment: str | None = None  # null: the sweep folder's name
+
+
+LOGGER_SCHEMAS: dict[str, type] = {
+    "none": LoggerConfig,
+    "tensorboard": TensorBoardLoggerConfig,
+    "mlflow": MLflowLoggerConfig,
+}
+for _name, _node in LOGGER_SCHEMAS.items():
+    ConfigStore.instance().store(group="schema/logger", name=_name, node=_node)
+SCHEMA_GROUPS = (*SCHEMA_GROUPS, "logger")

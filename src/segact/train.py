@@ -1,7 +1,9 @@
 """``segact-train``: compose the config (Hydra), run it, and say how it went.
 
 One job is one run (``segact.runs.runner``); a multirun's end is ``segact.report.sweep_callback``.
-Bad input is one line and exit 2; Ctrl-C saves a checkpoint and exits 130.
+Bad input is one line and exit 2, and leaves no run folder behind: a mistyped key, config group
+or option is refused before Hydra composes anything (``check_overrides``), a single run's bad
+config or data before it computes anything. Ctrl-C saves a checkpoint and exits 130.
 """
 
 from __future__ import annotations
@@ -12,13 +14,21 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra import initialize_config_dir
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.config_repository import IConfigRepository
+from hydra._internal.utils import get_args_parser
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import ConfigCompositionException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from segact.config import ConfigError, config_dir
+from segact.config import ConfigError, check_known_keys, closest, config_dir, unknown_key
 from segact.io import describe, naming
 from segact.report.tables import dice_table, format_table
 from segact.runs.folder import RunFolder, read_result_csv, unusable_root
@@ -34,6 +44,10 @@ SEGMENT_KEYS = (
     "activation.name", "loss.name", "loss.binarize",
 )  # fmt: skip
 """Keys whose values name folders of a run's path (configs/config.yaml ``hydra.sweep``)."""
+MADE_FOR_RUN: list[Path] = []
+"""The folders ``RunDirGuard`` created (absolute, outermost first): a refused run removes them."""
+HIDDEN_GROUPS = frozenset({"hydra", "schema"})
+"""Config groups that are no choice of a run (Hydra's own, segact's schemas)."""
 
 
 def _refuse(message: str) -> None:
@@ -76,13 +90,33 @@ class RunDirGuard(Callback):
             _refuse(f"{key} = {folder!r} {why}; choose a folder of its own for segact's runs")
         try:  # Hydra's log file goes there next: a traceback of its own if it cannot
             with naming(Path(folder)):
-                Path(folder).mkdir(parents=True, exist_ok=True)
+                path = Path(os.path.abspath(folder))
+                MADE_FOR_RUN.extend(p for p in [*reversed(path.parents), path] if not p.exists())
+                path.mkdir(parents=True, exist_ok=True)
             probe = Path(folder) / f".segact-probe-{os.getpid()}.tmp"
             with naming(probe):
                 probe.write_bytes(b"")
                 probe.unlink()
         except OSError as error:
             _refuse_os(error)
+
+
+def remove_refused_run(run_dir: Path) -> None:
+    """A single run refused for bad config or data leaves no folder behind: in a folder made
+    for it by this process, what Hydra wrote (``.hydra/``, the job log) is removed, and so are
+    the folders made for it, each where nothing else is in it."""
+    if Path(os.path.abspath(run_dir)) not in MADE_FOR_RUN:
+        return  # the folder was there before: it stays as it was
+    hydra_dir = run_dir / ".hydra"
+    for path in [*hydra_dir.glob("*.yaml"), *run_dir.glob("*.log")]:
+        path.unlink(missing_ok=True)
+    try:
+        if hydra_dir.is_dir():
+            hydra_dir.rmdir()
+        for folder in reversed(MADE_FOR_RUN):
+            folder.rmdir()
+    except OSError:  # something else is in it: it stays
+        return
 
 
 def _label(run_dir: Path) -> str:
@@ -104,15 +138,16 @@ def log_finished(run_dir: Path, summary: dict) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
+    """One job: its run, then its Dice table."""
     logging.raiseExceptions = False  # a log line lost on a full disk: no traceback per line
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         summary = run(cfg, run_dir, _label(run_dir), raise_errors=not multirun)
-    except ConfigError as error:
-        print(f"segact: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    except ConfigError as error:  # a single run's: nothing was computed
+        remove_refused_run(run_dir)
+        _refuse(str(error))
     except (Interrupted, KeyboardInterrupt):
         print("segact: interrupted; run the same command to resume", file=sys.stderr)
         sys.exit(130)
@@ -122,5 +157,132 @@ def main(cfg: DictConfig) -> float | None:
     return summary.get("mean_dice_mean")
 
 
-if __name__ == "__main__":
-    main()
+# --- mistyped overrides, before Hydra ------------------------------------------------------
+
+
+def _overrides_to_check(argv: list[str]) -> list[str] | None:
+    """The overrides of a command that composes the run's config (a run, a multirun, --cfg);
+    None for the others (--help, --info, another config) and for what Hydra's parser refuses."""
+    if "--version" in argv:
+        return None
+    parser = get_args_parser()
+
+    def refuse(message: str) -> None:
+        raise ValueError(message)
+
+    parser.error = refuse  # type: ignore[method-assign]  # Hydra says it in its own words
+    try:
+        args, _ = parser.parse_known_args(argv)
+    except (ValueError, SystemExit):
+        return None
+    other = (args.config_path, args.config_name, args.config_dir, args.info)
+    if args.help or args.hydra_help or args.shell_completion or any(o is not None for o in other):
+        return None
+    return list(args.overrides)
+
+
+def _option_typo(repo: IConfigRepository, override: Override) -> str | None:
+    """Each option a config group override names must be one of the group's."""
+    group = override.key_or_group
+    if override.is_delete() or isinstance(override.value(), dict):
+        return None
+    if override.is_sweep_override():
+        values: list[object] = list(override.sweep_string_iterator())
+    else:
+        value = override.value()
+        values = value if isinstance(value, list) else [value]
+    options = repo.get_group_options(group, ObjectType.CONFIG)
+    for value in values:
+        if value is None or str(value) in ("null", *options) or "/" in str(value):
+            continue
+        close = closest(str(value), options)
+        hint = f": did you mean {close}?" if close is not None else ""
+        return (
+            f"config group '{group}' has no option '{value}'{hint} (options: {', '.join(options)})"
+        )
+    return None
+
+
+def _key_typo(loader: ConfigLoaderImpl, cfg: DictConfig, override: Override) -> str | None:
+    """An override Hydra cannot apply: its key is missing (a mistyped key or group name), or
+    None (another kind of error, Hydra's to report)."""
+    key = override.key_or_group
+    groups = sorted(set(loader.list_groups("")) - HIDDEN_GROUPS)
+    if "." not in key and (override.package is not None or not override.is_add()):
+        close = closest(key, [*groups, *(str(k) for k in cfg)])
+        if close in groups or override.package is not None:
+            hint = f": did you mean {close}?" if close in groups else ""
+            return f"no config group '{key}'{hint} (groups: {', '.join(groups)})"
+    if override.package is not None:
+        return None
+    return unknown_key(cfg, key, override.value(), shown=not override.is_delete())
+
+
+def _path(override: Override) -> bool:
+    """An override of where Hydra looks for configs: composed with the groups."""
+    return override.key_or_group.startswith("hydra.searchpath")
+
+
+def _concrete(parser: OverridesParser, override: Override) -> Override:
+    """A sweep as its first value (what the first job of a multirun gets)."""
+    if not override.is_sweep_override():
+        return override
+    first = next(iter(override.sweep_string_iterator()))
+    return parser.parse_override(f"{override.get_key_element()}={first}")
+
+
+def _typo(loader: ConfigLoaderImpl, argv_overrides: list[str]) -> str | None:
+    """The first mistyped override, as one line naming the closest existing name; None when
+    every key, group and option exists (or a check cannot tell: Hydra decides)."""
+    parser = OverridesParser.create(config_loader=loader)
+    overrides = parser.parse_overrides(argv_overrides)
+    _, repo = loader._parse_overrides_and_create_caching_repo("config", argv_overrides)
+    is_group = [repo.group_exists(o.key_or_group) for o in overrides]  # hydra.searchpath's too
+    for override, group in zip(overrides, is_group, strict=True):
+        message = _option_typo(repo, override) if group else None
+        if message is not None:
+            return message
+    if any(o.is_sweep_override() and not o.is_discrete_sweep() for o in overrides):
+        return None  # no first job to compose: Hydra decides
+    concrete = [_concrete(parser, o) for o in overrides]
+    first = [g or _path(o) for o, g in zip(concrete, is_group, strict=True)]  # then the values
+    choices = [o.input_line for o, f in zip(concrete, first, strict=True) if f]
+    cfg = loader.load_configuration("config", choices, RunMode.RUN)
+    for override in (o for o, f in zip(concrete, first, strict=True) if not f):
+        try:
+            ConfigLoaderImpl._apply_overrides_to_config([override], cfg)
+        except ConfigCompositionException:
+            return _key_typo(loader, cfg, override)
+    try:
+        check_known_keys(cfg)
+    except ConfigError as error:
+        return str(error)
+    return None
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Refuse a mistyped override (a key, config group or group option that does not exist)
+    with one line naming the closest existing one, exit 2, before Hydra composes the config
+    or writes anything. Valid input, and errors of another kind, are left to Hydra as they are."""
+    overrides = _overrides_to_check(argv)
+    if not overrides:
+        return
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            message = _typo(GlobalHydra.instance().config_loader(), overrides)
+    except Exception:  # e.g. an override Hydra cannot parse: Hydra reports it as it does
+        return
+    if message is not None:
+        _refuse(message)
+
+
+def main() -> None:
+    """``segact-train``: mistyped overrides refused, then Hydra's main (``hydra_main``)."""
+    check_overrides(sys.argv[1:])
+    hydra_main()
+
+
+if __name__ == "__main__":  # python -m segact.train: the module Hydra's callbacks import, once
+    from segact.train import main as module_main
+
+    module_main()

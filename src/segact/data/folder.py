@@ -1,4 +1,5 @@
-"""``dataset=folder``: ``root/images/*`` and ``root/masks/*`` (png, jpg, tif, bmp) paired by name.
+"""``dataset=folder``: ``root/images/*`` and ``root/masks/*`` (png, jpg, tif, bmp) paired by name
+(a mask's name: ``mask_pattern`` with ``{stem}`` = its image's, e.g. ``{stem}_mask``).
 
 Images are resized bilinearly to ``image_size`` and stored as 8-bit where the files are (else as
 float32 in [0, 1]); masks are binarized (see ``MaskRule``, ``preprocess.binarize_mask``) and resized
@@ -23,6 +24,7 @@ from segact.data.base import Meta, SegmentationData, checked_dataset
 from segact.data.cache import Writer, cached
 from segact.data.normalize import check_normalize
 from segact.data.pairs import (
+    STEM,
     list_named,
     match_pairs,
     pair_files,
@@ -197,12 +199,15 @@ def folder_pairs(
     default_root: str | None = None,
     images_dir: str = "images",
     masks_dir: str = "masks",
+    mask_pattern: str = STEM,
 ) -> tuple[Path, list[tuple[str, Path, Path]]]:
-    """The dataset folder and its (name, image, mask) pairs: the files ``load_folder`` reads."""
+    """The dataset folder and its (name, image, mask) pairs: the files ``load_folder`` reads;
+    an image's mask is named ``mask_pattern`` with ``{stem}`` = the image's name."""
     path = resolve_root(root, default_root)
-    images = list_named(path / images_dir, IMAGE_SUFFIXES, lambda p: p.stem, "the images")
-    masks = list_named(path / masks_dir, IMAGE_SUFFIXES, lambda p: p.stem, "one mask per image")
-    return path, match_pairs(images, masks, path)
+    folders = (path / images_dir, path / masks_dir)
+    images = list_named(folders[0], IMAGE_SUFFIXES, lambda p: p.stem, "the images")
+    masks = list_named(folders[1], IMAGE_SUFFIXES, lambda p: p.stem, "one mask per image")
+    return path, match_pairs(images, masks, path, mask_pattern, folders)
 
 
 def load_folder(
@@ -210,6 +215,7 @@ def load_folder(
     image_size: int | Sequence[int] = 256,
     images_dir: str = "images",
     masks_dir: str = "masks",
+    mask_pattern: str = STEM,
     mask_threshold: float | None = None,
     foreground_values: Sequence[int] | None = None,
     mask_channel: str | int | None = None,
@@ -228,7 +234,7 @@ def load_folder(
     rule = mask_rule(mask_threshold, foreground_values, mask_channel)
     workers = check_int("dataset.workers", workers, minimum=0)
     threads = workers or min(8, len(os.sched_getaffinity(0)))
-    path, pairs = folder_pairs(root, default_root, images_dir, masks_dir)
+    path, pairs = folder_pairs(root, default_root, images_dir, masks_dir, mask_pattern)
 
     def build(writer: Writer) -> Meta:
         log.info("%s: decoding %d image/mask pairs", path, len(pairs))
@@ -238,6 +244,8 @@ def load_folder(
         return {"names": np.asarray([name for name, _, _ in pairs])}
 
     settings = {"loader": "folder", "size": size, "gray_to_rgb": gray_to_rgb, **asdict(rule)}
+    if mask_pattern != STEM:  # the default keeps the cache entries made before the setting
+        settings["mask_pattern"] = mask_pattern
     stored = cached(path, settings, pair_files(pairs), build, cache_dir, cache)
     cases = cases_from_names([str(n) for n in stored.meta["names"]], case_regex, case_starts)
     return checked_dataset(path.name, stored, cases, normalize, path)

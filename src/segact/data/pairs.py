@@ -129,42 +129,110 @@ def _listing(names: list[str], alike: Counter[str]) -> str:
     return f"{len(names)}: {shown}{more}"
 
 
-def _unpaired(no_mask: list[str], no_image: list[str], root: Path) -> DatasetError:
+STEM = "{stem}"
+SAMPLED_MASKS = 200  # masks looked at to guess the naming of mask files
+
+
+def pattern_parts(pattern: str) -> tuple[str, str]:
+    """``dataset.mask_pattern`` split around its one ``{stem}``: what a mask's name (without
+    extension) has before and after its image's name."""
+    prefix, found, suffix = pattern.partition(STEM)
+    if not found or any(c in prefix + suffix for c in "{}/\\\0"):
+        raise DatasetError(
+            f"config key 'dataset.mask_pattern' = {pattern!r}: give a mask's name without "
+            "extension with {stem} for its image's, e.g. '{stem}' or '{stem}_mask'"
+        )
+    return prefix, suffix
+
+
+def _pairing(images: Iterable[str], masks: set[str], prefix: str, suffix: str) -> int:
+    return sum(nfc(prefix + name + suffix) in masks for name in images)
+
+
+def suggest_pattern(images: Iterable[str], masks: Iterable[str]) -> str | None:
+    """The mask_pattern that pairs most images (more than half of them) with masks, guessed
+    from where the image names occur inside the mask names ('{stem}_mask'); None if none."""
+    image_set, mask_set = {nfc(n) for n in images}, {nfc(n) for n in masks}
+    counts: Counter[tuple[str, str]] = Counter()
+    for mask in sorted(mask_set)[:SAMPLED_MASKS]:
+        counts.update(
+            {
+                (mask[:i], mask[j:])
+                for i in range(len(mask))
+                for j in range(i + 1, len(mask) + 1)
+                if mask[i:j] in image_set
+            }
+        )
+    plain = [parts for parts in counts if not any(c in "".join(parts) for c in "{}/\\")]
+    candidates = sorted(plain, key=lambda parts: -counts[parts])[:5]
+    scored = [(_pairing(image_set, mask_set, *parts), parts) for parts in candidates]
+    paired, (prefix, suffix) = max(scored, default=(0, ("", "")))
+    return f"{prefix}{STEM}{suffix}" if 2 * paired > len(image_set) else None
+
+
+def _pattern_hint(images: Iterable[str], masks: Iterable[str], pattern: str) -> str:
+    """A sentence naming the mask_pattern the names suggest, or '' if none beats ``pattern``."""
+    suggested = suggest_pattern(images, masks)
+    if suggested is None or suggested == pattern:
+        return ""
+    prefix, suffix = pattern_parts(suggested)
+    return (
+        f"; the masks look like '{prefix}<image name>{suffix}': set "
+        f"\"dataset.mask_pattern='{suggested}'\""
+    )
+
+
+def _unpaired(
+    no_mask: list[str], no_image: list[str], where: str, pattern: str, hint: str
+) -> DatasetError:
     alike = Counter(_look_alike(name) for name in (*no_mask, *no_image))
     problems = []
     if no_mask:
         problems.append(f"images without a mask ({_listing(no_mask, alike)})")
     if no_image:
         problems.append(f"masks without an image ({_listing(no_image, alike)})")
+    rule = "by file name without extension" if pattern == STEM else f"by {pattern!r}"
+    fix = hint or ": add the missing files or remove the unpaired ones"
     return DatasetError(
-        f"{root}: {'; '.join(problems)}. Images and masks pair by file name without "
-        "extension: add the missing files or remove the unpaired ones"
+        f"{where}: {'; '.join(problems)}. Images and masks pair {rule} (dataset.mask_pattern){fix}"
     )
 
 
 def match_pairs(
-    images: dict[str, T], masks: dict[str, Path], root: Path
+    images: dict[str, T],
+    masks: dict[str, Path],
+    root: Path,
+    mask_pattern: str = STEM,
+    folders: tuple[Path, Path] | None = None,
 ) -> list[tuple[str, T, Path]]:
-    """(name, image, mask) for every name (its NFC form), paired by NFC form; names found on one
-    side only are an error."""
-    image_names = {nfc(name): name for name in images}
+    """(name, image, mask) for every image name (its NFC form), paired with the mask named
+    ``mask_pattern`` with ``{stem}`` = the image's name, by NFC form; names found on one side
+    only are an error (it names the image and mask ``folders`` when nothing pairs)."""
+    prefix, suffix = pattern_parts(mask_pattern)
+    image_names = {nfc(prefix + name + suffix): name for name in images}  # by the mask's name
     mask_names = {nfc(name): name for name in masks}
     no_mask = sorted(image_names[n] for n in set(image_names) - set(mask_names))
     no_image = sorted(mask_names[n] for n in set(mask_names) - set(image_names))
     if no_mask or no_image:
-        raise _unpaired(no_mask, no_image, root)
-    renamed = [n for n in sorted(image_names) if image_names[n] != mask_names[n]]
-    if renamed and (root, *renamed) not in _REPORTED:  # once, not again when the loader lists
-        _REPORTED.add((root, *renamed))
+        where = str(root)
+        if folders is not None and len(no_mask) == len(image_names):
+            where = f"no image of {folders[0]} pairs with a mask of {folders[1]}"
+        hint = _pattern_hint(images, masks, mask_pattern)
+        raise _unpaired(no_mask, no_image, where, mask_pattern, hint)
+    renamed = [n for n in image_names if prefix + image_names[n] + suffix != mask_names[n]]
+    if renamed and (root, *sorted(renamed)) not in _REPORTED:  # once, not again when listed
+        _REPORTED.add((root, *sorted(renamed)))
+        first = min(renamed, key=lambda n: nfc(image_names[n]))
         log.info(
             "%s: %d image/mask name(s) pair only after Unicode normalisation (NFC), e.g. image "
             "%s and mask %s",
             root,
             len(renamed),
-            ascii(image_names[renamed[0]]),
-            ascii(mask_names[renamed[0]]),
+            ascii(image_names[first]),
+            ascii(mask_names[first]),
         )
-    return [(n, images[image_names[n]], masks[mask_names[n]]) for n in sorted(image_names)]
+    order = sorted(image_names, key=lambda n: nfc(image_names[n]))
+    return [(nfc(image_names[n]), images[image_names[n]], masks[mask_names[n]]) for n in order]
 
 
 def pair_files(pairs: Sequence[tuple[str, Path | Sequence[Path], Path]]) -> list[Path]:

@@ -13,6 +13,8 @@ from segact.io import write_csv, write_text
 from segact.report import confounds, learned, meta, paired, sections, tables
 from segact.report.claims import MarginRule
 from segact.report.compare import compare_sections
+from segact.report.figures import figure_sections
+from segact.report.scale import scale_sentence
 from segact.report.select import (
     choose_pairs,
     common_seed_folds,
@@ -73,7 +75,7 @@ def select(sources: Sequence[Path], options: ReportOptions) -> Selection:
         ok = common_seed_folds(ok, keys, notes)
     pairs = choose_pairs(ok, options.pairs, notes)
     used = used_folds(ok, options.exclude_degenerate, notes)
-    notes += sections.zero_gradient_notes(ok, keys) + _settings_note(ok, keys)
+    notes += sections.zero_gradient_notes(ok, keys)
     notes += _hardware_note(ok)
     epochs = results.load_epochs(used)  # read once, for the two sections that need it
     return Selection(folds, thresholds, ok, used, other, replicates, keys, pairs, epochs, notes)
@@ -91,16 +93,6 @@ def _hardware_note(ok: pd.DataFrame) -> list[str]:
             listed = "; ".join(f"{label} ({n} folds)" for label, n in counts.items())
             notes.append(f"Dataset {dataset} mixes hardware: {listed}.")
     return notes
-
-
-def _settings_note(ok: pd.DataFrame, keys: Sequence[str]) -> list[str]:
-    hidden = tables.hidden_settings(ok, keys)
-    if not hidden:
-        return []
-    return [
-        f"Settings that differ between runs but follow the dataset and the row keys (no rows "
-        f"of their own): {', '.join(hidden)}."
-    ]
 
 
 def _write_tidy(chosen: Selection, out: Path) -> None:
@@ -148,21 +140,24 @@ def build_report(sources: Sequence[Path], out: Path, options: ReportOptions) -> 
     chosen = select(sources, options)
     out.mkdir(parents=True, exist_ok=True)
     _write_tidy(chosen, out)
+    shown = pd.concat([chosen.ok, chosen.other_sizes])  # every fold a table shows
     table_lines, main_table = sections.table_sections(
-        chosen.ok, chosen.used, chosen.keys, options.aggregate, out
+        chosen.ok, chosen.used, chosen.keys, options.aggregate, out, shown
     )
     lines = [
         f"# Report of {', '.join(map(str, sources))}",
         "",
+        scale_sentence(shown),
+        "",
         *(f"- {note}" for note in chosen.notes),
         "",
         *table_lines,
-        *sections.other_sizes_sections(chosen.other_sizes, chosen.keys, options.aggregate),
+        *sections.other_sizes_sections(chosen.other_sizes, chosen.keys, options.aggregate, shown),
         *_comparison_lines(chosen, options, out),
         *sections.argmax_sections(chosen.ok, out),
         *sections.flag_sections(chosen.ok, chosen.keys, out),
         *sections.failed_sections(chosen.folds, out),
-        *(sections.figure_sections(chosen.used, chosen.thresholds, chosen.epochs, chosen.keys, out)
+        *(figure_sections(chosen.used, chosen.thresholds, chosen.epochs, chosen.keys, out)
           if options.figures else []),
         *(_overlay_lines(chosen, out) if options.figures else []),
         *(compare_sections(chosen.folds, options.compare, out) if options.compare else []),

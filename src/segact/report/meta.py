@@ -23,6 +23,7 @@ from scipy import stats as scipy_stats
 from statsmodels.stats.meta_analysis import combine_effects
 from statsmodels.stats.power import NormalIndPower
 
+from segact.report import tables
 from segact.report.claims import LEFT_OUT, MarginRule, find_claim, verdict
 from segact.report.stats import ALPHA, FAMILY, POWER, SUMMARY_COLUMNS, minimum_detectable, tost_p
 
@@ -248,9 +249,10 @@ def forest_frames(
 
     def panel(frame: pd.DataFrame) -> pd.Series:
         parts = frame[keys].astype(str)
-        return (
-            parts["activation_a"] + " - " + parts["activation_b"] + ", loss " + parts["loss"]
-        ) + (": " + parts["metric"])
+        losses = parts["loss"].map(tables.loss_label)
+        metrics = parts["metric"].map(lambda m: tables.METRIC_NAMES.get(m, m))
+        pair = parts["activation_a"] + " - " + parts["activation_b"]
+        return pair + ", " + losses + ": " + metrics + " (a - b)"
 
     chosen = ~summary["dataset"].isin(LEFT_OUT) & summary["metric"].isin(metrics)
     label = summary["dataset"].astype(str).where(~unlearned, summary["dataset"] + " (not learned)")

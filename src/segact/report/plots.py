@@ -26,15 +26,18 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Polygon
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from matplotlib.transforms import blended_transform_factory
 
 from segact.io import write_figure
 from segact.nn import activations
+from segact.report.tables import loss_label
 
 PANEL_INCHES = 3.6
 COUNT_HEIGHT = 0.3
 """Height of the count row under a panel (folds alive, pixels per bin), as a share of a panel."""
+LEGEND_INCHES = 2.0
+"""Width added right of the panels for the figure's legend."""
 DPI = 120
 ACTIVATION_COLORS: dict[str, str] = {
     "sigmoid": "#1f77b4",
@@ -100,10 +103,48 @@ def _as_tuple(key: object) -> tuple:
     return key if isinstance(key, tuple) else (key,)
 
 
+def _key_part(key: str, value: object) -> str:
+    """``dataset`` by its value, ``loss`` as what it is ("Dice loss"), another key as key=value."""
+    if key == "dataset":
+        return str(value)
+    return loss_label(value) if key == "loss" else f"{key}={value}"
+
+
 def _key_label(keys: Sequence[str], values: Sequence[object]) -> str:
-    """``dataset`` by its value, another key as key=value: "isbi2012 · loss=dice"."""
-    parts = [str(v) if k == "dataset" else f"{k}={v}" for k, v in zip(keys, values, strict=True)]
-    return " · ".join(parts)
+    """A panel's or line's keys: "isbi2012 · Dice loss · binarize=hard"."""
+    return " · ".join(_key_part(k, v) for k, v in zip(keys, values, strict=True))
+
+
+def fold_counts(frame: pd.DataFrame, by: Sequence[str]) -> pd.Series:
+    """Folds (run x fold) behind each ``by`` group of a tidy frame: the n of its curve."""
+    ids = [c for c in ("run_path", "seed", "fold") if c in frame.columns and c not in by]
+    if frame.empty or not ids:
+        return pd.Series(dtype="int64")
+    folds = frame[[*by, *ids]].drop_duplicates()
+    return folds.groupby(list(by), dropna=False).size() if by else pd.Series([len(folds)])
+
+
+def n_text(counts: pd.Series) -> str:
+    """ "n = 15 folds per curve" (or "n = 10–15 ...", where the curves differ)."""
+    if counts.empty:
+        return "n unknown"
+    low, high = int(counts.min()), int(counts.max())
+    return f"n = {low}{'' if low == high else f'–{high}'} folds per curve"
+
+
+def band_handle(words: str = "band: ± 1 std over folds") -> Patch:
+    return Patch(color="grey", alpha=0.25, linewidth=0, label=words)
+
+
+def readable_log_ticks(ax: Axes) -> None:
+    """Label a log y axis at 1, 2, 5 x each power of ten (1, 1.5, 2, 3, 5, 7 within one
+    decade; powers of ten only beyond three), written as plain numbers (0.05, not 5e-2)."""
+    low, high = ax.get_ylim()
+    decades = np.log10(high / low) if low > 0 and high > low else 0.0
+    subs = (1.0,) if decades > 3 else (1.0, 2.0, 5.0) if decades > 1 else (1.0, 1.5, 2, 3, 5, 7)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def line_styles(frame: pd.DataFrame, style_keys: Sequence[str]) -> dict[tuple, str | tuple]:
@@ -160,7 +201,8 @@ def _figure(
     columns = max(c for _, c in places) + 1
     share = COUNT_HEIGHT if counts else 0.0
     fig = Figure(
-        figsize=(PANEL_INCHES * columns, PANEL_INCHES * rows * (1 + share)), layout="constrained"
+        figsize=(PANEL_INCHES * columns + LEGEND_INCHES, PANEL_INCHES * rows * (1 + share)),
+        layout="constrained",
     )
     ratios = [1.0, share] * rows if counts else [1.0] * rows
     grid = fig.add_gridspec(len(ratios), columns, height_ratios=ratios)
@@ -209,7 +251,7 @@ def _legend(
 
 def _subtitle(fig: Figure, text: str) -> None:
     """The figure's rule above its panels, left-aligned and wrapped short of the legend."""
-    width = max(30, int(14 * (fig.get_figwidth() - 1.6)))
+    width = max(30, int(14 * (fig.get_figwidth() - LEGEND_INCHES)))
     fig.suptitle(textwrap.fill(text, width=width), x=0.01, ha="left", fontsize="small")
 
 
@@ -224,32 +266,71 @@ def dice_curves(thresholds: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     return groups.agg(["mean", "std"]).reset_index()
 
 
+SELECTED = "best_threshold"
+"""A threshold row's copy of its fold's selected (best) threshold, where the report adds it."""
+THRESHOLD_MARKS = (
+    Line2D([], [], color="grey", linestyle=":", linewidth=1, label="t = 0.5"),
+    Line2D(
+        [], [], color="grey", marker="D", markeredgecolor="white", linestyle="",
+        label="selected threshold\n(mean over folds)",
+    ),
+)  # fmt: skip
+
+
+def selected_threshold(curve: pd.DataFrame, rows: pd.DataFrame) -> float:
+    """Where a Dice curve's folds put their threshold: the mean of their selected thresholds
+    (``best_threshold``, the table's threshold column), else the curve's own best."""
+    if SELECTED in rows.columns and rows[SELECTED].notna().any():
+        per_fold = rows.drop_duplicates([c for c in ("run_path", "fold") if c in rows.columns])
+        return float(per_fold[SELECTED].mean())
+    return float(curve.loc[curve["mean"].idxmax(), "threshold"])
+
+
+def _threshold_panel(
+    ax: Axes,
+    frame: pd.DataFrame,
+    rows: pd.DataFrame,
+    styles: dict[tuple, str | tuple],
+    style_keys: Sequence[str],
+) -> None:
+    """One panel of Dice against the threshold: each curve with its ± std band and a diamond
+    at its selected threshold, the line t = 0.5 and the n of the curves."""
+    ax.axvline(0.5, color="grey", linestyle=":", linewidth=1, gid="threshold_0.5")
+    for activation, style, label, curve in _lines(frame, style_keys):
+        color, std = activation_color(activation), curve["std"].fillna(0)
+        look = {"color": color, "linestyle": styles[style]}
+        ax.plot(curve["threshold"], curve["mean"], marker=".", label=label, **look)
+        low, high = (curve["mean"] - std).clip(0, 1), (curve["mean"] + std).clip(0, 1)
+        ax.fill_between(curve["threshold"], low, high, color=color, alpha=0.15, linewidth=0)
+        mine = rows.merge(curve[["activation", *style_keys]].drop_duplicates())
+        x = selected_threshold(curve, mine)
+        y = np.interp(x, curve["threshold"], curve["mean"])
+        ax.plot([x], [y], marker="D", color=color, markeredgecolor="white", linestyle="",
+                gid="selected_threshold", zorder=3)  # fmt: skip
+    n = n_text(fold_counts(rows, ["activation", *style_keys]))
+    ax.set(
+        xlabel=f"threshold ({n})", ylabel="Dice (fold's pixels pooled)", xlim=(0, 1), ylim=(0, 1)
+    )
+
+
 def dice_vs_threshold(
     thresholds: pd.DataFrame, panel_keys: Sequence[str], path: Path, style_keys: Sequence[str] = ()
 ) -> Figure:
     """Mean pooled Dice over folds (± std band) against the threshold: a panel per combination
-    of ``panel_keys``, a line per activation (coloured) and ``style_keys`` (line style)."""
+    of ``panel_keys``, a line per activation (coloured) and ``style_keys`` (line style); the
+    line t = 0.5 and, on each curve, its selected threshold (``selected_threshold``)."""
     panel_keys, style_keys = _present(thresholds, panel_keys), _varying(thresholds, style_keys)
     curves = dice_curves(thresholds, [*panel_keys, "activation", *style_keys])
     styles = line_styles(curves, style_keys)
     panels, places = _panels(curves, panel_keys)
+    row_panels, _ = _panels(thresholds, panel_keys)
     fig, axes, _ = _figure(places)
-    for ax, (title, frame) in zip(axes, panels, strict=True):
-        for activation, style, label, curve in _lines(frame, style_keys):
-            color, std = activation_color(activation), curve["std"].fillna(0)
-            ax.plot(
-                curve["threshold"],
-                curve["mean"],
-                marker=".",
-                label=label,
-                color=color,
-                linestyle=styles[style],
-            )
-            low, high = (curve["mean"] - std).clip(0, 1), (curve["mean"] + std).clip(0, 1)
-            ax.fill_between(curve["threshold"], low, high, color=color, alpha=0.15, linewidth=0)
-        ax.set(title=title, xlabel="threshold", ylabel="Dice", xlim=(0, 1), ylim=(0, 1))
-    _legend(fig, activation_order(curves["activation"]), styles, style_keys)
-    _subtitle(fig, "pooled Dice against the threshold: mean over folds (band ± 1 std)")
+    for ax, (title, frame), (_, rows) in zip(axes, panels, row_panels, strict=True):
+        _threshold_panel(ax, frame, rows, styles, style_keys)
+        ax.set_title(title)
+    extra = [band_handle(), *THRESHOLD_MARKS]
+    _legend(fig, activation_order(curves["activation"]), styles, style_keys, extra)
+    _subtitle(fig, "Dice of each validation fold (pixels pooled) against the threshold")
     return _save(fig, path)
 
 
@@ -282,9 +363,13 @@ def reliability(
     bins = reliability_bins(thresholds, [*panel_keys, "activation", *style_keys])
     styles = line_styles(bins, style_keys)
     panels, places = _panels(bins, panel_keys)
+    row_panels, _ = _panels(thresholds, panel_keys)
     fig, axes, counts = _figure(places, counts=True)
-    for ax, count_ax, (title, frame) in zip(axes, counts, panels, strict=True):
+    for ax, count_ax, (title, frame), (_, rows) in zip(
+        axes, counts, panels, row_panels, strict=True
+    ):
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+        n = n_text(fold_counts(rows, ["activation", *style_keys]))
         for activation, style, label, curve in _lines(frame, style_keys):
             look = {"color": activation_color(activation), "linestyle": styles[style]}
             ax.plot(
@@ -300,12 +385,12 @@ def reliability(
             )
         ax.set(title=title, ylabel="foreground frequency", xlim=(0, 1), ylim=(0, 1))
         count_ax.set_yscale("log")
-        count_ax.set(xlabel="predicted probability", ylabel="pixels")
+        count_ax.set(xlabel=f"predicted probability ({n})", ylabel="pixels")
     diagonal = Line2D([], [], color="grey", linestyle="--", label="perfect calibration")
     _legend(fig, activation_order(bins["activation"]), styles, style_keys, [diagonal])
     _subtitle(
         fig,
-        "foreground frequency per bin of predicted probability, pixels pooled over "
+        "foreground frequency per bin of predicted probability, pixels pooled over the "
         "folds; lower rows: pixels per bin (log scale)",
     )
     return _save(fig, path)
@@ -416,7 +501,9 @@ def _epoch_panel(
         count_ax.axhline(folds[0] / 2, color="grey", linestyle=":", linewidth=0.8)
     count_ax.set_ylim(0, frame["folds"].max() * 1.1)
     count_ax.yaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
-    count_ax.set(xlabel="epoch", ylabel="folds\nalive")
+    count_ax.xaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 5, 10], integer=True))
+    n = n_text(frame.groupby(["activation", *style_keys], dropna=False)["folds"].first())
+    count_ax.set(xlabel="epoch", ylabel="folds alive\n" + n.replace(" folds per curve", ""))
 
 
 def _zero_note(ax: Axes, frame: pd.DataFrame, floor: float) -> None:
@@ -459,13 +546,16 @@ def metric_vs_epoch(
         if log:
             ax.set_yscale("log")
             _zero_note(ax, frame, floor)
+            readable_log_ticks(ax)
         ax.set(title=title, ylabel=label)
-    _legend(fig, activation_order(curves["activation"]), styles, style_keys, [CUT_HANDLE])
-    average = "geometric mean (band ×/÷ exp(std of log))" if log else "mean (band ± 1 std)"
+    band = "band: ×/÷ exp(std of log)\nover folds" if log else "band: ± 1 std over folds"
+    extra = [band_handle(band), CUT_HANDLE]
+    _legend(fig, activation_order(curves["activation"]), styles, style_keys, extra)
+    average = "geometric mean" if log else "mean"
     _subtitle(
         fig,
-        f"{label}: {average} over folds, drawn only at epochs where at least half of "
-        "a curve's folds are still training (o: curve cut there); lower rows: folds alive",
+        f"{label}: {average} over folds, drawn while at least half of a curve's folds are "
+        "still training (o: cut there); lower rows: folds alive",
     )
     return _save(fig, path)
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from segact.io import write_csv, write_text
 from segact.report import tables
-from segact.report.select import row_set
+from segact.report.select import SIZE, row_set
 from segact.runs import results
 from segact.runs.identity import ROW_IDENTITY, setting_columns
 
@@ -49,29 +49,42 @@ def _dataset_frames(
 
 
 def paper_tables(
-    folds: pd.DataFrame, keys: Sequence[str], aggregate: str = "selected"
+    folds: pd.DataFrame,
+    keys: Sequence[str],
+    aggregate: str = "selected",
+    reference: pd.DataFrame | None = None,
 ) -> dict[str, tuple[str, str, str]]:
     """Per dataset (and over the datasets with every row): the paper-style table as (title,
-    Markdown, LaTeX). Rows: loss x activation and any row key that differs within the table."""
+    Markdown, LaTeX). Rows: loss x activation and any row key that differs within the table;
+    every other setting that differs between the runs of ``reference`` (default ``folds``) is
+    a column where it follows the rows, else its value here is in the caption."""
+    reference = folds if reference is None else reference
     out = {}
     for name, (title, frame) in _dataset_frames(folds, keys).items():
         shown = [k for k in keys if k in SHOWN_ALWAYS or frame[k].nunique(dropna=False) > 1]
-        table = tables.paper_table(frame, shown, aggregate)
+        extra, note = tables.table_settings(frame, shown, reference)
+        table = tables.paper_table(frame, [*shown, *extra], aggregate)
         out[name] = (
             title,
-            tables.format_paper_table(table, "markdown", aggregate, title),
-            tables.format_paper_table(table, "latex", aggregate, title),
+            tables.format_paper_table(table, "markdown", aggregate, title, note),
+            tables.format_paper_table(table, "latex", aggregate, title, note),
         )
     return out
 
 
 def table_sections(
-    ok: pd.DataFrame, used: pd.DataFrame, keys: Sequence[str], aggregate: str, out: Path
+    ok: pd.DataFrame,
+    used: pd.DataFrame,
+    keys: Sequence[str],
+    aggregate: str,
+    out: Path,
+    reference: pd.DataFrame | None = None,
 ) -> tuple[list[str], str]:
     """The tables of the folds used (files and sections) and, where some folds are degenerate,
-    the other variant (report.md only); returns the sections and the main table."""
+    the other variant (report.md only); returns the sections and the main table.
+    ``reference``: every fold the report's tables show (their settings are compared)."""
     sections = []
-    for name, (title, markdown, latex) in paper_tables(used, keys, aggregate).items():
+    for name, (title, markdown, latex) in paper_tables(used, keys, aggregate, reference).items():
         write_text(markdown + "\n", out / f"table_{name}.md")
         write_text(latex, out / f"table_{name}.tex")
         sections += [f"## Table: {title}", "", markdown, ""]
@@ -80,7 +93,7 @@ def table_sections(
     if degenerate.any():
         other, what = (ok, "with") if len(used) < len(ok) else (ok[~degenerate], "without")
         sections += [f"## Tables {what} the {int(degenerate.sum())} degenerate fold(s)", ""]
-        for title, markdown, _ in paper_tables(other, keys, aggregate).values():
+        for title, markdown, _ in paper_tables(other, keys, aggregate, reference).values():
             sections += [
                 f"### {title} ({what} degenerate folds)",
                 "",
@@ -90,12 +103,15 @@ def table_sections(
     return sections, main_table
 
 
-def other_sizes_sections(other: pd.DataFrame, keys: Sequence[str], aggregate: str) -> list[str]:
-    """The folds at input sizes other than their dataset's headline one: their tables only;
-    they enter no family, pooled estimate or verdict."""
+def other_sizes_sections(
+    other: pd.DataFrame, keys: Sequence[str], aggregate: str, reference: pd.DataFrame
+) -> list[str]:
+    """The folds at input sizes other than their dataset's headline one: their tables only
+    (a row per input size too, where a dataset ran at several); they enter no family, pooled
+    estimate or verdict."""
     if other.empty:
         return []
-    sizes = other.groupby("dataset")["dataset.image_size"].unique()
+    sizes = other.groupby("dataset")[SIZE].unique()
     listed = "; ".join(f"{d}: {', '.join(map(str, s))} px" for d, s in sizes.items())
     lines = [
         "## Other input sizes",
@@ -104,7 +120,7 @@ def other_sizes_sections(other: pd.DataFrame, keys: Sequence[str], aggregate: st
         "in no table above, pairing, pooled estimate, flag count or verdict.",
         "",
     ]
-    for title, markdown, _ in paper_tables(other, keys, aggregate).values():
+    for title, markdown, _ in paper_tables(other, [*keys, SIZE], aggregate, reference).values():
         lines += [f"### {title}", "", markdown, ""]
     return lines
 
@@ -150,16 +166,72 @@ def flagged_folds(ok: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     return ok.loc[any_flag, columns].join(flags[any_flag])
 
 
+def _shared_parts(parts: Sequence[Sequence[str]], separator: str) -> tuple[list[str], str]:
+    """Per position, the part every one of ``parts`` has there is written once, in the
+    pattern (``*`` where they differ); each one keeps what differs: (short forms, pattern)."""
+    pattern, short = [], [[] for _ in parts]
+    for position in zip(*parts, strict=True):
+        if len(set(position)) == 1:
+            pattern.append(position[0])
+            continue
+        pattern.append("*")
+        for kept, part in zip(short, position, strict=True):
+            kept.append(part)
+    return [separator.join(k) for k in short], separator.join(pattern)
+
+
+def short_run_dirs(run_dirs: Sequence[str]) -> tuple[list[str], str]:
+    """Run folders as the parts that tell them apart, and the pattern they share with ``*``
+    for those parts (folder levels, and within a level the comma-separated overrides where
+    every folder has as many): unambiguous, the pattern with each row's parts in order gives
+    its folder back. Folders of different depths are kept whole (pattern "")."""
+    levels = [str(d).split("/") for d in run_dirs]
+    if not levels or len({len(level) for level in levels}) != 1:
+        return [str(d) for d in run_dirs], ""
+    short: list[list[str]] = [[] for _ in levels]
+    pattern = []
+    for column in zip(*levels, strict=True):
+        if len(set(column)) == 1:
+            pattern.append(column[0])
+            continue
+        pieces = [c.split(",") for c in column]
+        if len({len(p) for p in pieces}) == 1 and len(pieces[0]) > 1:
+            kept, shared = _shared_parts(pieces, ",")
+        else:
+            kept, shared = list(column), "*"
+        pattern.append(shared)
+        for row, part in zip(short, kept, strict=True):
+            row.append(part)
+    return ["/".join(row) for row in short], "/".join(pattern)
+
+
+def _flag_table(flagged: pd.DataFrame) -> tuple[str, str]:
+    """The flagged folds as report.md shows them: the run folders shortened to what tells
+    them apart (flagged.csv keeps them whole), and the words for the pattern."""
+    if flagged.empty or "run_dir" not in flagged.columns:
+        return (as_markdown(flagged) if not flagged.empty else "None."), ""
+    short, pattern = short_run_dirs(flagged["run_dir"].astype(str).tolist())
+    if "*" not in pattern:  # one folder: said once; or folders of different depths: in full
+        one = f"Every flagged fold is of the run folder `{pattern}`." if pattern else ""
+        return as_markdown(flagged.drop(columns="run_dir") if one else flagged), one
+    shown = flagged.assign(run_dir=short).rename(columns={"run_dir": "run_dir (*)"})
+    words = (
+        f"run_dir (*): each run folder below its sweep folder is `{pattern}` with the row's "
+        "parts in place of the `*`, in order (flagged.csv has every folder in full)."
+    )
+    return as_markdown(shown), words
+
+
 def flag_sections(ok: pd.DataFrame, keys: Sequence[str], out: Path) -> list[str]:
     flagged = flagged_folds(ok, keys)
     write_csv(flagged, out / "flagged.csv")
     counts = ", ".join(f"{flagged[f].sum()} {f}" for f in results.FOLD_FLAGS)
-    body = as_markdown(flagged) if not flagged.empty else "None."
+    body, folders = _flag_table(flagged)
     legend = (
         "degenerate: the reported mask is (nearly) all or no foreground; "
         "best_at_first_epoch: trained past epoch 1, but no later epoch was better, so early "
         "stopping ended the fold with the barely trained network."
-    )
+    ) + (f" {folders}" if folders else "")
     summary = f"{len(flagged)} of {len(ok)} folds: {counts}."
     return ["## Flagged folds", "", summary, "", legend, "", body, ""]
 
@@ -188,31 +260,3 @@ def zero_gradient_notes(ok: pd.DataFrame, keys: Sequence[str]) -> list[str]:
         "little: training-mode forward passes update BatchNorm's running statistics, "
         "gradient or not, and each curve's mean is over the folds still running."
     ]
-
-
-def figure_sections(
-    used: pd.DataFrame,
-    thresholds: pd.DataFrame,
-    epochs: pd.DataFrame,
-    keys: Sequence[str],
-    out: Path,
-) -> list[str]:
-    from segact.report import plots  # matplotlib only when a report is drawn
-
-    # Small multiples: a panel per dataset and loss, a colour per activation, a line style per
-    # combination of the other row keys (binarize, head, ...).
-    panel_keys = [k for k in ("dataset", "loss") if k in used.columns]
-    style_keys = [k for k in keys if k not in (*panel_keys, "activation")]
-    if not thresholds.empty:
-        chosen = thresholds.merge(used[["run_path", "fold"]], on=["run_path", "fold"])
-        plots.dice_vs_threshold(chosen, panel_keys, out / "dice_vs_threshold.png", style_keys)
-        plots.reliability(chosen, panel_keys, out / "reliability.png", style_keys)
-    plots.activation_functions(sorted(used["activation"].unique()), out / "activations.png")
-    if not epochs.empty:
-        for column, label, name, log in (
-            ("grad_norm", "gradient norm (first batch)", "grad_norm_vs_epoch.png", True),
-            ("val_mean_dice", "validation mean Dice", "dice_vs_epoch.png", False),
-        ):
-            plots.metric_vs_epoch(epochs, panel_keys, style_keys, column, label, out / name, log)
-    figures = sorted(p.name for p in out.glob("*.png"))
-    return ["## Figures", "", *(f"![{name}]({name})" for name in figures), ""]

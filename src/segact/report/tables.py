@@ -41,6 +41,25 @@ CAPTIONS: dict[str, str] = {
         "epochs, each on its own (no single epoch, so no threshold column)"
     ),
 }
+LOSS_NAMES: dict[str, str] = {
+    "dice": "Dice",
+    "bce": "BCE",
+    "ce": "CE",
+    "mse": "MSE",
+    "tversky": "Tversky",
+    "boundary": "boundary",
+}
+"""How a figure or heading names a loss (``loss_label``), apart from the Dice metric."""
+METRIC_NAMES: dict[str, str] = {
+    metric: header for columns in AGGREGATIONS.values() for metric, header in columns.items()
+}
+
+
+def loss_label(name: object) -> str:
+    """A loss by what it is, never a bare name that reads as a metric: "Dice loss"."""
+    return f"{LOSS_NAMES.get(str(name), str(name))} loss"
+
+
 LOWER_IS_BETTER = frozenset(
     m
     for m in (*SELECTED_METRICS, *PAPER_METRICS)
@@ -57,19 +76,89 @@ STYLES: dict[str, tuple[str, str, str]] = {
 """Style -> (bold, plus-minus, empty cell)."""
 
 
+NAMED_BY: dict[str, tuple[str, ...]] = {"model": ("arch", "encoder"), "eval": ("protocol",)}
+"""A config group -> the result columns that name its choice (else the group's own name)."""
+
+
+def _follows_its_name(folds: pd.DataFrame, column: str) -> bool:
+    """Whether a dotted setting only follows a column that names it or its group:
+    ``trainer.lr`` with ``lr``, ``activation.eps`` with the activation, ``dataset.root`` with
+    the dataset, ``loss.binarize`` with ``binarize``."""
+    group, name = column.split(".")[0], column.split(".")[-1]
+    names = (*NAMED_BY.get(group, (group,)), name)
+    known = folds[folds[column].notna()]  # unset: no value of its own (``hidden_settings``)
+    return any(
+        n != column and n in known.columns and not varies_within(known, [n], column) for n in names
+    )
+
+
 def hidden_settings(folds: pd.DataFrame, keys: Sequence[str]) -> list[str]:
-    """Settings that differ between runs but follow the row keys, so they make no row; a
-    setting of a row key's own group or named as one (``activation.eps``, ``trainer.lr`` next
-    to ``lr``) is no news and left out."""
-    own = {"dataset", *keys}
+    """The choices and settings that differ between the runs of ``folds`` but are not among
+    the ``keys`` (the columns a table shows), less those that only follow a column that names
+    them (``trainer.lr`` next to ``lr``, ``activation.eps``, ``head.name``, ``dataset.root``
+    where each dataset has one): each one a table must show some other way. Unset (NaN) is no
+    value of its own: a run that predates a setting, or a loss without ``loss.smooth``."""
+    candidates = [c for c in (*ROW_ORDER, *setting_columns(folds)) if c in folds.columns]
     return [
         c
-        for c in setting_columns(folds)
+        for c in dict.fromkeys(candidates)
         if c not in keys
-        and c.split(".")[0] not in own
-        and c.split(".")[-1] not in own
         and folds[c].nunique() > 1
+        and not ("." in c and _follows_its_name(folds, c))
     ]
+
+
+def _value(value: object) -> str:
+    """A setting's value as a table's note writes it: 3 for 3.0, unset for NaN."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "unset"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _values_by(frame: pd.DataFrame, column: str, by: str) -> str:
+    """``column``'s values, each with the values of ``by`` it comes with: "2 (loss bce), 3 (loss
+    dice)"."""
+    pairs = frame[[column, by]].drop_duplicates().astype(object)
+    parts = []
+    for value, group in pairs.groupby(pairs[column].map(_value), sort=True):
+        names = ", ".join(sorted(map(_value, group[by].unique())))
+        parts.append(f"{value} ({by} {names})")
+    return ", ".join(parts)
+
+
+def _described(frame: pd.DataFrame, column: str, keys: Sequence[str]) -> str:
+    """A setting's values in the runs of one table, with what they follow where one of ``keys``
+    (or the dataset) tells them apart, else with their fold counts."""
+    values = frame[column].map(_value)
+    if values.nunique() == 1:
+        return f"{column} {values.iloc[0]}"
+    for key in dict.fromkeys(k for k in ("dataset", *keys) if k in frame.columns):
+        if key != column and not varies_within(frame, [key], column):
+            return f"{column} {_values_by(frame, column, key)}"
+    counts = values.value_counts().sort_index()
+    return f"{column} " + ", ".join(f"{v} ({n} folds)" for v, n in counts.items())
+
+
+def table_settings(
+    frame: pd.DataFrame, keys: Sequence[str], reference: pd.DataFrame
+) -> tuple[list[str], str]:
+    """What a table of ``frame`` (rows ``keys``) shows of the settings that differ between the
+    runs of ``reference`` (every run of the report) without being among ``keys``: (columns to
+    add: those that differ within the table and follow its rows, so no row splits; the words
+    for the caption: the value of each other one in this table)."""
+    columns, words = [], []
+    hidden = hidden_settings(reference, keys)
+    for i, setting in enumerate(hidden):
+        differs = frame[setting].nunique(dropna=False) > 1
+        if differs and not varies_within(frame, keys, setting):
+            columns.append(setting)
+        else:  # told apart by a key or by a setting before it (the loss before max_epochs)
+            words.append(_described(frame, setting, [*keys, *hidden[:i]]))
+    if not words:
+        return columns, ""
+    return columns, "Settings that differ between the report's runs, here: " + "; ".join(words)
 
 
 def numeric(folds: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
@@ -141,12 +230,14 @@ def _latex_escape(text: object) -> str:
 
 
 def format_paper_table(
-    table: pd.DataFrame, style: str, aggregation: str = "selected", title: str = ""
+    table: pd.DataFrame, style: str, aggregation: str = "selected", title: str = "", note: str = ""
 ) -> str:
     """``mean ± std`` cells, the best mean of each ranked column in bold; style markdown|latex.
-    The caption names the table and the aggregation (and explains any ``(n=k)`` cell)."""
+    The caption names the table and the aggregation (and explains any ``(n=k)`` cell), then
+    ``note`` (a sentence: the settings of the table's runs)."""
     caption = f"{title}: {CAPTIONS[aggregation]}" if title else CAPTIONS[aggregation]
     caption += f". {NAN_NOTE}" if has_nan_cells(table) else ""
+    caption += f". {note}." if note else ""
     cells = format_cells(table, AGGREGATIONS[aggregation], style, rank=True)
     if style == "markdown":
         return f"Table: {caption}\n\n" + cells.to_markdown(index=False, disable_numparse=True)
@@ -160,11 +251,13 @@ def format_paper_table(
 
 
 def dice_table(folds: pd.DataFrame, metrics: Sequence[str] = SELECTED_METRICS) -> pd.DataFrame:
-    """Rows: the choices and settings that vary (e.g. loss x activation, or the dataset alone);
+    """Rows: the choices and settings that vary (e.g. loss x activation, or the dataset alone),
+    with a column for each other setting that differs (it follows the rows: no row splits);
     cells: mean ± std over folds, ``(n=k)`` where some are NaN; ``folds``: rows averaged."""
     ok = folds[folds["status"] == "ok"] if "status" in folds.columns else folds
     keys = [k for k in row_keys(ok, ("dataset",)) if varies_within(ok, (), k)]
     keys = keys or [k for k in ("dataset", *ROW_ORDER) if k in ok.columns][:1]
+    keys += table_settings(ok, keys, ok)[0]  # settings that follow the rows (max_epochs...)
     present = [m for m in metrics if m in ok.columns]
     table = metric_table(ok, keys, present)
     return format_cells(table, {m: m for m in present}, n_header="folds")

@@ -16,6 +16,7 @@ import hashlib
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import PurePath
 from typing import Any
 
 import pandas as pd
@@ -32,10 +33,14 @@ NOT_IN_IDENTITY: tuple[str, ...] = (
     "trainer.fold",
     "trainer.device",  # as resolved.device: auto and cpu are the same run on a CPU machine
     "trainer.threads",  # as resolved.threads: 0 means every core
+    "trainer.cuda_graphs",  # graphed and eager steps launch the same kernels
+    "trainer.fold_group",  # folds side by side: each with its own state, the same numbers
     "dataset.default_root",
     "dataset.cache",
     "dataset.cache_dir",
     "dataset.workers",
+    "dataset.mask_pattern",  # which files pair: the fingerprint has their names and content
+    "logger",  # experiment tracker (configs/logger/): writes beside the run, changes no number
 )
 """Dotted keys (or whole nodes) that change no number; every other key is part of a run."""
 DATA_FINGERPRINT = "dataset.fingerprint"
@@ -86,7 +91,17 @@ IN_FOLDER_NAME: tuple[str, ...] = (
     "trainer.seed",
 )
 """Choices the folder name spells out in its path (configs/config.yaml ``hydra.sweep.subdir``)."""
-NOT_IN_FOLDER_NAME: tuple[str, ...] = ("experiment", "launcher", "combination", "+combination")
+NOT_IN_FOLDER_NAME: tuple[str, ...] = (
+    "experiment",
+    "launcher",
+    "combination",
+    "+combination",
+    "logger",
+)
+BY_LAST_NAME: tuple[str, ...] = ("dataset.root",)
+"""Paths the folder name shows by their last component only (``dataset.root=/data/ph2``:
+``dataset.root=ph2``): not the data's whole location, and still two run folders for two
+dataset folders."""
 
 
 def run_keys(cfg: DictConfig) -> dict[str, Any]:
@@ -202,11 +217,22 @@ def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("~+")
 
 
+QUOTES = "'\""
+
+
+def _in_folder_name(override: str) -> str:
+    key, _, value = override.partition("=")
+    if key.lstrip("+") in BY_LAST_NAME and value:
+        return f"{key}={PurePath(value.strip(QUOTES)).name or value}"
+    return override
+
+
 def folder_suffix(overrides: Sequence[str]) -> str:
     """The overrides that are not yet part of the folder's path and that change numbers, as
-    ``key=value,key=value`` (Hydra's override_dirname, minus the runtime node as a whole)."""
+    ``key=value,key=value`` (Hydra's override_dirname, minus the runtime node as a whole; a
+    path of ``BY_LAST_NAME`` by its last component)."""
     kept = sorted(
-        o
+        _in_folder_name(o)
         for o in overrides
         if (key := _override_key(o)) not in IN_FOLDER_NAME
         and key not in NOT_IN_FOLDER_NAME

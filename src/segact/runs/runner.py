@@ -29,13 +29,14 @@ from segact.data.splits import Fold, case_folds
 from segact.errors import DatasetError
 from segact.nn.heads import build_head
 from segact.runs import identity as run_identity
-from segact.runs import models
+from segact.runs import models, monitor
 from segact.runs.folder import FoldRecords, RunFolder, summary_numbers
-from segact.runs.locks import acquire, holding
+from segact.runs.locks import Lock, acquire, holding
 from segact.runs.provenance import hardware, provenance
 from segact.training import checkpoint
-from segact.training.engine import FoldSetup, fit_fold, resolve_device
+from segact.training.engine import FoldResult, FoldSetup, fit_fold, resolve_device
 from segact.training.fitting import Augment
+from segact.training.group import fit_group
 
 log = logging.getLogger("segact")
 
@@ -110,29 +111,31 @@ def run_context(
     )
 
 
-def compute_fold(setup: FoldSetup, ctx: RunContext, records: FoldRecords, fold: Fold) -> bool:
-    """Train ``fold`` unless it is finished or another process holds it; True if it ran."""
-    stale_s = float(setup.cfg.runtime.lock_stale_s)
+def claim_fold(ctx: RunContext, records: FoldRecords, fold: Fold, stale_s: float) -> Lock | None:
+    """The fold's lock, unless another process holds it or the fold is finished."""
     lock = acquire(ctx.folder.fold_lock(fold.index), stale_s)
     if lock is None:
         log.info(
             "fold %d of %s is being computed by another process: skipped", fold.index, ctx.label
         )
-        return False
-    try:
-        if records.load(fold.index) is not None:  # finished while we waited for the lock
-            return False
-        saved = ctx.folder.checkpoint(fold.index)
-        result = fit_fold(setup, fold, saved, heartbeat=lock.refresh)
-        row = {**ctx.columns, "fold": fold.index, **result.row, "hardware": hardware(ctx.device)}
-        row |= {"status": "ok", "error": ""}
-        if setup.cfg.runtime.save_models and result.state is not None:  # before the fold's record
-            card = models.model_card(setup, fold.index, row["best_threshold"])
-            models.save_fold(ctx.folder, fold.index, result.state, card)
-        records.save(fold.index, (result.epochs, result.thresholds), row, result.notes)
-        checkpoint.remove(saved)
-    finally:
+        return None
+    if records.load(fold.index) is not None:  # finished while we waited for the lock
         lock.release()
+        return None
+    return lock
+
+
+def record_fold(
+    setup: FoldSetup, ctx: RunContext, records: FoldRecords, fold: Fold, result: FoldResult
+) -> None:
+    """A finished fold's model, record and log line; its checkpoint removed."""
+    row = {**ctx.columns, "fold": fold.index, **result.row, "hardware": hardware(ctx.device)}
+    row |= {"status": "ok", "error": ""}
+    if setup.cfg.runtime.save_models and result.state is not None:  # before the fold's record
+        card = models.model_card(setup, fold.index, row["best_threshold"])
+        models.save_fold(ctx.folder, fold.index, result.state, card)
+    records.save(fold.index, (result.epochs, result.thresholds), row, result.notes)
+    checkpoint.remove(ctx.folder.checkpoint(fold.index))
     log.info(
         "fold %d: best Dice %.4f at t=%.2f, mean Dice %.4f (epoch %d)",
         fold.index,
@@ -141,7 +144,65 @@ def compute_fold(setup: FoldSetup, ctx: RunContext, records: FoldRecords, fold: 
         row["mean_dice"],
         row["epoch_selected"],
     )
+
+
+def compute_fold(setup: FoldSetup, ctx: RunContext, records: FoldRecords, fold: Fold) -> bool:
+    """Train ``fold`` unless it is finished or another process holds it; True if it ran."""
+    lock = claim_fold(ctx, records, fold, float(setup.cfg.runtime.lock_stale_s))
+    if lock is None:
+        return False
+    try:
+        result = fit_fold(setup, fold, ctx.folder.checkpoint(fold.index), heartbeat=lock.refresh)
+        record_fold(setup, ctx, records, fold, result)
+    finally:
+        lock.release()
     return True
+
+
+def compute_group(
+    setup: FoldSetup, ctx: RunContext, records: FoldRecords, folds: list[Fold]
+) -> None:
+    """Train ``folds`` side by side in this process (``trainer.fold_group``), each under its own
+    lock; a fold is recorded, and its lock released, as soon as it finishes."""
+    stale_s = float(setup.cfg.runtime.lock_stale_s)
+    locks: dict[int, Lock] = {}
+    try:
+        for fold in folds:
+            if (lock := claim_fold(ctx, records, fold, stale_s)) is not None:
+                locks[fold.index] = lock
+
+        def finished(fold: Fold, result: FoldResult) -> None:
+            record_fold(setup, ctx, records, fold, result)
+            locks.pop(fold.index).release()
+
+        mine = [f for f in folds if f.index in locks]
+        starts = [(f, ctx.folder.checkpoint(f.index), locks[f.index].refresh) for f in mine]
+        if starts:
+            fit_group(setup, starts, finished)
+    finally:
+        for lock in locks.values():
+            lock.release()
+
+
+def compute_folds(
+    setup: FoldSetup, ctx: RunContext, records: FoldRecords, folds: list[Fold]
+) -> None:
+    """The unfinished ``folds``: one after another, or ``trainer.fold_group`` at a time."""
+    group = int(setup.cfg.trainer.get("fold_group", 1))
+    if group < 1:
+        raise ConfigError(f"trainer.fold_group={group}: train at least 1 fold at a time")
+    if group == 1:
+        for fold in folds:
+            if records.load(fold.index) is None:
+                compute_fold(setup, ctx, records, fold)
+        return
+    todo = [fold for fold in folds if records.load(fold.index) is None]
+    for start in range(0, len(todo), group):
+        chunk = todo[start : start + group]
+        if len(chunk) == 1:  # a fold alone, as without groups (progress bar included)
+            compute_fold(setup, ctx, records, chunk[0])
+        else:
+            compute_group(setup, ctx, records, chunk)
 
 
 def assemble(ctx: RunContext, records: FoldRecords, n_folds: int, stale_s: float) -> dict[str, Any]:
@@ -193,7 +254,8 @@ def train(cfg: DictConfig, run_dir: Path, label: str | None = None) -> dict[str,
     validate_against_data(cfg, data.n_cases)
     head = build_head(cfg.head, cfg.activation)
     loss = instantiate_named(cfg.loss)
-    setup = FoldSetup(cfg, data, head, loss, device, build_augment(cfg), ctx.config_hash)
+    listeners = monitor.epoch_listeners(cfg, ctx, data)  # log lines, estimates, logger=
+    setup = FoldSetup(cfg, data, head, loss, device, build_augment(cfg), ctx.config_hash, listeners)
     trainer = cfg.trainer
     folds = case_folds(data.cases, trainer.folds, trainer.seed, trainer.shuffle_folds)
     log.info(
@@ -205,9 +267,7 @@ def train(cfg: DictConfig, run_dir: Path, label: str | None = None) -> dict[str,
         device,
     )
     records = FoldRecords(ctx.folder, ctx.config_hash)
-    for fold in folds if trainer.fold is None else [folds[trainer.fold]]:
-        if records.load(fold.index) is None:
-            compute_fold(setup, ctx, records, fold)
+    compute_folds(setup, ctx, records, folds if trainer.fold is None else [folds[trainer.fold]])
     summary = assemble(ctx, records, len(folds), float(cfg.runtime.lock_stale_s))
     if summary["status"] != "ok":
         log.info("%s: %d of %d folds finished so far", run_dir, summary["folds"], len(folds))
@@ -249,8 +309,11 @@ def record_failure(
 def run(
     cfg: DictConfig, run_dir: Path, label: str | None = None, raise_errors: bool = True
 ) -> dict[str, Any]:
-    """``train`` with failures recorded (bad config or data too); in a sweep (raise_errors=False)
-    the sweep goes on. An interrupt is no failure: the checkpoint is kept for the next start."""
+    """``train`` with failures recorded, and logged, so that a sweep (raise_errors=False) goes on
+    and its report lists them (bad config or data too). A single run (raise_errors=True) raises
+    for its caller to report, once, and records failures other than bad config or data (a
+    ConfigError: the caller removes the folder it made for the run). An interrupt is no
+    failure: the checkpoint is kept for the next start."""
     started = time.perf_counter()
     foreign = RunFolder(run_dir).foreign_entries()
     if foreign:  # nothing may be written there, not even the failure
@@ -265,12 +328,14 @@ def run(
     try:
         summary = train(cfg, run_dir, label)
     except Exception as error:
+        if raise_errors and isinstance(error, ConfigError):
+            raise  # a single run's bad config or data: the caller says so; nothing is recorded
         try:
             summary = record_failure(cfg, run_dir, label, error)
         except OSError:  # e.g. the disk is still full: the cause to report is the first error
             raise error from None
-        log.error("run failed: %s", summary["error"])
         if raise_errors:
-            raise
+            raise  # the caller reports it, once
+        log.error("run failed: %s", summary["error"])
     summary["wall_seconds"] = time.perf_counter() - started
     return summary

@@ -3,6 +3,9 @@ after every epoch, early stopping, checkpoints, and the protocol that says what 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
 import logging
 import math
 import time
@@ -27,14 +30,19 @@ from segact.training import checkpoint
 from segact.training.fitting import (
     Augment,
     EarlyStopping,
+    EpochStats,
     FoldProgress,
     LossFn,
     NonFiniteLossError,
+    PendingStats,
+    PendingSweep,
     Trainable,
-    evaluate,
+    eager_step,
+    launch_evaluate,
+    launch_train_epoch,
     selection_score,
-    train_epoch,
 )
+from segact.training.graphs import EvalGraph, GraphPlan, TrainGraph, announce, graph_plan
 from segact.training.interrupt import Interrupted, stop_after_epoch_on_sigint
 from segact.training.protocol import ReportProtocol, build_protocol
 
@@ -63,11 +71,27 @@ class FoldSetup:
     augment: Augment | None = None
     config_hash: str = ""
     listeners: tuple[EpochListener, ...] = ()
+    graphs: GraphPlan | None = None  # whether folds capture CUDA graphs: see graph_plan()
 
     @property
     def protocol(self) -> ReportProtocol:
         evaluation = self.cfg.eval
         return build_protocol(plain(evaluation.protocol), evaluation.inner_val_fraction)
+
+    def graph_plan(self) -> GraphPlan:
+        """Decided (and logged, in one line) once per run, by its first fold."""
+        if self.graphs is None:
+            trainer = self.cfg.trainer
+            mode = str(plain(trainer.get("cuda_graphs", "auto")))
+            self.graphs = graph_plan(
+                mode,
+                self.device,
+                compile=bool(trainer.get("compile", False)),
+                augment=self.augment is not None,
+                optimizer=self.cfg.optimizer.get("_target_"),
+            )
+            announce(self.graphs, mode, self.device)
+        return self.graphs
 
 
 @dataclass
@@ -89,22 +113,12 @@ def fit_fold(
     heartbeat: Callable[[], None] = lambda: None,
 ) -> FoldResult:
     """Train one fold; with ``checkpoint_path``, save now and then and resume from it."""
-    trainer, runtime = setup.cfg.trainer, setup.cfg.runtime
-    seed = int(trainer.seed) * 1000 + fold.index
-    torch.manual_seed(seed)
-    protocol = setup.protocol
-    train_idx, select_idx = protocol.split(setup.data.cases, fold, seed)
-    trainable = Trainable.build(
-        setup.cfg, (setup.data.in_channels, setup.head.out_channels), setup.device, seed
-    )
-    progress = FoldProgress(EarlyStopping(int(trainer.patience)))
-    saver = checkpoint.Saver(checkpoint_path, runtime.checkpoint_every_s, setup.config_hash)
-    progress = saver.resume(trainable, setup.augment, progress, fold.index)
-    started = time.perf_counter() - progress.seconds
+    run = FoldRun.start(setup, fold, checkpoint_path, heartbeat)
+    progress = run.progress
     bar = tqdm(
-        range(progress.epoch + 1, trainer.max_epochs + 1),
+        range(progress.epoch + 1, setup.cfg.trainer.max_epochs + 1),
         desc=f"fold {fold.index}",
-        disable=not runtime.progress or progress.stopped,
+        disable=not setup.cfg.runtime.progress or progress.stopped,
         leave=False,
         dynamic_ncols=True,
     )
@@ -112,15 +126,110 @@ def fit_fold(
         for epoch in bar:
             if progress.stopped:
                 break
-            run_epoch(setup, trainable, progress, fold.index, epoch, train_idx, select_idx)
+            run_epoch(run.setup, run.trainable, progress, fold.index, epoch, *run.split)
             bar.set_postfix(loss=f"{progress.rows[-1]['train_loss']:.4f}")
-            progress.seconds = time.perf_counter() - started
-            saver.maybe_save(trainable, setup.augment, progress, force=stop.requested)
-            heartbeat()
+            run.after_epoch(force_save=stop.requested)
             if stop.requested:
                 raise Interrupted(f"fold {fold.index} stopped after epoch {epoch}")
     bar.close()
-    return finish_fold(setup, trainable, progress, fold, protocol, (train_idx, select_idx))
+    return run.finish()
+
+
+@dataclass
+class FoldRun:
+    """A fold in flight: built (and resumed) by ``start``, trained epoch by epoch, reported by
+    ``finish``; what ``fit_fold`` runs alone and ``segact.training.group`` side by side."""
+
+    setup: FoldSetup  # the run's, with this fold's own copy of the augmentation
+    fold: Fold
+    trainable: Trainable
+    progress: FoldProgress
+    saver: checkpoint.Saver
+    split: tuple[np.ndarray, np.ndarray]  # (images trained on, images the epoch is chosen on)
+    heartbeat: Callable[[], None]
+    started: float = 0.0
+
+    @classmethod
+    def start(
+        cls,
+        setup: FoldSetup,
+        fold: Fold,
+        checkpoint_path: Path | None = None,
+        heartbeat: Callable[[], None] = lambda: None,
+    ) -> FoldRun:
+        """Seeded from ``trainer.seed`` and the fold alone, and with the augmentation's random
+        stream from its start, so a fold's numbers do not depend on which folds ran before it
+        in the process (or beside it, in a fold group)."""
+        trainer, runtime = setup.cfg.trainer, setup.cfg.runtime
+        plan = setup.graph_plan()
+        seed = int(trainer.seed) * 1000 + fold.index
+        torch.manual_seed(seed)
+        own = dataclasses.replace(setup, augment=copy.deepcopy(setup.augment))
+        split = own.protocol.split(own.data.cases, fold, seed)
+        channels = (own.data.in_channels, own.head.out_channels)
+        trainable = Trainable.build(own.cfg, channels, own.device, seed)
+        progress = FoldProgress(EarlyStopping(int(trainer.patience)))
+        saver = checkpoint.Saver(checkpoint_path, runtime.checkpoint_every_s, own.config_hash)
+        progress = saver.resume(trainable, own.augment, progress, fold.index)
+        trainable.keep_lr_on_device()
+        if plan.use:
+            attach_graphs(own, trainable, fold.index)
+        run = cls(own, fold, trainable, progress, saver, split, heartbeat)
+        run.started = time.perf_counter() - progress.seconds
+        return run
+
+    @property
+    def done(self) -> bool:
+        """Stopped early, or at ``trainer.max_epochs``."""
+        max_epochs = int(self.setup.cfg.trainer.max_epochs)
+        return self.progress.stopped or self.progress.epoch >= max_epochs
+
+    def after_epoch(self, force_save: bool = False) -> None:
+        """The training time so far, a checkpoint when one is due (or forced), a heartbeat."""
+        self.progress.seconds = time.perf_counter() - self.started
+        self.saver.maybe_save(self.trainable, self.setup.augment, self.progress, force=force_save)
+        self.heartbeat()
+
+    def save(self) -> None:
+        """A checkpoint now (the fold's random state must be the current one)."""
+        self.saver.maybe_save(self.trainable, self.setup.augment, self.progress, force=True)
+
+    def finish(self) -> FoldResult:
+        return finish_fold(
+            self.setup, self.trainable, self.progress, self.fold, self.setup.protocol, self.split
+        )
+
+
+def attach_graphs(setup: FoldSetup, trainable: Trainable, fold: int) -> None:
+    """The fold's training step and evaluation forward pass as CUDA graphs, captured at their
+    first full batch (segact.training.graphs)."""
+    forward, head = trainable.forward, setup.head
+    forward.autocast_cache = False
+
+    def predict(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = forward(images)
+        return logits, head.probability(logits)
+
+    step = functools.partial(eager_step, forward, head, setup.loss_fn, trainable.optimizer)
+    batch_size = int(setup.cfg.trainer.batch_size)
+    trainable.train_graph = TrainGraph(step, trainable.model, trainable.optimizer, batch_size, fold)
+    trainable.eval_graph = EvalGraph(predict, int(setup.cfg.eval.batch_size), fold)
+
+
+@dataclass
+class EpochInFlight:
+    """An epoch whose training is queued on the device, its numbers not yet read back."""
+
+    epoch: int
+    started: float
+    stats: PendingStats
+
+    def checked(self) -> EpochStats:
+        """The epoch's training numbers (the host waits for its training here)."""
+        stats = self.stats.result()
+        if not math.isfinite(stats.train_loss):
+            raise NonFiniteLossError(self.epoch, stats.train_loss)
+        return stats
 
 
 def run_epoch(
@@ -133,35 +242,48 @@ def run_epoch(
     select_idx: np.ndarray,
 ) -> None:
     """Train one epoch, sweep the selection images, step the schedule, keep the best epoch."""
+    flight = launch_epoch(setup, trainable, epoch, train_idx)
+    stats = flight.checked()
+    sweep = launch_sweep(setup, trainable, select_idx).result()
+    close_epoch(setup, trainable, progress, fold_index, flight, stats, sweep)
+
+
+def launch_epoch(
+    setup: FoldSetup, trainable: Trainable, epoch: int, train_idx: np.ndarray
+) -> EpochInFlight:
+    """Shuffle (the fold's generator) and queue the epoch's training."""
     started = time.perf_counter()
-    trainer, evaluation = setup.cfg.trainer, setup.cfg.eval
     order = train_idx[torch.randperm(len(train_idx), generator=trainable.generator).numpy()]
-    stats = train_epoch(
-        trainable.model,
-        trainable.forward,
-        setup.head,
-        setup.loss_fn,
-        trainable.optimizer,
-        setup.data,
-        order,
-        int(trainer.batch_size),
-        setup.augment,
+    batch_size = int(setup.cfg.trainer.batch_size)
+    stats = launch_train_epoch(
+        trainable, setup.head, setup.loss_fn, setup.data, order, batch_size, setup.augment
     )
-    if not math.isfinite(stats.train_loss):
-        raise NonFiniteLossError(epoch, stats.train_loss)
-    sweep = sweep_of(setup, trainable, select_idx)
-    score = selection_score(sweep, plain(evaluation.select_metric))
+    return EpochInFlight(epoch, started, stats)
+
+
+def close_epoch(
+    setup: FoldSetup,
+    trainable: Trainable,
+    progress: FoldProgress,
+    fold_index: int,
+    flight: EpochInFlight,
+    stats: EpochStats,
+    sweep: SweepResult,
+) -> None:
+    """Score the epoch, step the schedule, record its row, keep it if best, tell listeners."""
+    score = selection_score(sweep, plain(setup.cfg.eval.select_metric))
     trainable.step_scheduler(score)
-    lr = trainable.optimizer.param_groups[0]["lr"]
-    progress.record(fold_index, epoch, stats, sweep, lr, time.perf_counter() - started)
+    lr = float(trainable.optimizer.param_groups[0]["lr"])
+    seconds = time.perf_counter() - flight.started
+    progress.record(fold_index, flight.epoch, stats, sweep, lr, seconds)
     progress.keep_if_best(score, trainable.model, sweep)
     for listener in setup.listeners:
         listener(progress.rows[-1])
 
 
-def sweep_of(setup: FoldSetup, trainable: Trainable, indices: np.ndarray) -> SweepResult:
+def launch_sweep(setup: FoldSetup, trainable: Trainable, indices: np.ndarray) -> PendingSweep:
     evaluation = setup.cfg.eval
-    return evaluate(
+    return launch_evaluate(
         trainable.forward,
         setup.head,
         setup.data,
@@ -169,7 +291,12 @@ def sweep_of(setup: FoldSetup, trainable: Trainable, indices: np.ndarray) -> Swe
         list(evaluation.thresholds),
         int(evaluation.batch_size),
         int(evaluation.calibration_bins),
+        trainable.eval_graph,
     )
+
+
+def sweep_of(setup: FoldSetup, trainable: Trainable, indices: np.ndarray) -> SweepResult:
+    return launch_sweep(setup, trainable, indices).result()
 
 
 def finish_fold(

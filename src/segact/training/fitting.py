@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from segact.evaluation.sweep import SweepResult, ThresholdSweep
 from segact.nn.activations import EPS
 from segact.nn.heads import Head, argmax_counts
 from segact.training.forward import Forward
+from segact.training.graphs import EvalGraph, TrainGraph, capturable_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ class Trainable:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     generator: torch.Generator
+    train_graph: TrainGraph | None = None  # set where the fold captures CUDA graphs
+    eval_graph: EvalGraph | None = None
 
     @classmethod
     def build(
@@ -80,7 +83,7 @@ class Trainable:
     ) -> Trainable:
         """``channels``: (the images' channels, the head's output channels)."""
         model = build_model(cfg.model, *channels).to(device)
-        optimizer = instantiate(cfg.optimizer)(model.parameters())
+        optimizer = build_optimizer(cfg.optimizer, model, device)
         scheduler = instantiate(cfg.scheduler)(optimizer)
         forward = Forward(model, cfg.trainer, device)
         return cls(model, forward, optimizer, scheduler, torch.Generator().manual_seed(seed))
@@ -90,6 +93,27 @@ class Trainable:
             self.scheduler.step(score)
         else:
             self.scheduler.step()
+
+    def keep_lr_on_device(self) -> None:
+        """A tensor lr back on the device after a checkpoint (loaded to the CPU) replaced it:
+        a capturable step reads it there, and a graph reads it at its captured address."""
+        device = self.forward.device
+        for group in self.optimizer.param_groups:
+            lr = group["lr"]
+            if isinstance(lr, Tensor) and lr.device != device:
+                group["lr"] = lr.to(device)
+
+
+def build_optimizer(
+    optimizer_cfg: DictConfig, model: nn.Module, device: torch.device
+) -> torch.optim.Optimizer:
+    """On CUDA, Adam and AdamW step with ``capturable=True`` and their lr in a device tensor,
+    graphs or not (segact.training.graphs): a graphed and an eager fold compute the same step."""
+    factory = instantiate(optimizer_cfg)
+    if not capturable_optimizer(optimizer_cfg.get("_target_"), device):
+        return factory(model.parameters())
+    lr = torch.tensor(float(optimizer_cfg.get("lr", 1e-3)), device=device)
+    return factory(model.parameters(), lr=lr, capturable=True)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -104,49 +128,126 @@ class EpochStats:
     grad_norm: float  # of the epoch's first batch: exactly 0 when the loss has no gradient
 
 
-def gradient_norm(model: nn.Module) -> Tensor:
+@dataclass
+class PendingStats:
+    """An epoch's training numbers still on the device: (mean loss, first batch's gradient
+    norm), read back in one transfer."""
+
+    values: Tensor
+
+    def result(self) -> EpochStats:
+        train_loss, grad_norm = self.values.tolist()
+        return EpochStats(train_loss, grad_norm)
+
+
+def gradients(model: nn.Module) -> list[Tensor]:
+    return [p.grad for p in model.parameters() if p.grad is not None]
+
+
+def gradient_norm(grads: list[Tensor]) -> Tensor:
     """The global L2 norm of the gradients, as a tensor (no host synchronisation)."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
     if not grads:
         return torch.zeros(())
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
-def train_epoch(
-    model: nn.Module,
+def device_batches(
+    data: SegmentationData, indices: np.ndarray, batch_size: int, device: torch.device
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """``data.batch`` of each run of ``batch_size`` indices. Where the raw arrays live on
+    ``device``, the indices go there once (non-blocking from pinned memory on CUDA) and each
+    batch is gathered there as ``data.batch`` gathers it, without a host round trip per batch."""
+    starts = range(0, len(indices), batch_size)
+    images, masks = data.images, data.masks
+    if not (isinstance(images, Tensor) and isinstance(masks, Tensor) and images.device == device):
+        for start in starts:
+            yield data.batch(indices[start : start + batch_size], device)
+        return
+    index = torch.from_numpy(np.asarray(indices, dtype=np.int64).reshape(-1))
+    if device.type == "cuda":
+        index = index.pin_memory().to(device, non_blocking=True)
+    for start in starts:
+        rows = index[start : start + batch_size]
+        yield data.normalization(images.index_select(0, rows)), masks.index_select(0, rows).float()
+
+
+def training_batches(
+    data: SegmentationData,
+    order: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+    augment: Augment | None,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    if augment is None:
+        yield from device_batches(data, order, batch_size, device)
+        return
+    for start in range(0, len(order), batch_size):  # albumentations works on host arrays
+        x, y = augment(*data.batch(order[start : start + batch_size], torch.device("cpu")))
+        yield x, y.to(device, non_blocking=True)
+
+
+def eager_step(
     forward: Forward,
     head: Head,
     loss_fn: LossFn,
     optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+) -> Tensor:
+    """Forward, loss, backward and optimizer step of one batch; the batch loss."""
+    loss = loss_fn(head, forward(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def launch_train_epoch(
+    trainable: Trainable,
+    head: Head,
+    loss_fn: LossFn,
     data: SegmentationData,
     order: np.ndarray,
     batch_size: int,
     augment: Augment | None = None,
-) -> EpochStats:
-    """One pass over ``order`` in batches; the loss stays on the device until the epoch ends."""
-    model.train()
-    device = forward.device
-    total = torch.zeros((), dtype=torch.float64, device=device)
+) -> PendingStats:
+    """One pass over ``order`` in batches, queued on the device: nothing is read back until
+    ``result()`` (one transfer an epoch). Full batches replay the fold's training graph where it
+    has one."""
+    forward, optimizer, graph = trainable.forward, trainable.optimizer, trainable.train_graph
+    trainable.model.train()
+    total = torch.zeros((), dtype=torch.float64, device=forward.device)
     first_grad_norm: Tensor | None = None
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        if augment is None:
-            x, y = data.batch(batch, device)
-        else:  # albumentations works on host arrays
-            x, y = augment(*data.batch(batch, torch.device("cpu")))
-            y = y.to(device, non_blocking=True)
-        loss = loss_fn(head, forward(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if first_grad_norm is None:
-            first_grad_norm = gradient_norm(model)
-        optimizer.step()
-        total += loss.detach() * len(batch)
-    return EpochStats(float(total) / len(order), float(first_grad_norm))
+    for x, y in training_batches(data, order, batch_size, forward.device, augment):
+        if graph is not None and graph.fits(x, y):
+            loss, grads = graph.run((x, y))
+        else:
+            loss = eager_step(forward, head, loss_fn, optimizer, x, y)
+            grads = gradients(trainable.model)
+        if first_grad_norm is None:  # the optimizer step leaves the gradients as they were
+            first_grad_norm = gradient_norm(grads)
+        total += loss.detach() * len(x)
+    assert first_grad_norm is not None, "an epoch needs at least one training image"
+    return PendingStats(torch.stack([total / len(order), first_grad_norm.to(total)]))
+
+
+@dataclass
+class PendingSweep:
+    """A threshold sweep accumulated on the device, not yet read back."""
+
+    sweep: ThresholdSweep
+    argmax_totals: Tensor | None = None  # 2-channel head: (pixels, disagreements, ties)
+
+    def result(self) -> SweepResult:
+        result = self.sweep.result()
+        if self.argmax_totals is not None:
+            _, disagreements, ties = self.argmax_totals.tolist()
+            result.metrics.update(argmax_disagreements=disagreements, argmax_ties=ties)
+        return result
 
 
 @torch.no_grad()
-def evaluate(
+def launch_evaluate(
     forward: Forward,
     head: Head,
     data: SegmentationData,
@@ -154,23 +255,24 @@ def evaluate(
     thresholds: list[float],
     batch_size: int,
     calibration_bins: int,
-) -> SweepResult:
+    graph: EvalGraph | None = None,
+) -> PendingSweep:
     """Probabilities of a whole set, clipped to [EPS, 1 - EPS] like the paper's (so that no
-    activation reaches p = 1), accumulated into one threshold sweep."""
+    activation reaches p = 1), accumulated into one threshold sweep on the device."""
     forward.model.eval()
     sweep = ThresholdSweep(thresholds, calibration_bins, clip=EPS)
+    two_channels = head.out_channels == 2
     argmax_totals = torch.zeros(3, dtype=torch.int64, device=forward.device)
-    for start in range(0, len(indices), batch_size):
-        images, masks = data.batch(indices[start : start + batch_size], forward.device)
-        logits = forward(images)
-        sweep.update(head.probability(logits), masks)
-        if head.out_channels == 2:
+    for images, masks in device_batches(data, indices, batch_size, forward.device):
+        if graph is not None and graph.fits(images):
+            logits, prob = graph.run((images,))
+        else:
+            logits = forward(images)
+            prob = head.probability(logits)
+        sweep.update(prob, masks)
+        if two_channels:
             argmax_totals += argmax_counts(logits)
-    result = sweep.result()
-    if head.out_channels == 2:
-        _, disagreements, ties = argmax_totals.tolist()
-        result.metrics.update(argmax_disagreements=disagreements, argmax_ties=ties)
-    return result
+    return PendingSweep(sweep, argmax_totals if two_channels else None)
 
 
 @dataclass

@@ -46,11 +46,15 @@ class Forward:
             torch.compile(model) if trainer.get("compile", False) else model
         )
         self.bf16 = uses_bf16(str(plain(trainer.get("precision", "fp32"))), device)
+        # Off where CUDA graphs are captured (torch.cuda.graph asks for it); the same numbers.
+        self.autocast_cache = True
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if not self.bf16:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, cache_enabled=self.autocast_cache
+        )
 
     def __call__(self, images: Tensor) -> Tensor:
         x = images.to(self.device, memory_format=self.memory_format, non_blocking=True)

@@ -1,0 +1,268 @@
+"""What a run says while it trains (listeners of ``segact.training.engine.FoldSetup``): one log
+line per epoch, the time left after the first epoch of each fold (and where the run stands in
+its sweep), a warning when a CPU faces a paper-scale configuration, and the experiment tracker
+of ``logger=`` (``segact.runs.loggers``), told when each fold ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from segact.choices import plain
+from segact.config import instantiate_named
+from segact.data.base import SegmentationData
+from segact.runs.folder import FoldRecords, RunFolder
+from segact.runs.loggers import Tracker
+from segact.runs.sweep_folder import sweep_values
+from segact.training.engine import EpochListener
+from segact.training.fitting import LOWER_IS_BETTER, EarlyStopping
+
+log = logging.getLogger("segact")
+
+LIKELY_PATIENCE_MULTIPLE = 4
+"""Before a fold of the run has finished, a fold is likely to stop near this many times
+``trainer.patience`` epochs: the committed paper-schedule folds (patience 11, results/runs)
+stopped at a median epoch of 43."""
+LARGE_RUN_S = 1800.0
+"""A run that may take longer than this on a CPU gets the warning (as do big images below)."""
+LARGE_IMAGE_PX = 128
+QUICK_LOOK = "model=tiny dataset.image_size=48"
+WARNED: set[str] = set()
+"""Warnings given once per process (a sweep under the basic launcher is one process)."""
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``17 min``, ``3 h 05 min``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    upper_s: float  # every fold runs to trainer.max_epochs
+    likely_s: float  # every fold stops near likely_epochs
+
+
+def estimate_left(
+    epoch_s: float, epoch: int, max_epochs: int, folds_after: int, likely_epochs: float
+) -> Estimate:
+    """Time left after ``epoch`` of a fold, at ``epoch_s`` a epoch, with ``folds_after`` folds
+    still to start: at most to ``max_epochs`` each, likely to ``likely_epochs`` each."""
+    likely_epochs = min(float(max_epochs), likely_epochs)
+    upper = epoch_s * ((max_epochs - epoch) + folds_after * max_epochs)
+    likely = epoch_s * (max(likely_epochs - epoch, 0.0) + folds_after * likely_epochs)
+    return Estimate(upper, min(likely, upper))
+
+
+@dataclass(frozen=True)
+class SweepPosition:
+    run: int  # 1-based: Hydra's job number + 1
+    of: int | None  # jobs in the sweep, when multirun.yaml tells
+
+
+def jobs_in_sweep(sweep_dir: Path) -> int | None:
+    """The number of jobs of the sweep whose multirun.yaml (Hydra writes it before the first
+    job) is in ``sweep_dir``; None when it cannot be told (no file, a glob sweep)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        saved = OmegaConf.load(sweep_dir / "multirun.yaml").hydra
+        params = saved.sweeper.params
+        params = {} if params is None else OmegaConf.to_container(params)
+        lines = [*(f"{k}={v}" for k, v in params.items()), *saved.overrides.task]
+        overrides = OverridesParser.create().parse_overrides(lines)
+    except Exception:  # no file, someone else's, unparsable: the count is only informative
+        return None
+    counts: dict[str, int | None] = {}
+    for override in overrides:  # a command-line key replaces an experiment file's
+        values = sweep_values(override) if override.is_sweep_override() else [""]
+        counts[override.get_key_element()] = None if values is None else len(values)
+    return None if None in counts.values() else math.prod(counts.values())  # type: ignore[arg-type]
+
+
+def sweep_position() -> SweepPosition | None:
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hydra_cfg = HydraConfig.get()
+    return SweepPosition(int(hydra_cfg.job.num) + 1, jobs_in_sweep(Path(hydra_cfg.sweep.dir)))
+
+
+def epoch_line(row: Mapping[str, Any], max_epochs: int) -> str:
+    return (
+        f"fold {row['fold']} epoch {row['epoch']}/{max_epochs}: loss {row['train_loss']:.4f}, "
+        f"val best Dice {row['val_best_dice']:.4f} at t={row['val_best_threshold']:.2f}, "
+        f"mean Dice {row['val_mean_dice']:.4f}, lr {row['lr']:.2e}, {row['epoch_seconds']:.1f} s"
+    )
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What the estimates need to know of a run, fixed when it starts."""
+
+    folds: int  # folds this process will train (unfinished ones; trainer.fold: that one)
+    max_epochs: int
+    patience: int
+    select_metric: str
+    cpu: bool
+    shape: str  # e.g. "256x256 px, Unet resnet34"
+    big_images: bool  # >= LARGE_IMAGE_PX with a resnet encoder
+
+    @classmethod
+    def of(
+        cls, cfg: DictConfig, records: FoldRecords, data: SegmentationData, cpu: bool
+    ) -> RunPlan:
+        trainer = cfg.trainer
+        wanted = range(trainer.folds) if trainer.fold is None else [trainer.fold]
+        height, width = (int(n) for n in data.images.shape[-2:])
+        encoder = str(cfg.model.encoder)
+        return cls(
+            folds=sum(records.load(k) is None for k in wanted),
+            max_epochs=int(trainer.max_epochs),
+            patience=int(trainer.patience),
+            select_metric=plain(cfg.eval.select_metric),
+            cpu=cpu,
+            shape=f"{height}x{width} px, {cfg.model.arch} {encoder}",
+            big_images=min(height, width) >= LARGE_IMAGE_PX and encoder.startswith("resnet"),
+        )
+
+
+@dataclass
+class Monitor:
+    """The run's one listener: log line, estimates and the tracker, in that order."""
+
+    plan: RunPlan
+    tracker: Tracker | None = None
+    position: SweepPosition | None = None
+    stopping: dict[int, EarlyStopping] = field(default_factory=dict)
+    last_epoch: dict[int, int] = field(default_factory=dict)  # of the folds still open
+    epochs_run: list[int] = field(default_factory=list)  # of the folds ended here
+
+    def __call__(self, row: Mapping[str, Any]) -> None:
+        log.info(epoch_line(row, self.plan.max_epochs))
+        fold, epoch = int(row["fold"]), int(row["epoch"])
+        if fold not in self.stopping:
+            for other in list(self.last_epoch):  # folds run one after another in a process
+                self._end(other)
+            self.stopping[fold] = EarlyStopping(self.plan.patience)
+            self.estimate(row)
+        self.last_epoch[fold] = epoch
+        if self.tracker is not None:
+            self.tracker.epoch(row)
+        value = float(row[f"val_{self.plan.select_metric}"])
+        stopping = self.stopping[fold]
+        stopping.step(-value if self.plan.select_metric in LOWER_IS_BETTER else value, epoch)
+        if stopping.should_stop or epoch >= self.plan.max_epochs:
+            self._end(fold)
+
+    def _end(self, fold: int) -> None:
+        self.epochs_run.append(self.last_epoch.pop(fold))
+        if self.tracker is None:
+            return
+        self.tracker.fold_end(fold)
+        if len(self.epochs_run) >= self.plan.folds:
+            self.tracker.close()
+
+    def estimate(self, row: Mapping[str, Any]) -> None:
+        """The time left (after the first epoch of each fold), and the CPU warning once."""
+        plan = self.plan
+        if self.epochs_run:
+            likely = statistics.mean(self.epochs_run)
+            basis = f"as the folds so far: {likely:.0f} epochs"
+        else:
+            likely = LIKELY_PATIENCE_MULTIPLE * plan.patience
+            basis = f"if early stopping ends folds near epoch {min(likely, plan.max_epochs)}"
+        epoch_s = float(row["epoch_seconds"])
+        folds_after = max(plan.folds - len(self.stopping), 0)
+        left = estimate_left(epoch_s, int(row["epoch"]), plan.max_epochs, folds_after, likely)
+        log.info(
+            "time left for this run: at most %s (this fold and %d more, up to %d epochs each at "
+            "%.1f s), likely about %s (%s)%s",
+            duration(left.upper_s),
+            folds_after,
+            plan.max_epochs,
+            epoch_s,
+            duration(left.likely_s),
+            basis,
+            self.sweep_note(epoch_s),
+        )
+        large = left.upper_s > LARGE_RUN_S or plan.big_images
+        if plan.cpu and large and "large" not in WARNED:
+            WARNED.add("large")
+            log.warning(
+                "this configuration is large for a CPU (%s, %d folds x up to %d epochs; this run "
+                "at most %s more): for a quick look try %s, or run it on a GPU",
+                plan.shape,
+                plan.folds,
+                plan.max_epochs,
+                duration(left.upper_s),
+                QUICK_LOOK,
+            )
+
+    def sweep_note(self, epoch_s: float) -> str:
+        position = self.position
+        if position is None:
+            return ""
+        if position.of is None:
+            return f"; sweep: run {position.run}"
+        after = max(position.of - position.run, 0)
+        whole = epoch_s * self.plan.max_epochs * max(self.plan.folds, 1)
+        return (
+            f"; sweep: run {position.run} of {position.of}, {after} after it "
+            f"(up to {duration(whole)} each if alike and not finished already)"
+        )
+
+
+class RunInfo(Protocol):
+    """What the monitor needs of segact.runs.runner.RunContext."""
+
+    @property
+    def folder(self) -> RunFolder: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def config_hash(self) -> str: ...
+    @property
+    def identity(self) -> dict[str, Any]: ...
+    @property
+    def device(self) -> torch.device: ...
+
+
+def tracker_root(path: Path, label: str) -> Path:
+    """The folder above the run's ``label`` (the sweep folder, or outputs/<experiment>)."""
+    parts = Path(label).parts
+    if parts and ".." not in parts and Path(path).parts[-len(parts) :] == parts:
+        return Path(*Path(path).parts[: -len(parts)])
+    return Path(path).parent
+
+
+def build_tracker(cfg: DictConfig, ctx: RunInfo) -> Tracker | None:
+    """The ``logger=`` tracker (None for logger=none); a missing package is a ConfigError."""
+    node = cfg.get("logger")
+    if node is None or node.get("_target_") is None:
+        return None
+    factory = instantiate_named(node, _partial_=True)
+    settings = {**ctx.identity, "config_hash": ctx.config_hash}
+    root = tracker_root(ctx.folder.path, ctx.label)
+    return factory(root=root, label=ctx.label, settings=settings)
+
+
+def epoch_listeners(
+    cfg: DictConfig, ctx: RunInfo, data: SegmentationData
+) -> tuple[EpochListener, ...]:
+    """The listeners of a run's FoldSetup (built before any training: a missing tracker package
+    stops the run at once)."""
+    plan = RunPlan.of(cfg, FoldRecords(ctx.folder, ctx.config_hash), data, ctx.device.type == "cpu")
+    return (Monitor(plan, build_tracker(cfg, ctx), sweep_position()),)
