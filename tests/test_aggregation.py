@@ -11,36 +11,40 @@ def test_each_paper_aggregate_takes_its_own_best_epoch():
             "fold": [0] * 5,
             "epoch": [1, 2, 3, 4, 5],
             "val_best_dice": [0.70, 0.81, 0.79, np.nan, 0.78],
-            "val_mean_dice": [0.50, 0.60, 0.66, 0.64, np.nan],
+            "val_threshold_averaged_dice": [0.50, 0.60, 0.66, 0.64, np.nan],
             "val_nll": [0.40, 0.35, 0.33, 0.31, 0.36],
         }
     )
     assert paper_aggregates(epochs) == {
         "paper_best_dice": 0.81,  # epoch 2
-        "paper_mean_dice": 0.66,  # epoch 3
+        "paper_threshold_averaged_dice": 0.66,  # epoch 3
         "paper_nll": 0.31,  # epoch 4
     }
 
 
 def test_nan_epochs_as_generate_table_treats_them():
     epochs = pd.DataFrame(
-        {"val_best_dice": [np.nan, np.nan], "val_mean_dice": [np.nan] * 2, "val_nll": [np.nan] * 2}
+        {
+            "val_best_dice": [np.nan, np.nan],
+            "val_threshold_averaged_dice": [np.nan] * 2,
+            "val_nll": [np.nan] * 2,
+        }
     )
     got = paper_aggregates(epochs)
     assert got["paper_best_dice"] == 0.0  # best_dice starts at 0 in generate_table.py
-    assert np.isnan(got["paper_mean_dice"]) and np.isnan(got["paper_nll"])
+    assert np.isnan(got["paper_threshold_averaged_dice"]) and np.isnan(got["paper_nll"])
 
 
 @pytest.mark.parametrize(
     "epochs",
     [
         pd.DataFrame({"val_best_dice": [0.5], "val_nll": [0.1]}),
-        pd.DataFrame({"val_best_dice": [], "val_mean_dice": [], "val_nll": []}),
+        pd.DataFrame({"val_best_dice": [], "val_threshold_averaged_dice": [], "val_nll": []}),
         pd.DataFrame(
             {
                 "fold": [0, 1],
                 "val_best_dice": [0.5] * 2,
-                "val_mean_dice": [0.4] * 2,
+                "val_threshold_averaged_dice": [0.4] * 2,
                 "val_nll": [1] * 2,
             }
         ),

@@ -110,3 +110,5 @@ def test_help_names_the_tool_and_lists_only_real_choices():
     assert "powered by Hydra" not in result.stdout and "schema" not in result.stdout
     assert "activation: arctan, custom, hardtanh" in result.stdout
     assert "experiment=sigmoid_vs_arctan" in result.stdout
+    combination = lines.index(next(line for line in lines if line.startswith("combination:")))
+    assert "two choices in one value" in lines[combination + 1]  # explained, not just listed

@@ -21,7 +21,7 @@ def _curve(activation: str, mean: list[float], best: list[float], *, seed=0, fol
     """epochs.csv rows of one run x fold (epochs 1..n), with its keys and run_path."""
     rows = {
         "epoch": np.arange(1, len(mean) + 1),
-        "val_mean_dice": mean,
+        "val_threshold_averaged_dice": mean,
         "val_best_dice": best,
     }
     run = f"/runs/{activation}-{seed}-{extra}"
@@ -90,7 +90,9 @@ def test_matched_summary_matches_scipy():
 def _folds_of(epochs: pd.DataFrame) -> pd.DataFrame:
     """folds.csv rows of the runs in ``epochs``: status and the selected epoch."""
     last = epochs.groupby(["run_path", "fold"]).agg(epochs_run=("epoch", "max")).reset_index()
-    keys = epochs.drop(columns=["epoch", "val_mean_dice", "val_best_dice"]).drop_duplicates()
+    keys = epochs.drop(
+        columns=["epoch", "val_threshold_averaged_dice", "val_best_dice"]
+    ).drop_duplicates()
     return keys.merge(last).assign(status="ok", epoch_selected=lambda f: f["epochs_run"])
 
 
@@ -145,7 +147,7 @@ def _fold(activation, seed, fold, device, best, threads=None, **extra):
         "resolved.device": device,
         "resolved.threads": threads,
         "best_dice": best,
-        "mean_dice": best - 0.1,
+        "threshold_averaged_dice": best - 0.1,
         **extra,
     }
 
@@ -261,7 +263,7 @@ def test_device_sections_without_a_paired_summary(tmp_path):
     assert "differ by 0.0040 per fold on average" in "\n".join(lines)
     assert pd.read_csv(tmp_path / "device_differences.csv")["metric"].tolist() == [
         "best_dice",
-        "mean_dice",
+        "threshold_averaged_dice",
     ]
 
 
@@ -275,7 +277,7 @@ def test_run_folders_through_the_loader(tmp_path):
                 {
                     "fold": fold,
                     "epoch": range(1, epochs + 1),
-                    "val_mean_dice": np.linspace(0.1, 0.5, epochs),
+                    "val_threshold_averaged_dice": np.linspace(0.1, 0.5, epochs),
                     "val_best_dice": np.linspace(0.1, value, epochs),
                 }
             )

@@ -16,7 +16,7 @@ def _write_epochs(run, grad_norm: float) -> pd.DataFrame:
                 "fold": f,
                 "epoch": e,
                 "grad_norm": grad_norm * e,
-                "val_mean_dice": 0.1 * e + 0.01 * f,
+                "val_threshold_averaged_dice": 0.1 * e + 0.01 * f,
                 "val_best_dice": 0.1 * e + 0.01 * f + 0.05,
             }
             for f in range(5)
@@ -59,7 +59,7 @@ def test_epoch_figures_plot_the_epochs_csv(sweep_with_epochs, tmp_path):
     )
     assert (curves.loc["sigmoid", "mean"] == 0).all()
     assert curves.loc[("arctan", 3), "mean"] == pytest.approx(3.0)
-    dice = plots.epoch_curves(epochs, ["activation"], "val_mean_dice").set_index(
+    dice = plots.epoch_curves(epochs, ["activation"], "val_threshold_averaged_dice").set_index(
         ["activation", "epoch"]
     )
     assert dice.loc[("arctan", 2), "mean"] == pytest.approx(0.2 + 0.02)

@@ -66,7 +66,13 @@ def test_tensorboard_event_files_hold_every_epoch_of_every_fold(tmp_path):
     events = EventAccumulator(str(tmp_path / "sweep" / "tensorboard" / "run")).Reload()
     scalars = events.Tags()["scalars"]
     for fold in range(FOLDS):
-        for column in ("val_best_dice", "val_mean_dice", "train_loss", "lr", "epoch_seconds"):
+        for column in (
+            "val_best_dice",
+            "val_threshold_averaged_dice",
+            "train_loss",
+            "lr",
+            "epoch_seconds",
+        ):
             points = events.Scalars(f"fold{fold}/{column}")
             assert [p.step for p in points] == list(range(1, EPOCHS + 1))
     assert "fold0/val_best_dice" in scalars and "fold0/fold" not in scalars

@@ -172,7 +172,7 @@ def test_summary_nll_ece_and_per_image_dice():
     np.testing.assert_allclose(paper, result.metrics["nll"], rtol=1e-12)
     assert result.metrics["dice_at_05"] == pytest.approx(0.8)
     assert result.metrics["best_dice"] == pytest.approx(table["dice"].max())
-    assert result.metrics["mean_dice"] == pytest.approx(table["dice"].mean())
+    assert result.metrics["threshold_averaged_dice"] == pytest.approx(table["dice"].mean())
 
 
 def test_dice_at_05_reported_when_grid_lacks_it():

@@ -16,7 +16,7 @@ from tests.helpers import compose_config
 
 EPOCH_LINE = re.compile(
     r"fold (\d) epoch (\d+)/(\d+): loss \d\.\d{4}, val best Dice \d\.\d{4} at t=\d\.\d\d, "
-    r"mean Dice \d\.\d{4}, lr \d\.\d\de-\d\d, \d+\.\d s"
+    r"threshold-averaged Dice \d\.\d{4}, lr \d\.\d\de-\d\d, \d+\.\d s"
 )
 
 
@@ -25,7 +25,7 @@ def _plan(**changes) -> RunPlan:
         "folds": 3,
         "max_epochs": 30,
         "patience": 5,
-        "select_metric": "mean_dice",
+        "select_metric": "threshold_averaged_dice",
         "cpu": False,
         "shape": "32x32 px, Unet resnet18",
         "big_images": False,
@@ -42,7 +42,7 @@ def _row(fold: int, epoch: int, mean_dice: float = 0.5, seconds: float = 10.0) -
         "lr": 1e-3,
         "val_best_dice": 0.7,
         "val_best_threshold": 0.45,
-        "val_mean_dice": mean_dice,
+        "val_threshold_averaged_dice": mean_dice,
         "epoch_seconds": seconds,
     }
 

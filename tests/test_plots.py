@@ -54,7 +54,7 @@ def _epochs(lengths: dict[str, list[int]], value=lambda f, e: 0.1 * e + f) -> pd
                 "fold": f,
                 "epoch": e,
                 "grad_norm": value(f, e),
-                "val_mean_dice": value(f, e),
+                "val_threshold_averaged_dice": value(f, e),
             }
             for a, folds in lengths.items()
             for f, n in enumerate(folds)
@@ -101,7 +101,9 @@ def test_activation_order_puts_the_named_ones_first():
 
 def test_epoch_curves_drop_epochs_where_fewer_than_half_of_the_folds_are_alive():
     epochs = _epochs({"sigmoid": [5, 4, 2, 1]})  # alive: 4, 3, 2, 2, 1
-    curves = plots.epoch_curves(epochs, ["activation"], "val_mean_dice").set_index("epoch")
+    curves = plots.epoch_curves(epochs, ["activation"], "val_threshold_averaged_dice").set_index(
+        "epoch"
+    )
     assert curves["alive"].tolist() == [4, 3, 2, 2, 1]
     assert (curves["folds"] == 4).all()
     assert curves["kept"].tolist() == [True, True, True, True, False]
@@ -161,7 +163,7 @@ def test_zero_gradients_are_drawn_at_a_floor(tmp_path):
 def test_epoch_figure_draws_no_mean_past_the_cut_and_counts_the_folds(tmp_path):
     epochs = _epochs({"sigmoid": [5, 4, 2, 1], "arctan": [3, 3]})
     fig = plots.metric_vs_epoch(
-        epochs, ["dataset", "loss"], [], "val_mean_dice", "Dice", tmp_path / "d.png"
+        epochs, ["dataset", "loss"], [], "val_threshold_averaged_dice", "Dice", tmp_path / "d.png"
     )
     panel, counts = fig.axes  # the panel, then its row of folds alive
     sigmoid = next(line for line in panel.get_lines() if line.get_label() == "sigmoid")
@@ -179,7 +181,12 @@ def test_binarize_and_other_keys_get_line_styles_named_in_the_legend(tmp_path):
         ]
     )
     fig = plots.metric_vs_epoch(
-        epochs, ["dataset", "loss"], ["binarize"], "val_mean_dice", "Dice", tmp_path / "d.png"
+        epochs,
+        ["dataset", "loss"],
+        ["binarize"],
+        "val_threshold_averaged_dice",
+        "Dice",
+        tmp_path / "d.png",
     )
     lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
     assert lines["sigmoid · binarize=hard"].get_linestyle() != (
@@ -328,6 +335,6 @@ def test_epoch_figures_have_integer_epochs_a_readable_log_axis_and_a_band_label(
     assert "band: ×/÷ exp(std of log)\nover folds" in _legend_texts(fig)
     assert "n = 2" in counts.get_ylabel()
     linear = plots.metric_vs_epoch(
-        epochs, ["loss"], [], "val_mean_dice", "Dice", tmp_path / "d.png"
+        epochs, ["loss"], [], "val_threshold_averaged_dice", "Dice", tmp_path / "d.png"
     )
     assert "band: ± 1 std over folds" in _legend_texts(linear)

@@ -231,14 +231,21 @@ def test_paper_aggregation(sweep, tmp_path):
     text = (out / "table_dataset_toy.md").read_text()
     assert text.startswith("Table: dataset toy: aggregation paper")
     table = _table(out / "table_dataset_toy.md")
-    assert list(table.columns) == ["loss", "activation", "NLL", "best Dice", "mean Dice", "n"]
+    assert list(table.columns) == [
+        "loss",
+        "activation",
+        "NLL",
+        "best Dice",
+        "threshold-averaged Dice",
+        "n",
+    ]
     paper_best = np.add(SIGMOID, 0.01)
     assert (
         table["best Dice"].iloc[1] == f"**{paper_best.mean():.3f}** ± {paper_best.std(ddof=1):.3f}"
     )
     assert "aggregation paper" in (out / "table_dataset_toy.tex").read_text()
     paired = pd.read_csv(out / "paired_summary.csv").set_index("metric")
-    assert sorted(paired.index) == ["paper_best_dice", "paper_mean_dice", "paper_nll"]
+    assert sorted(paired.index) == ["paper_best_dice", "paper_nll", "paper_threshold_averaged_dice"]
     assert paired.loc["paper_best_dice", "mean_a"] == pytest.approx(paper_best.mean())
     claims = pd.read_csv(out / "paper_claims.csv")
     assert set(claims["metric"]) == {"paper_best_dice"}  # one row per scope and method

@@ -26,12 +26,12 @@ FOLDS_COLUMNS = [
     "dice_at_05",
     "best_dice",
     "best_threshold",
-    "mean_dice",
+    "threshold_averaged_dice",
     "dice_per_image_at_best_threshold",
     "nll",
     "ece",
     "paper_best_dice",
-    "paper_mean_dice",
+    "paper_threshold_averaged_dice",
     "paper_nll",
     "hit_max_epochs",
     "degenerate",
@@ -56,7 +56,9 @@ def test_writes_all_four_files_with_documented_columns(tiny_run):
     assert folds["fold"].tolist() == [0, 1] and (folds["status"] == "ok").all()
     assert (folds["run_dir"] == run_dir.name).all()  # relative, not this machine's path
     epochs = pd.read_csv(RunFolder(run_dir).epochs_csv)
-    assert {"fold", "epoch", "train_loss", "grad_norm", "lr", "val_mean_dice"} <= set(epochs)
+    assert {"fold", "epoch", "train_loss", "grad_norm", "lr", "val_threshold_averaged_dice"} <= set(
+        epochs
+    )
     assert len(epochs) == 4
     thresholds = pd.read_csv(RunFolder(run_dir).thresholds_csv)
     assert list(thresholds.columns[:7]) == ["fold", "threshold", "tp", "fp", "fn", "tn", "dice"]
@@ -75,7 +77,9 @@ def test_paper_aggregates_and_cap_flag_follow_the_epoch_history(tiny_run):
     folds = pd.read_csv(RunFolder(run_dir).folds_csv).set_index("fold")
     epochs = pd.read_csv(RunFolder(run_dir).epochs_csv).groupby("fold")
     assert (folds["paper_best_dice"] == epochs["val_best_dice"].max()).all()
-    assert (folds["paper_mean_dice"] == epochs["val_mean_dice"].max()).all()
+    assert (
+        folds["paper_threshold_averaged_dice"] == epochs["val_threshold_averaged_dice"].max()
+    ).all()
     assert (folds["paper_nll"] == epochs["val_nll"].min()).all()
     assert folds["hit_max_epochs"].all()  # 2 epochs, patience 5: stopped by the cap
 

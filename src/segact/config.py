@@ -52,8 +52,18 @@ def config_groups_help() -> str:
     lines = []
     for group in sorted(p for p in config_dir().iterdir() if p.is_dir()):
         options = ", ".join(sorted(f.stem for f in group.glob("*.yaml")))
-        lines.append(f"{group.name}: {options}")
+        lines.append(f"{group.name}: {options}{GROUP_NOTES.get(group.name, '')}")
     return "\n".join(lines)
+
+
+GROUP_NOTES: dict[str, str] = {
+    "combination": (
+        "\n    (two choices in one value, loss + activation or head + loss, to sweep pairs rather "
+        "than a grid: "
+        "-m +combination=dice_sigmoid,dice_arctan; the named experiments use it)"
+    ),
+}
+"""A line under a group whose purpose its options do not tell, in ``--help``."""
 
 
 OmegaConf.register_new_resolver("segact_repository", repository_dir, replace=True)
@@ -99,7 +109,7 @@ class RuntimeConfig:
 class EvalConfig:
     thresholds: list[float] = field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
     protocol: ProtocolName = ProtocolName.paper
-    select_metric: SelectMetric = SelectMetric.mean_dice
+    select_metric: SelectMetric = SelectMetric.threshold_averaged_dice
     inner_val_fraction: float = 0.2
     calibration_bins: int = 15
     batch_size: int = 64

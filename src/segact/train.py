@@ -154,7 +154,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
     except OSError as error:  # disk full, read-only, permission denied: nothing is finished
         _refuse_os(error)
     log_finished(run_dir, summary)
-    return summary.get("mean_dice_mean")
+    return summary.get("threshold_averaged_dice_mean", summary.get("mean_dice_mean"))
 
 
 # --- mistyped overrides, before Hydra ------------------------------------------------------

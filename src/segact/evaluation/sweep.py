@@ -267,7 +267,7 @@ class ThresholdSweep:
         metrics = {
             "best_dice": float(table["dice"].iloc[best]),
             "best_threshold": float(table["threshold"].iloc[best]),
-            "mean_dice": float(table["dice"].mean()),
+            "threshold_averaged_dice": float(table["dice"].mean()),
             "dice_at_05": float(at_05["dice"]),
             "dice_per_image": float(table["dice_per_image"].iloc[best]),
             "dice_per_image_at_05": float(at_05["dice_per_image"]),

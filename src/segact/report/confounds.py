@@ -1,10 +1,10 @@
 """Two confounds of the paired comparison, each computed, written to its CSV and put in words.
 
 The stopping confound: under the paper protocol a fold trains until its selection metric
-(``val_mean_dice``) stops improving and reports the Dice of its best epoch, so an activation that
-trains longer is also read later. ``matched_epochs`` recomputes every fold's reported Dice as if
-training had stopped after a fixed number of epochs (the same for both runs of a pair) and says
-whether the difference between the activations survives there.
+(``val_threshold_averaged_dice``) stops improving and reports the Dice of its best epoch, so an
+activation that trains longer is also read later. ``matched_epochs`` recomputes every fold's
+reported Dice as if training had stopped after a fixed number of epochs (the same for both runs
+of a pair) and says whether the difference between the activations survives there.
 
 Device as a replicate: the same configuration run on a GPU and on a CPU gives other numbers
 (float reductions differ), so it is one result measured twice, not two results.
@@ -33,7 +33,7 @@ BUDGETS: tuple[int, ...] = (10, 20, 40)
 LAST_COMMON = "last common"
 SELECTED = "selected"
 RESOLVED = "resolved."
-DEVICE_METRICS: tuple[str, ...] = ("best_dice", "mean_dice")
+DEVICE_METRICS: tuple[str, ...] = ("best_dice", "threshold_averaged_dice")
 RUN_FOLD = ["run_path", "fold"]
 T_COLUMNS: tuple[str, ...] = ("mean_difference", "ci_low", "ci_high", "t_test_p")
 MATCHED_COLUMNS: tuple[str, ...] = (
@@ -99,13 +99,15 @@ def selected_epochs(folds: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
 
 def _running_selection(epochs: pd.DataFrame) -> pd.DataFrame:
     """Per run x fold and epoch: the epoch the fold would select had training stopped after this
-    one (the highest ``val_mean_dice`` so far, ties: the earliest) and that epoch's
+    one (the highest ``val_threshold_averaged_dice`` so far, ties: the earliest) and that epoch's
     ``val_best_dice``, the Dice it would report."""
     frame = epochs[[*RUN_FOLD, "epoch"]].copy()
-    for column in ("epoch", "val_mean_dice", "val_best_dice"):
+    for column in ("epoch", "val_threshold_averaged_dice", "val_best_dice"):
         frame[column] = pd.to_numeric(epochs[column], errors="coerce").astype(float)
     frame = frame.dropna(subset=["epoch"]).sort_values([*RUN_FOLD, "epoch"], ignore_index=True)
-    score = frame["val_mean_dice"].fillna(-np.inf)  # an epoch without a score never wins
+    score = frame["val_threshold_averaged_dice"].fillna(
+        -np.inf
+    )  # an epoch without a score never wins
     group = [frame["run_path"], frame["fold"]]
     best_before = score.groupby(group).cummax().groupby(group).shift()
     improved = best_before.isna() | (score > best_before)
@@ -280,12 +282,13 @@ def stopping_sections(
     lines = [
         "## The stopping confound",
         "",
-        "A fold stops when its selection metric (validation mean Dice) has not improved for a "
-        "while and reports the best Dice of its best epoch, so an activation that trains longer "
-        "is also read later. Below: the epochs selected and trained, then each pair's difference "
-        "a - b had both runs stopped after the same number of epochs (10, 20, 40, the last epoch "
-        "both reached, and as reported: each at its own selected epoch), with a 95% t-interval "
-        "and the paired t-test p; epoch_*_median: the median epoch each side is read at.",
+        "A fold stops when its selection metric (validation threshold-averaged Dice) has not "
+        "improved for a while and reports the best Dice of its best epoch, so an activation that "
+        "trains longer is also read later. Below: the epochs selected and trained, then each "
+        "pair's difference a - b had both runs stopped after the same number of epochs (10, 20, "
+        "40, the last epoch both reached, and as reported: each at its own selected epoch), with "
+        "a 95% t-interval and the paired t-test p; epoch_*_median: the median epoch each side is "
+        "read at.",
         "",
         as_markdown(drop_constant(selected)),
         "",
@@ -515,7 +518,8 @@ def device_sections(
     metrics: Sequence[str] | None = None,
 ) -> list[str]:
     """device_differences.csv, device_effects.csv and their words; [] (no file) without
-    replicates. ``metrics``: the summary's (those the folds have), else best and mean Dice."""
+    replicates. ``metrics``: the summary's (those the folds have), else best and
+    threshold-averaged Dice."""
     if _ok(replicates).empty:
         return []
     paired = list(dict.fromkeys(summary["metric"])) if "metric" in summary.columns else []

@@ -76,12 +76,12 @@ def epoch_figures(
     n = _n(epochs, [*panel_keys, "activation", *style_keys])
     figures = (
         (
-            "val_mean_dice",
-            "validation mean Dice (over thresholds)",
+            "val_threshold_averaged_dice",
+            "validation threshold-averaged Dice",
             DICE_VS_EPOCH,
             False,
-            "Validation mean Dice (Dice averaged over the threshold grid, the selection "
-            f"metric) after each epoch: mean over folds, band ± 1 std over folds ({n}); ",
+            "Validation threshold-averaged Dice (Dice averaged over the threshold grid, the "
+            f"selection metric) after each epoch: mean over folds, band ± 1 std over folds ({n}); ",
         ),
         (
             "grad_norm",

@@ -26,7 +26,7 @@ from statsmodels.stats.weightstats import ttost_paired
 from segact.errors import ReportError
 from segact.report.tables import numeric
 
-PAIR_METRICS: tuple[str, ...] = ("best_dice", "mean_dice", "nll")
+PAIR_METRICS: tuple[str, ...] = ("best_dice", "threshold_averaged_dice", "nll")
 PAIR_METRICS_BY_AGGREGATION: dict[str, tuple[str, ...]] = {
     "selected": PAIR_METRICS,
     "paper": tuple(f"paper_{m}" for m in PAIR_METRICS),

@@ -25,20 +25,26 @@ AGGREGATIONS: dict[str, dict[str, str]] = {
         "best_threshold": "threshold",
         "nll": "NLL",
         "best_dice": "best Dice",
-        "mean_dice": "mean Dice",
+        "threshold_averaged_dice": "threshold-averaged Dice",
     },
-    "paper": {"paper_nll": "NLL", "paper_best_dice": "best Dice", "paper_mean_dice": "mean Dice"},
+    "paper": {
+        "paper_nll": "NLL",
+        "paper_best_dice": "best Dice",
+        "paper_threshold_averaged_dice": "threshold-averaged Dice",
+    },
 }
 """The paper-style table per ``--aggregate``: folds.csv column -> header."""
 CAPTIONS: dict[str, str] = {
     "selected": (
         "aggregation selected: each fold at its selected epoch (eval.protocol): the best "
-        "threshold, NLL, Dice at that threshold, mean Dice over the threshold grid"
+        "threshold, NLL, Dice at that threshold, threshold-averaged Dice (the mean over the "
+        "threshold grid)"
     ),
     "paper": (
         "aggregation paper (as the paper's generate_table.py): best Dice = max over thresholds "
-        "and epochs, mean Dice = max over epochs of the mean over thresholds, NLL = min over "
-        "epochs, each on its own (no single epoch, so no threshold column)"
+        "and epochs, threshold-averaged Dice (the paper's total Dice) = max over epochs of the "
+        "mean over thresholds, NLL = min over epochs, each on its own (no single epoch, so no "
+        "threshold column)"
     ),
 }
 LOSS_NAMES: dict[str, str] = {

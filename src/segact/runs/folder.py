@@ -53,18 +53,22 @@ SWEEP_FOLDS_CSV = "sweep_folds.csv"
 
 SELECTED_METRICS: tuple[str, ...] = (
     "best_dice",
-    "mean_dice",
+    "threshold_averaged_dice",
     "dice_at_05",
     "best_threshold",
     "nll",
 )
 """folds.csv's numbers at the fold's selected epoch."""
-PAPER_METRICS: tuple[str, ...] = ("paper_best_dice", "paper_mean_dice", "paper_nll")
+PAPER_METRICS: tuple[str, ...] = ("paper_best_dice", "paper_threshold_averaged_dice", "paper_nll")
 """folds.csv's numbers under the paper's aggregation over epochs."""
 FLAGS: tuple[str, ...] = ("hit_max_epochs", "degenerate", "zero_gradient")
 """folds.csv's boolean flags of a fold."""
 LEGACY_NAMES: dict[str, str] = {
     "dice_per_image": "dice_per_image_at_best_threshold",
+    **{
+        f"{prefix}mean_dice": f"{prefix}threshold_averaged_dice"
+        for prefix in ("", "val_", "paper_")
+    },
     **{f"nll_{c}": f"mean_nll_{c}" for c in ("tp", "fp", "tn", "fn")},
 }
 """Columns older segact versions wrote under another name: renamed on reading."""
@@ -94,11 +98,12 @@ TEXT_COLUMNS: tuple[str, ...] = (
 """Columns read as text, as written (a hash of digits stays a hash), like every dotted identity
 column (``trainer.lr``): the report groups and pairs runs by them."""
 _CELLS = ("tp", "fp", "tn", "fn")
-_VAL_UNIT = ("best_dice", "best_threshold", "mean_dice", "dice_at_05", "dice_per_image",
-             "dice_per_image_at_05", "ece")  # fmt: skip
+_VAL_UNIT = ("best_dice", "best_threshold", "threshold_averaged_dice", "mean_dice",
+             "dice_at_05", "dice_per_image", "dice_per_image_at_05", "ece")  # fmt: skip
 _UNIT_COLUMNS = (
-    "best_dice", "mean_dice", "dice_at_05", "oracle_best_dice", "paper_best_dice",
-    "paper_mean_dice", "dice_per_image", "dice_per_image_at_05",
+    "best_dice", "threshold_averaged_dice", "mean_dice", "dice_at_05", "oracle_best_dice",
+    "paper_best_dice", "paper_threshold_averaged_dice", "paper_mean_dice", "dice_per_image",
+    "dice_per_image_at_05",
     "dice_per_image_at_best_threshold", "dice", "best_threshold", "threshold", "ece",
     *(f"val_{name}" for name in _VAL_UNIT),
 )  # fmt: skip

@@ -50,6 +50,11 @@ MOVED_MODULES: dict[str, str] = {"segact.nn.losses.": "segact.losses."}
 """Modules that moved since runs recorded a ``_target_`` in them (the package layout of
 2026-11-30): the identity spells such a target by its former path, so that a move, which changes
 no number, leaves every finished run finished and its ``config_hash`` as it was."""
+RENAMED_VALUES: dict[tuple[str, str], str] = {
+    ("eval.select_metric", "threshold_averaged_dice"): "mean_dice",
+}
+"""Values renamed since runs recorded them (``mean_dice`` became ``threshold_averaged_dice`` on
+2026-12-01): the identity spells them by their former name, for the same reason."""
 
 CHOICES: tuple[str, ...] = (
     "dataset",
@@ -137,7 +142,10 @@ def _excluded(key: str) -> bool:
 
 
 def _as_recorded(key: str, value: Any) -> Any:
-    """A ``_target_`` in a moved module by its former path (``MOVED_MODULES``)."""
+    """A ``_target_`` in a moved module by its former path (``MOVED_MODULES``), a renamed
+    value by its former name (``RENAMED_VALUES``)."""
+    if isinstance(value, str) and (key, value) in RENAMED_VALUES:
+        return RENAMED_VALUES[key, value]
     if key.endswith("_target_") and isinstance(value, str):
         for now, before in MOVED_MODULES.items():
             if value.startswith(now):

@@ -26,7 +26,7 @@ from segact.runs.folder import FoldRecords, RunFolder
 from segact.runs.loggers import Tracker
 from segact.runs.sweep_folder import sweep_values
 from segact.training.engine import EpochListener
-from segact.training.fitting import LOWER_IS_BETTER, EarlyStopping
+from segact.training.fitting import LOWER_IS_BETTER, EarlyStopping, SelectMetric
 
 log = logging.getLogger("segact")
 
@@ -104,7 +104,8 @@ def epoch_line(row: Mapping[str, Any], max_epochs: int) -> str:
     return (
         f"fold {row['fold']} epoch {row['epoch']}/{max_epochs}: loss {row['train_loss']:.4f}, "
         f"val best Dice {row['val_best_dice']:.4f} at t={row['val_best_threshold']:.2f}, "
-        f"mean Dice {row['val_mean_dice']:.4f}, lr {row['lr']:.2e}, {row['epoch_seconds']:.1f} s"
+        f"threshold-averaged Dice {row['val_threshold_averaged_dice']:.4f}, "
+        f"lr {row['lr']:.2e}, {row['epoch_seconds']:.1f} s"
     )
 
 
@@ -132,7 +133,7 @@ class RunPlan:
             folds=sum(records.load(k) is None for k in wanted),
             max_epochs=int(trainer.max_epochs),
             patience=int(trainer.patience),
-            select_metric=plain(cfg.eval.select_metric),
+            select_metric=SelectMetric[str(plain(cfg.eval.select_metric))].value,
             cpu=cpu,
             shape=f"{height}x{width} px, {cfg.model.arch} {encoder}",
             big_images=min(height, width) >= LARGE_IMAGE_PX and encoder.startswith("resnet"),

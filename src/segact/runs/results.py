@@ -31,7 +31,12 @@ from segact.runs.identity import CHOICES, sort_keys
 
 REQUIRED: tuple[str, ...] = (*CHOICES, "seed", "fold", "status")
 """The columns without which a file is no segact results file."""
-SELECTED_METRICS: tuple[str, ...] = ("best_threshold", "nll", "best_dice", "mean_dice")
+SELECTED_METRICS: tuple[str, ...] = (
+    "best_threshold",
+    "nll",
+    "best_dice",
+    "threshold_averaged_dice",
+)
 """What the tables read of a fold unless told otherwise."""
 FOLD_FLAGS: tuple[str, ...] = (*FLAGS, "best_at_first_epoch")
 """``FLAGS`` as folds.csv records them, then the ones derived from its columns (``fold_flags``)."""

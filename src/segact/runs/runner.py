@@ -137,11 +137,11 @@ def record_fold(
     records.save(fold.index, (result.epochs, result.thresholds), row, result.notes)
     checkpoint.remove(ctx.folder.checkpoint(fold.index))
     log.info(
-        "fold %d: best Dice %.4f at t=%.2f, mean Dice %.4f (epoch %d)",
+        "fold %d: best Dice %.4f at t=%.2f, threshold-averaged Dice %.4f (epoch %d)",
         fold.index,
         row["best_dice"],
         row["best_threshold"],
-        row["mean_dice"],
+        row["threshold_averaged_dice"],
         row["epoch_selected"],
     )
 

@@ -43,7 +43,9 @@ class SelectMetric(Choice):
     """``eval.select_metric``: the sweep metric that picks a fold's epoch, and that early
     stopping and the LR schedule follow."""
 
-    mean_dice = "mean_dice"
+    # the Dice averaged over the threshold grid (the paper's "total dice")
+    threshold_averaged_dice = "threshold_averaged_dice"
+    mean_dice = "threshold_averaged_dice"  # its former name, still accepted
     best_dice = "best_dice"
     dice_at_05 = "dice_at_05"
     nll = "nll"
