@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from segact.choices import plain
 from segact.data.base import SegmentationData
@@ -122,7 +123,8 @@ def fit_fold(
         leave=False,
         dynamic_ncols=True,
     )
-    with stop_after_epoch_on_sigint() as stop:
+    # log lines (one per epoch) go through tqdm.write, above the bar instead of through it
+    with stop_after_epoch_on_sigint() as stop, logging_redirect_tqdm():
         for epoch in bar:
             if progress.stopped:
                 break
