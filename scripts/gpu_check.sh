@@ -7,11 +7,13 @@
 #      2 runs of 5 folds, both at once through joblib, each run's folds side by side) for the
 #      time left; stopped by SIGTERM at the budget, it saves checkpoints and the same command
 #      resumes it (the work folder is kept on a warm machine)
-#   3. finished run folders copied to OUT/runs (CSV, JSON, .hydra: never checkpoints or weights)
+#   3. finished run folders packed into OUT/runs.tar.gz (CSV, JSON, .hydra: never checkpoints or
+#      weights; a device call brings back at most 8 files, 2 folders deep, so one archive)
 #
 #   scripts/gpu_check.sh OUT [--quick] [--dataset-root PATH] [--budget SECONDS] [--work DIR]
 #
-#   --dataset-root PATH  the Kvasir-SEG folder (default: ../shared/datasets/kvasir_seg)
+#   --dataset-root PATH  the Kvasir-SEG folder (default: .device/kvasir_seg where
+#                        scripts/device_bundle.sh made it, else ../shared/datasets/kvasir_seg)
 #   --budget SECONDS     the whole check's wall time (default 540: a 600 s limit, with margin)
 #   --work DIR           where the runs train (default: multirun/gpu_check, git-ignored)
 #   --quick              tiny model on CPU, a few seconds each step: the smoke test
@@ -25,6 +27,7 @@ out=""
 quick=0
 budget=540
 dataset_root="$repo/../shared/datasets/kvasir_seg"
+[[ -d "$repo/.device/kvasir_seg" ]] && dataset_root="$repo/.device/kvasir_seg"
 work="$repo/multirun/gpu_check"
 while (($#)); do
   case "$1" in
@@ -44,7 +47,14 @@ mkdir -p "$out" "$work"
 out="$(cd "$out" && pwd)"
 work="$(cd "$work" && pwd)"
 python="$repo/.venv/bin/python"
-[[ -x "$python" ]] || python="$(command -v python3)"
+if [[ ! -x "$python" ]]; then  # a device machine: its python3 has torch; the rest is carried
+  python="$(command -v python3)"
+  if [[ -d "$repo/.device/site" ]]; then  # scripts/device_bundle.sh
+    export PYTHONPATH="$repo/.device/site:$repo/src${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+  "$python" -c "import hydra, segmentation_models_pytorch, segact.train" ||
+    fail "$python cannot import segact's dependencies: run scripts/device_bundle.sh and carry .device"
+fi
 started="$(date +%s)"
 elapsed() { echo $(($(date +%s) - started)); }
 
@@ -92,10 +102,9 @@ if [[ -d "$work/runs" ]]; then
     fi
   done < <(find "$work/runs" -name summary.json)
 fi
-if ((${#finished[@]})); then
-  mkdir -p "$out/runs"
+if ((${#finished[@]})); then  # one archive: a device call returns few files, 2 folders deep
   tar -C "$work/runs" --exclude=checkpoints --exclude=models --exclude='*.safetensors' \
-    --exclude='*.pt' --exclude=locks -cf - "${finished[@]}" | tar -C "$out/runs" -xf -
+    --exclude='*.pt' --exclude=locks --exclude=parts -czf "$out/runs.tar.gz" "${finished[@]}"
 fi
-echo "finished runs copied: ${#finished[@]}; wall time $(elapsed) s" >> "$out/gpu.md"
+echo "finished runs packed into runs.tar.gz: ${#finished[@]}; wall time $(elapsed) s" >> "$out/gpu.md"
 cat "$out/gpu.md"

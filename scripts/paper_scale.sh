@@ -47,6 +47,9 @@ elif command -v segact-train > /dev/null; then
   train=(segact-train)
   python="$(sed -n '1s/^#![[:space:]]*//p' "$(command -v segact-train)")"
   [[ -x "$python" ]] || python=python3
+elif python3 -c "import segact.train" 2> /dev/null; then  # e.g. PYTHONPATH=.device/site:src
+  python=python3
+  train=("$python" -m segact.train)
 else
   fail "no $repo/.venv and no segact-train on PATH: run 'make main' or pip install -e ."
 fi

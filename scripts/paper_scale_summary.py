@@ -80,6 +80,18 @@ def total(timings: list[Timing]) -> Timing:
     )
 
 
+def wall_per_fold_epoch(timings: list[Timing], wall_seconds: float) -> str:
+    """The figure that counts when folds train side by side (trainer.fold_group, joblib): each
+    fold's epoch_seconds then includes the other folds' time in the same round."""
+    epochs = sum(t.epochs for t in timings)
+    if not epochs:
+        return "wall time per fold-epoch: no epoch finished"
+    return (
+        f"wall time per fold-epoch: {wall_seconds / epochs:.2f} s ({epochs} fold-epochs in "
+        f"{wall_seconds:.1f} s; too low when an earlier invocation trained some of them)"
+    )
+
+
 def timing_markdown(timings: list[Timing], unfinished: list[str], args: argparse.Namespace) -> str:
     table = pd.DataFrame([t.row() for t in [*timings, total(timings)]])
     lines = ["# Paper-scale timing", ""]
@@ -88,6 +100,8 @@ def timing_markdown(timings: list[Timing], unfinished: list[str], args: argparse
     lines += [
         f"total wall time: {args.wall_seconds:.1f} s ({args.wall_seconds / 60:.1f} min) for this "
         "invocation (runs finished by an earlier one are skipped; their epochs still count below)",
+        "",
+        wall_per_fold_epoch(timings, args.wall_seconds),
         "",
         format_table(table),
         "",

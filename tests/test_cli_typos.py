@@ -57,6 +57,7 @@ def typo(*argv: str) -> str | None:
         (["-m", "trainer.sed=0,1"], "trainer has no such setting; did you mean trainer.seed?"),
         (["-m", "activation=glob(arc*)", "los=bce"], "no config group 'los': did you mean loss?"),
         (["model.kwargs.depth=3"], "model.kwargs takes new keys: add it with +model.kwargs.depth"),
+        (["+activaton=arctan"], "'activaton' = 'arctan': the config has no such setting; did you"),
     ],
 )
 def test_a_typo_names_the_closest_existing_name(argv, message):

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,8 @@ def test_paper_scale_quick(tmp_path: Path) -> None:
     assert 0 < per_epoch < wall and 0 < train_s < wall
     assert per_epoch == pytest.approx(epoch_seconds / 2, abs=0.01)
     assert images_per_s == pytest.approx(2 * 8 / epoch_seconds, abs=0.1)
+    per_fold_epoch = float(re.search(r"wall time per fold-epoch: ([\d.]+) s", timing).group(1))
+    assert per_fold_epoch == pytest.approx(wall / 2, abs=0.05)  # 2 fold-epochs; wall is rounded
 
 
 def test_replication_progress_counts_finished_runs_and_their_time(tmp_path, monkeypatch):
@@ -142,14 +145,17 @@ def test_gpu_check_quick_measures_trains_grouped_and_copies_finished_runs(tmp_pa
         "fold-epoch, 2 folds side by side, cuda_graphs=off",
         "## Paper scale",
         "| all runs ",
-        "finished runs copied: 2",
+        "finished runs packed into runs.tar.gz: 2",
     ):
         assert measure in report, measure
     assert "eager (CUDA graphs need a CUDA device" in report
-    copied = sorted((out / "runs").rglob(FOLDS_CSV))
+    assert sorted(p.name for p in out.iterdir()) == ["gpu.md", "runs.tar.gz"]  # 2 files back
+    with tarfile.open(out / "runs.tar.gz") as archive:
+        archive.extractall(tmp_path / "unpacked", filter="data")
+    copied = sorted((tmp_path / "unpacked").rglob(FOLDS_CSV))
     assert len(copied) == 2
     for folds_csv in copied:
         assert pd.read_csv(folds_csv)["fold"].tolist() == [0, 1]
-    files = [p.name for p in out.rglob("*")]
+    files = [p.name for p in (tmp_path / "unpacked").rglob("*")]
     assert not [n for n in files if n.endswith((".pt", ".safetensors")) or n == "checkpoints"]
     assert "training folds 0, 1 side by side" in result.stdout + result.stderr

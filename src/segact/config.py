@@ -417,6 +417,7 @@ def check_known_keys(cfg: DictConfig) -> None:
     """A key that no schema has, added with Hydra's ``+`` (``+trainer.epochs=3``), would be
     ignored silently: refuse it and name the closest setting. Nodes built around a user's own
     ``_target_`` take whatever keyword arguments that target takes, and are left alone."""
+    check_top_level_keys(cfg)
     for group in SCHEMA_GROUPS:
         node = cfg.get(group)
         schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
@@ -428,6 +429,20 @@ def check_known_keys(cfg: DictConfig) -> None:
             if key not in known:
                 hint = _settings_hint(group, str(key), known)
                 _fail(f"{group}.{key}", node[key], f"{group} has no such setting; {hint}")
+
+
+TOP_LEVEL_KEYS = frozenset({"experiment_name", "paths", "hydra"})
+"""Top-level keys besides the config groups' nodes (configs/config.yaml)."""
+
+
+def check_top_level_keys(cfg: DictConfig) -> None:
+    """``+activaton=arctan`` is no group: Hydra adds it as a key of its own, which nothing reads."""
+    known = TOP_LEVEL_KEYS | {p.name for p in config_dir().iterdir() if p.is_dir()}
+    for key in cfg:
+        if str(key) not in known:
+            close = closest(str(key), known - {"hydra"})
+            hint = f"did you mean {close}?" if close else f"the top-level keys are {sorted(known)}"
+            _fail(str(key), cfg[key], f"the config has no such setting; {hint}")
 
 
 def _child_keys(node: Any) -> list[str]:

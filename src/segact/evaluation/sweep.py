@@ -151,6 +151,16 @@ class _Bucketing:
     boundaries: Tensor  # the same, in ``dtype``, on the probability's device
 
 
+@functools.lru_cache(maxsize=32)
+def bucketing(edges: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> _Bucketing:
+    """The edges rounded to ``dtype`` (as torch rounds a Python float), on ``device``; cached
+    across sweeps, so the sweep after every epoch copies nothing to a GPU before it counts."""
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    own = decision_boundaries(edges, dtype)
+    exact = tuple(own.double().tolist())  # exact in ``compute``: it holds every ``own``
+    return _Bucketing(compute, exact, own.to(compute).to(device))
+
+
 class ThresholdSweep:
     """Accumulates confusion counts of a whole fold at every threshold, batch by batch.
 
@@ -189,7 +199,6 @@ class ThresholdSweep:
         self.clip = clip
         self._n_buckets = len(self.edges) + 1
         self._in_unit = bool(self.edges[0] >= 0.0 and self.edges[-1] <= 1.0)
-        self._bucketings: dict[tuple[torch.dtype, torch.device], _Bucketing] = {}
         # Accumulators live on the device of the first batch, until result().
         self._per_image: list[Tensor] = []  # (n_images, n_buckets, 2) counts, [.., 0]=neg, 1=pos
         self._nll: Tensor | None = None  # (2 * n_buckets,) float64 sums per key
@@ -199,15 +208,7 @@ class ThresholdSweep:
         self._nll_range = (-np.log1p(-eps), -np.log(eps))
 
     def _bucketing(self, dtype: torch.dtype, device: torch.device) -> _Bucketing:
-        """The edges rounded to ``dtype`` (as torch rounds a Python float), cached per device."""
-        key = (dtype, device)
-        if key not in self._bucketings:
-            compute = torch.float64 if dtype == torch.float64 else torch.float32
-            own = decision_boundaries(self.edges, dtype)
-            edges = tuple(own.double().tolist())  # exact in ``compute``: it holds every ``own``
-            boundaries = own.to(compute).to(device)
-            self._bucketings[key] = _Bucketing(compute, edges, boundaries)
-        return self._bucketings[key]
+        return bucketing(tuple(self.edges.tolist()), dtype, device)
 
     def update(self, prob: Tensor | np.ndarray, target: Tensor | np.ndarray) -> None:
         """Add a batch: ``prob`` in [0, 1] and ``target`` in {0, 1}, equal shapes, images first."""
@@ -254,13 +255,31 @@ class ThresholdSweep:
             self._nll += nll_sum
             self._prob_sum += prob_sum
 
-    def result(self) -> SweepResult:
+    def _fetch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """The accumulators on the host in one device-to-host copy (a GPU waits once per sweep,
+        not once per array): per-image counts (images, buckets, 2), NLL and probability sums
+        per key, and the NLL's total as summed on the device."""
         if not self._per_image or self._nll is None or self._prob_sum is None:
             raise ValueError("no predictions were added to the sweep")
-        per_image = torch.cat(self._per_image).cpu().numpy().astype(np.int64)  # (images, b, 2)
+        per_image = torch.cat(self._per_image)
+        packed = (
+            torch.cat(  # counts as float64: exact below 2**53 pixels
+                [per_image.view(-1).double(), self._nll, self._prob_sum, self._nll.sum().view(1)]
+            )
+            .cpu()
+            .numpy()
+        )
+        n_counts, n_keys = per_image.numel(), self._nll.numel()
+        counts = packed[:n_counts].astype(np.int64).reshape(per_image.shape)
+        nll = packed[n_counts : n_counts + n_keys]
+        prob_sum = packed[n_counts + n_keys : n_counts + 2 * n_keys]
+        return counts, nll, prob_sum, float(packed[-1])
+
+    def result(self) -> SweepResult:
+        per_image, nll, prob_sum, nll_total = self._fetch()
         n_pixels = int(per_image.sum())
         counts = self._confusion_table(per_image)
-        table = pd.concat([counts, self._nll_split(counts, n_pixels)], axis=1)
+        table = pd.concat([counts, self._nll_split(nll, counts, n_pixels)], axis=1)
         at_05 = table.loc[np.isclose(self.reported, 0.5)].iloc[0]
         table = table.loc[self.in_grid].reset_index(drop=True)
         best = int(np.argmax(table["dice"].to_numpy()))
@@ -271,8 +290,8 @@ class ThresholdSweep:
             "dice_at_05": float(at_05["dice"]),
             "dice_per_image": float(table["dice_per_image"].iloc[best]),
             "dice_per_image_at_05": float(at_05["dice_per_image"]),
-            "nll": float(self._nll.sum().item() / n_pixels),
-            "ece": self._expected_calibration_error(per_image.sum(axis=0), n_pixels),
+            "nll": nll_total / n_pixels,
+            "ece": self._expected_calibration_error(prob_sum, per_image.sum(axis=0), n_pixels),
             "n_images": int(per_image.shape[0]),
             "n_pixels": n_pixels,
         }
@@ -299,15 +318,14 @@ class ThresholdSweep:
             }
         )
 
-    def _nll_split(self, counts: pd.DataFrame, n_pixels: int) -> pd.DataFrame:
+    def _nll_split(self, nll: np.ndarray, counts: pd.DataFrame, n_pixels: int) -> pd.DataFrame:
         """NLL of the TP/FP/TN/FN pixels at every reported threshold, normalised two ways.
 
         ``mean_nll_*``: mean over the category's pixels (NaN where it is empty);
         ``paper_nll_*``: sum over the category's pixels / all pixels, as the paper's train.py,
         so that the four add up to the fold's NLL at every threshold.
         """
-        assert self._nll is not None
-        nll = self._nll.cpu().numpy().reshape(self._n_buckets, 2)
+        nll = nll.reshape(self._n_buckets, 2)
         below = np.cumsum(nll, axis=0)[self._reported_at]
         total = nll.sum(axis=0)
         sums = {"tn": below[:, 0], "fn": below[:, 1]}
@@ -317,10 +335,11 @@ class ThresholdSweep:
         columns |= {f"paper_nll_{k}": sums[k] / max(n_pixels, 1) for k in categories}
         return pd.DataFrame(columns, index=counts.index)
 
-    def _expected_calibration_error(self, bucket_counts: np.ndarray, n_pixels: int) -> float:
+    def _expected_calibration_error(
+        self, prob_sum: np.ndarray, bucket_counts: np.ndarray, n_pixels: int
+    ) -> float:
         """sum over bins of |sum p - sum y| / N, i.e. sum_b (n_b / N) |mean p_b - mean y_b|."""
-        assert self._prob_sum is not None
-        prob_per_bucket = self._prob_sum.cpu().numpy().reshape(self._n_buckets, 2).sum(axis=1)
+        prob_per_bucket = prob_sum.reshape(self._n_buckets, 2).sum(axis=1)
         bins = self._calibration_of_bucket
         prob_sum = np.bincount(bins, weights=prob_per_bucket, minlength=self.calibration_bins)
         truth_sum = np.bincount(bins, weights=bucket_counts[:, 1], minlength=self.calibration_bins)
