@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from segact.errors import ReportError
+from segact.evaluation.sweep import RENAMED_METRICS
 from segact.io import read_json, remove_temporaries_of, write_csv, write_json
 from segact.runs.identity import CHOICES, predates
 
@@ -66,7 +67,8 @@ FLAGS: tuple[str, ...] = ("hit_max_epochs", "degenerate", "zero_gradient")
 LEGACY_NAMES: dict[str, str] = {
     "dice_per_image": "dice_per_image_at_best_threshold",
     **{
-        f"{prefix}mean_dice": f"{prefix}threshold_averaged_dice"
+        f"{prefix}{old}": f"{prefix}{new}"
+        for old, new in RENAMED_METRICS.items()
         for prefix in ("", "val_", "paper_")
     },
     **{f"nll_{c}": f"mean_nll_{c}" for c in ("tp", "fp", "tn", "fn")},

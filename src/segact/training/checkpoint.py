@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from segact.evaluation.sweep import RENAMED_METRICS
 from segact.io import atomic_path, remove_temporaries_of
 from segact.training.fitting import Augment, FoldProgress, Trainable
 
@@ -86,6 +87,18 @@ def _augment_state(augment: Augment | None) -> Any:
     return state_dict() if state_dict is not None else None
 
 
+def renamed_metrics(progress: FoldProgress) -> FoldProgress:
+    """A checkpoint saved before a metric was renamed (``RENAMED_METRICS``) resumes under the
+    current names, so its epoch rows and best sweep join the new ones."""
+    for old, new in RENAMED_METRICS.items():
+        for row in progress.rows:
+            if f"val_{old}" in row:
+                row[f"val_{new}"] = row.pop(f"val_{old}")
+        if progress.best_sweep is not None and old in progress.best_sweep.metrics:
+            progress.best_sweep.metrics[new] = progress.best_sweep.metrics.pop(old)
+    return progress
+
+
 class Saver:
     """Saves a fold's checkpoint at most every ``every_s`` seconds (0: after every epoch).
 
@@ -114,7 +127,7 @@ class Saver:
         if augment is not None and state.get("augment") is not None:
             augment.load_state_dict(state["augment"])
         log.info("fold %d: resumed after epoch %d", fold, state["progress"].epoch)
-        return state["progress"]
+        return renamed_metrics(state["progress"])
 
     def maybe_save(
         self,
