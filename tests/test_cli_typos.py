@@ -58,6 +58,8 @@ def typo(*argv: str) -> str | None:
         (["-m", "activation=glob(arc*)", "los=bce"], "no config group 'los': did you mean loss?"),
         (["model.kwargs.depth=3"], "model.kwargs takes new keys: add it with +model.kwargs.depth"),
         (["+activaton=arctan"], "'activaton' = 'arctan': the config has no such setting; did you"),
+        (["-m", "loss=dice,bce", "loss.smooth=1"], "no such setting; the settings of loss are"),
+        (["-m", "loss=dice,bce", "loss.smooth=1"], "eps (in the jobs with loss=bce)"),
     ],
 )
 def test_a_typo_names_the_closest_existing_name(argv, message):

@@ -231,6 +231,53 @@ def _concrete(parser: OverridesParser, override: Override) -> Override:
     return parser.parse_override(f"{override.get_key_element()}={first}")
 
 
+MAX_VARIANTS = 16
+"""Compositions the typo check tries at most: the first job, then each further option of a
+swept group in turn (``loss=dice,bce loss.smooth=1``: smooth is a Dice setting, not BCE's)."""
+
+
+GLOBAL_GROUPS = frozenset({"experiment", "combination"})
+"""Groups whose options set keys anywhere in the config (``# @package _global_``)."""
+
+
+def _variants(
+    parser: OverridesParser, overrides: list[Override], is_group: list[bool]
+) -> list[tuple[list[Override], str]]:
+    """The first job's overrides, then one variant per further option of each swept group that
+    a value override reaches into, each with the option that makes it (empty for the first)."""
+    first = [_concrete(parser, o) for o in overrides]
+    variants: list[tuple[list[Override], str]] = [(first, "")]
+    keys = {o.key_or_group for o, g in zip(overrides, is_group, strict=True) if not g}
+    for index, (override, group) in enumerate(zip(overrides, is_group, strict=True)):
+        name = override.key_or_group
+        touched = any(k.split(".")[0] == name or name in GLOBAL_GROUPS for k in keys)
+        if not (group and override.is_sweep_override() and touched):
+            continue
+        for value in list(override.sweep_string_iterator())[1:]:
+            choice = parser.parse_override(f"{override.get_key_element()}={value}")
+            variants.append(([*first[:index], choice, *first[index + 1 :]], choice.input_line))
+    return variants[:MAX_VARIANTS]
+
+
+def _composition_typo(
+    loader: ConfigLoaderImpl, concrete: list[Override], is_group: list[bool]
+) -> str | None:
+    """Compose the groups, then apply each value override: the first that names no key."""
+    first = [g or _path(o) for o, g in zip(concrete, is_group, strict=True)]  # then the values
+    choices = [o.input_line for o, f in zip(concrete, first, strict=True) if f]
+    cfg = loader.load_configuration("config", choices, RunMode.RUN)
+    for override in (o for o, f in zip(concrete, first, strict=True) if not f):
+        try:
+            ConfigLoaderImpl._apply_overrides_to_config([override], cfg)
+        except ConfigCompositionException:
+            return _key_typo(loader, cfg, override)
+    try:
+        check_known_keys(cfg)
+    except ConfigError as error:
+        return str(error)
+    return None
+
+
 def _typo(loader: ConfigLoaderImpl, argv_overrides: list[str]) -> str | None:
     """The first mistyped override, as one line naming the closest existing name; None when
     every key, group and option exists (or a check cannot tell: Hydra decides)."""
@@ -244,19 +291,10 @@ def _typo(loader: ConfigLoaderImpl, argv_overrides: list[str]) -> str | None:
             return message
     if any(o.is_sweep_override() and not o.is_discrete_sweep() for o in overrides):
         return None  # no first job to compose: Hydra decides
-    concrete = [_concrete(parser, o) for o in overrides]
-    first = [g or _path(o) for o, g in zip(concrete, is_group, strict=True)]  # then the values
-    choices = [o.input_line for o, f in zip(concrete, first, strict=True) if f]
-    cfg = loader.load_configuration("config", choices, RunMode.RUN)
-    for override in (o for o, f in zip(concrete, first, strict=True) if not f):
-        try:
-            ConfigLoaderImpl._apply_overrides_to_config([override], cfg)
-        except ConfigCompositionException:
-            return _key_typo(loader, cfg, override)
-    try:
-        check_known_keys(cfg)
-    except ConfigError as error:
-        return str(error)
+    for concrete, made_by in _variants(parser, overrides, is_group):
+        message = _composition_typo(loader, concrete, is_group)
+        if message is not None:
+            return f"{message} (in the jobs with {made_by})" if made_by else message
     return None
 
 

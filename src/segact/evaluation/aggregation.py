@@ -14,6 +14,8 @@ import pandas as pd
 LOWER_IS_BETTER = frozenset({"nll"})
 """The sweep's metrics where lower is better (every other one: higher), so the best epoch's is
 the minimum: the paper's NLL, early stopping and the tables' bold."""
+RENAMED_METRICS: dict[str, str] = {"mean_dice": "threshold_averaged_dice"}
+"""Metrics renamed since files and checkpoints recorded them (2026-12-01): former -> current."""
 EPOCH_COLUMNS: tuple[str, ...] = ("val_best_dice", "val_threshold_averaged_dice", "val_nll")
 """Per-epoch validation columns of epochs.csv that the paper's aggregation reads."""
 

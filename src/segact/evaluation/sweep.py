@@ -60,10 +60,6 @@ LOOKUP_SHIFT = 10
 _ONE_BITS = int(np.float32(1.0).view(np.int32))
 
 
-RENAMED_METRICS: dict[str, str] = {"mean_dice": "threshold_averaged_dice"}
-"""Metrics renamed since files and checkpoints recorded them (2026-12-01): former -> current."""
-
-
 @functools.lru_cache(maxsize=32)
 def float32_lookup(edges: tuple[float, ...]) -> tuple[Tensor, Tensor, Tensor]:
     """(bucket of each cell, whether a cell holds an edge, float32 boundaries) for ``edges``.

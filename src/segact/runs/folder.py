@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from segact.errors import ReportError
-from segact.evaluation.sweep import RENAMED_METRICS
+from segact.evaluation.aggregation import RENAMED_METRICS
 from segact.io import read_json, remove_temporaries_of, write_csv, write_json
 from segact.runs.identity import CHOICES, predates
 

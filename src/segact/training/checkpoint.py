@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from segact.evaluation.sweep import RENAMED_METRICS
+from segact.evaluation.aggregation import RENAMED_METRICS
 from segact.io import atomic_path, remove_temporaries_of
 from segact.training.fitting import Augment, FoldProgress, Trainable
 
