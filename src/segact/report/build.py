@@ -22,6 +22,7 @@ from segact.report.select import (
     pool_settings,
     used_folds,
 )
+from segact.report.threshold_choice import threshold_choice_sections
 from segact.runs import results
 from segact.runs.folder import THRESHOLDS_CSV
 from segact.runs.identity import row_keys
@@ -154,6 +155,7 @@ def build_report(sources: Sequence[Path], out: Path, options: ReportOptions) -> 
         *table_lines,
         *sections.other_sizes_sections(chosen.other_sizes, chosen.keys, options.aggregate, shown),
         *_comparison_lines(chosen, options, out),
+        *threshold_choice_sections(chosen.used, chosen.keys, out),
         *sections.argmax_sections(chosen.ok, out),
         *sections.flag_sections(chosen.ok, chosen.keys, out),
         *sections.failed_sections(chosen.folds, out),
