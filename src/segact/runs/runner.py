@@ -191,11 +191,6 @@ def compute_folds(
     group = int(setup.cfg.trainer.get("fold_group", 1))
     if group < 1:
         raise ConfigError(f"trainer.fold_group={group}: train at least 1 fold at a time")
-    if group == 1:
-        for fold in folds:
-            if records.load(fold.index) is None:
-                compute_fold(setup, ctx, records, fold)
-        return
     todo = [fold for fold in folds if records.load(fold.index) is None]
     for start in range(0, len(todo), group):
         chunk = todo[start : start + group]
