@@ -99,10 +99,12 @@ class SegmentationData:
     def n_cases(self) -> int:
         return len(np.unique(self.cases))
 
-    def batch(self, indices: np.ndarray, device: torch.device) -> tuple[Tensor, Tensor]:
+    def batch(self, indices: np.ndarray | Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
         """Images ``indices`` (any order, returned in that order) on ``device``: float32 (N, C, H,
-        W) normalised, and float32 masks (N, 1, H, W) in {0, 1}. Only these rows are read."""
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        W) normalised, and float32 masks (N, 1, H, W) in {0, 1}. Only these rows are read.
+        ``indices`` may be an int64 tensor already on the arrays' device (no copy per batch)."""
+        if not isinstance(indices, Tensor):
+            indices = torch.from_numpy(np.asarray(indices, dtype=np.int64).reshape(-1))
         images = _gather(self.images, indices, device, self.pinned)
         masks = _gather(self.masks, indices, device, self.pinned)
         return self.normalization(images), masks.to(torch.float32)
@@ -149,12 +151,12 @@ def _torch_dtype(dtype: np.dtype) -> torch.dtype:
     return torch.from_numpy(np.empty(0, dtype)).dtype
 
 
-def _gather(raw: Raw, indices: np.ndarray, device: torch.device, pinned: bool) -> Tensor:
+def _gather(raw: Raw, indices: Tensor, device: torch.device, pinned: bool) -> Tensor:
     if isinstance(raw, Tensor):
-        return raw.index_select(0, torch.from_numpy(indices).to(raw.device)).to(device)
+        return raw.index_select(0, indices.to(raw.device)).to(device)
     shape = (len(indices), *raw.shape[1:])
     out = torch.empty(shape, dtype=_torch_dtype(raw.dtype), pin_memory=pinned)
-    raw.read_into(indices, out.numpy())
+    raw.read_into(indices.cpu().numpy(), out.numpy())
     return out.to(device, non_blocking=pinned)
 
 

@@ -156,21 +156,16 @@ def gradient_norm(grads: list[Tensor]) -> Tensor:
 def device_batches(
     data: SegmentationData, indices: np.ndarray, batch_size: int, device: torch.device
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """``data.batch`` of each run of ``batch_size`` indices. Where the raw arrays live on
-    ``device``, the indices go there once (non-blocking from pinned memory on CUDA) and each
-    batch is gathered there as ``data.batch`` gathers it, without a host round trip per batch."""
-    starts = range(0, len(indices), batch_size)
+    """``data.batch`` of each run of ``batch_size`` indices. Where the raw arrays live on a
+    CUDA ``device``, the indices go there once (non-blocking from pinned memory), so that no
+    batch copies its indices from the host."""
+    index: np.ndarray | Tensor = np.asarray(indices, dtype=np.int64).reshape(-1)
     images, masks = data.images, data.masks
-    if not (isinstance(images, Tensor) and isinstance(masks, Tensor) and images.device == device):
-        for start in starts:
-            yield data.batch(indices[start : start + batch_size], device)
-        return
-    index = torch.from_numpy(np.asarray(indices, dtype=np.int64).reshape(-1))
-    if device.type == "cuda":
-        index = index.pin_memory().to(device, non_blocking=True)
-    for start in starts:
-        rows = index[start : start + batch_size]
-        yield data.normalization(images.index_select(0, rows)), masks.index_select(0, rows).float()
+    resident = isinstance(images, Tensor) and isinstance(masks, Tensor) and images.device == device
+    if resident and device.type == "cuda":
+        index = torch.from_numpy(index).pin_memory().to(device, non_blocking=True)
+    for start in range(0, len(index), batch_size):
+        yield data.batch(index[start : start + batch_size], device)
 
 
 def training_batches(
