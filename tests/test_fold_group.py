@@ -11,6 +11,7 @@ import pytest
 
 from segact.errors import ConfigError
 from segact.runs import identity as run_identity
+from segact.runs import monitor
 from segact.runs.folder import EPOCHS_CSV, FOLDS_CSV, THRESHOLDS_CSV
 from segact.runs.runner import train
 from segact.training import group
@@ -32,8 +33,14 @@ def assert_same_files(a, b) -> None:
 
 
 @pytest.mark.slow
-def test_group_with_early_stopping_equals_folds_one_by_one(tmp_path, caplog):
+def test_group_with_early_stopping_equals_folds_one_by_one(tmp_path, caplog, monkeypatch):
+    ended: list[tuple[int, int]] = []  # what the listeners hear of each fold's end
+    heard = monitor.Monitor.fold_finished
+    monkeypatch.setattr(
+        monitor.Monitor, "fold_finished", lambda m, f, e: (ended.append((f, e)), heard(m, f, e))
+    )
     train(compose_config(*EARLY_STOPS), tmp_path / "one")
+    alone, ended[:] = sorted(ended), []
     caplog.set_level("INFO")
     # 3 folds in groups of 2: a group of two (one of them stops first), then a group of one.
     train(compose_config(*EARLY_STOPS, "trainer.fold_group=2"), tmp_path / "grouped")
@@ -41,6 +48,7 @@ def test_group_with_early_stopping_equals_folds_one_by_one(tmp_path, caplog):
     epochs_run = pd.read_csv(tmp_path / "grouped" / FOLDS_CSV)["epochs_run"].tolist()
     assert len(set(epochs_run)) > 1 and max(epochs_run) < 4  # stopped early, not together
     assert "training folds 0, 1 side by side" in caplog.text
+    assert alone == sorted(ended) == list(enumerate(epochs_run))  # each end heard, once
 
 
 @pytest.mark.slow

@@ -25,7 +25,6 @@ def _plan(**changes) -> RunPlan:
         "folds": 3,
         "max_epochs": 30,
         "patience": 5,
-        "select_metric": "threshold_averaged_dice",
         "cpu": False,
         "shape": "32x32 px, Unet resnet18",
         "big_images": False,
@@ -77,7 +76,7 @@ def test_first_epoch_of_each_fold_says_the_time_left_and_the_sweep(caplog):
     ]  # 10 s x (29 + 60) = 890 s; 10 s x (19 + 40) = 590 s; 10 s x 3 x 30 = 900 s
 
 
-def test_folds_end_by_early_stopping_and_the_tracker_hears_it(caplog):
+def test_the_tracker_hears_each_fold_end_the_engine_reports(caplog):
     class Recorder:
         def __init__(self):
             self.calls = []
@@ -96,6 +95,7 @@ def test_folds_end_by_early_stopping_and_the_tracker_hears_it(caplog):
     with caplog.at_level(logging.INFO, logger="segact"):
         for epoch, dice in enumerate([0.5, 0.6, 0.55, 0.58], start=1):  # 2 stale: stops
             watch(_row(0, epoch, dice))
+        watch.fold_finished(0, 4)  # as the engine says it (FoldRun.finish)
         watch(_row(1, 1))  # fold 1's estimate uses fold 0's 4 epochs
         watch(_row(1, 2, 0.4))  # fold 1 never ends here: the process stops (close at exit)
     assert ("end", 0) in tracker.calls and ("end", 1) not in tracker.calls

@@ -19,14 +19,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from segact.choices import plain
 from segact.config import instantiate_named
 from segact.data.base import SegmentationData
 from segact.runs.folder import FoldRecords, RunFolder
 from segact.runs.loggers import Tracker
 from segact.runs.sweep_folder import sweep_values
 from segact.training.engine import EpochListener
-from segact.training.fitting import LOWER_IS_BETTER, EarlyStopping, SelectMetric
 
 log = logging.getLogger("segact")
 
@@ -116,7 +114,6 @@ class RunPlan:
     folds: int  # folds this process will train (unfinished ones; trainer.fold: that one)
     max_epochs: int
     patience: int
-    select_metric: str
     cpu: bool
     shape: str  # e.g. "256x256 px, Unet resnet34"
     big_images: bool  # >= LARGE_IMAGE_PX with a resnet encoder
@@ -133,7 +130,6 @@ class RunPlan:
             folds=sum(records.load(k) is None for k in wanted),
             max_epochs=int(trainer.max_epochs),
             patience=int(trainer.patience),
-            select_metric=SelectMetric[str(plain(cfg.eval.select_metric))].value,
             cpu=cpu,
             shape=f"{height}x{width} px, {cfg.model.arch} {encoder}",
             big_images=min(height, width) >= LARGE_IMAGE_PX and encoder.startswith("resnet"),
@@ -147,29 +143,21 @@ class Monitor:
     plan: RunPlan
     tracker: Tracker | None = None
     position: SweepPosition | None = None
-    stopping: dict[int, EarlyStopping] = field(default_factory=dict)
-    last_epoch: dict[int, int] = field(default_factory=dict)  # of the folds still open
+    started: set[int] = field(default_factory=set)  # folds with an epoch in this process
     epochs_run: list[int] = field(default_factory=list)  # of the folds ended here
 
     def __call__(self, row: Mapping[str, Any]) -> None:
         log.info(epoch_line(row, self.plan.max_epochs))
-        fold, epoch = int(row["fold"]), int(row["epoch"])
-        if fold not in self.stopping:
-            for other in list(self.last_epoch):  # folds run one after another in a process
-                self._end(other)
-            self.stopping[fold] = EarlyStopping(self.plan.patience)
+        fold = int(row["fold"])
+        if fold not in self.started:
+            self.started.add(fold)
             self.estimate(row)
-        self.last_epoch[fold] = epoch
         if self.tracker is not None:
             self.tracker.epoch(row)
-        value = float(row[f"val_{self.plan.select_metric}"])
-        stopping = self.stopping[fold]
-        stopping.step(-value if self.plan.select_metric in LOWER_IS_BETTER else value, epoch)
-        if stopping.should_stop or epoch >= self.plan.max_epochs:
-            self._end(fold)
 
-    def _end(self, fold: int) -> None:
-        self.epochs_run.append(self.last_epoch.pop(fold))
+    def fold_finished(self, fold: int, epochs: int) -> None:
+        """The engine's word that ``fold`` has ended after ``epochs`` epochs."""
+        self.epochs_run.append(epochs)
         if self.tracker is None:
             return
         self.tracker.fold_end(fold)
@@ -186,7 +174,7 @@ class Monitor:
             likely = LIKELY_PATIENCE_MULTIPLE * plan.patience
             basis = f"if early stopping ends folds near epoch {min(likely, plan.max_epochs)}"
         epoch_s = float(row["epoch_seconds"])
-        folds_after = max(plan.folds - len(self.stopping), 0)
+        folds_after = max(plan.folds - len(self.started), 0)
         left = estimate_left(epoch_s, int(row["epoch"]), plan.max_epochs, folds_after, likely)
         log.info(
             "time left for this run: at most %s (this fold and %d more, up to %d epochs each at "

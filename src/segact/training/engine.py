@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -49,9 +49,17 @@ from segact.training.protocol import ReportProtocol, build_protocol
 
 log = logging.getLogger(__name__)
 
-EpochListener = Callable[[dict[str, Any]], None]
-"""Called after every epoch with that epoch's epochs.csv row (fold, epoch, train_loss, val_*,
-lr, epoch_seconds): progress lines, time estimates, experiment loggers."""
+
+class EpochListener(Protocol):
+    """Told of every epoch and of every fold's end: progress lines, time estimates, experiment
+    loggers (``segact.runs.monitor``)."""
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        """After every epoch, with its epochs.csv row (fold, epoch, train_loss, val_*, lr,
+        epoch_seconds)."""
+
+    def fold_finished(self, fold: int, epochs: int) -> None:
+        """When a fold has ended (stopped early or at trainer.max_epochs), with its last epoch."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -197,9 +205,13 @@ class FoldRun:
         self.saver.maybe_save(self.trainable, self.setup.augment, self.progress, force=True)
 
     def finish(self) -> FoldResult:
-        return finish_fold(
+        """The fold's result; the listeners are told it has ended."""
+        result = finish_fold(
             self.setup, self.trainable, self.progress, self.fold, self.setup.protocol, self.split
         )
+        for listener in self.setup.listeners:
+            listener.fold_finished(self.fold.index, self.progress.epoch)
+        return result
 
 
 def attach_graphs(setup: FoldSetup, trainable: Trainable, fold: int) -> None:
