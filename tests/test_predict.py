@@ -35,12 +35,17 @@ CLIP = (np.float32(1e-7), np.float32(1 - 1e-7))  # the evaluation's clip (nn.act
 SIZE = (24, 20)  # data_fixtures.make_pair's images: training at their own size
 
 
-def _file_config(*overrides: str):
+def _file_config(dataset: str, root: Path, size: tuple[int, int], tmp: Path, *overrides: str):
+    """A tiny run of the files under ``root`` (``dataset=folder`` or ``nifti``), cached in tmp."""
     return compose_config(
         *(option for option in TINY if not option.startswith("dataset.")),
         "trainer.max_epochs=2",
         "runtime.save_models=true",
         f"eval.thresholds=[{','.join(map(str, THRESHOLDS))}]",
+        f"dataset={dataset}",
+        f"dataset.root={root}",
+        f"dataset.image_size=[{size[0]},{size[1]}]",
+        f"dataset.cache_dir={tmp / 'cache'}",
         *overrides,
         tiny=False,
     )
@@ -51,12 +56,7 @@ def trained(tmp_path_factory):
     """A finished 2-fold run on a tiny image folder, its config and its data."""
     tmp = tmp_path_factory.mktemp("predict")
     root = write_folder(tmp / "data", n=8)
-    cfg = _file_config(
-        "dataset=folder",
-        f"dataset.root={root}",
-        f"dataset.image_size=[{SIZE[0]},{SIZE[1]}]",
-        f"dataset.cache_dir={tmp / 'cache'}",
-    )
+    cfg = _file_config("folder", root, SIZE, tmp)
     assert train(cfg, tmp / "run")["status"] == "ok"
     return tmp / "run", cfg, load_dataset(cfg), root
 
@@ -270,12 +270,7 @@ def write_volumes(root: Path, n_cases: int = 3) -> Path:
 def test_volumes_get_masks_with_their_affine_and_the_fold_dice(tmp_path):
     nibabel = pytest.importorskip("nibabel")
     root = write_volumes(tmp_path / "task", n_cases=2)  # a fold's validation: one volume, one batch
-    cfg = _file_config(
-        "dataset=nifti",
-        f"dataset.root={root}",
-        f"dataset.image_size=[{SHAPE[0]},{SHAPE[1]}]",
-        f"dataset.cache_dir={tmp_path / 'cache'}",
-    )
+    cfg = _file_config("nifti", root, SHAPE, tmp_path)
     assert train(cfg, tmp_path / "run")["status"] == "ok"
     data, fold = load_dataset(cfg), 0
     val = case_folds(data.cases, 2, cfg.trainer.seed, cfg.trainer.shuffle_folds)[fold].val
@@ -311,13 +306,7 @@ def test_a_fold_of_a_run_still_in_progress_can_be_applied(tmp_path):
     """Fold jobs: fold 0 finished, fold 1 not yet: fold 0's model applies (checked against its
     finished record), the ensemble of every fold and the unfinished fold are refused."""
     root = write_folder(tmp_path / "data", n=8)
-    cfg = _file_config(
-        "dataset=folder",
-        f"dataset.root={root}",
-        f"dataset.image_size=[{SIZE[0]},{SIZE[1]}]",
-        f"dataset.cache_dir={tmp_path / 'cache'}",
-        "trainer.fold=0",
-    )
+    cfg = _file_config("folder", root, SIZE, tmp_path, "trainer.fold=0")
     run = tmp_path / "run"
     assert train(cfg, run)["status"] == "incomplete"
     ensemble = load_ensemble(run, 0, torch.device("cpu"))
