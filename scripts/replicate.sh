@@ -5,7 +5,8 @@
 # checkpoint, so running this again after a stop loses nothing and recomputes nothing.
 #
 #   scripts/replicate.sh [--quick] [--jobs N] [--datasets A,B] [--size PX] [GRID ...] [-- OVERRIDES]
-#     GRID: sigmoid_vs_arctan paper_grid head_comparison binarize_gradients report (default: all)
+#     GRID: sigmoid_vs_arctan paper_grid head_comparison binarize_gradients clean_protocol report
+#           (default: all but clean_protocol, which has its own report: clean_protocol_report)
 #     --quick: a smoke run (1 seed, 2 folds, 2 epochs, 32 px, synthetic + ISBI) into /tmp
 #     --datasets: only these datasets of each grid's list (the order of the plan's sessions)
 #     --size: the input size instead of the plan's 48 px (ISBI 2012 and DRIVE need more)
@@ -37,13 +38,14 @@ done
 
 # The scale of results/PLAN.md. trainer.threads is fixed (not cores / jobs), so a checkout on a
 # machine with another core count finds the same run identities and skips the finished runs.
-SCALE=(model=tiny dataset.image_size="$SIZE" trainer=paper trainer.threads=1)
+SCALE=(model=tiny trainer=paper trainer.threads=1)
 SEEDS=trainer.seed=0,1,2
 RUNS=results/runs
 OUT=results
 ALL_DATASETS=synthetic,ph2,cvc_clinicdb,kvasir_seg,isbi2012,drive_vessels  # see results/PLAN.md
 if ((QUICK)); then
-    SCALE=(model=tiny dataset.image_size=32 trainer=paper trainer.max_epochs=2 trainer.folds=2 trainer.threads=1)
+    SIZE=32
+    SCALE=(model=tiny trainer=paper trainer.max_epochs=2 trainer.folds=2 trainer.threads=1)
     SEEDS=trainer.seed=0
     RUNS=/tmp/segact_replicate_quick/runs
     OUT=/tmp/segact_replicate_quick
@@ -62,7 +64,20 @@ sweep() {  # sweep NAME OVERRIDES...: one multirun, finished runs skipped; failu
     local name=$1
     shift
     "$TRAIN" -m launcher=joblib hydra.launcher.n_jobs="$JOBS" runtime.progress=false \
-        "${SCALE[@]}" hydra.sweep.dir="$RUNS/$name" "$@" ${EXTRA[@]+"${EXTRA[@]}"} || echo "replicate: $name had failed runs"
+        "${SCALE[@]}" dataset.image_size="$SIZE" hydra.sweep.dir="$RUNS/$name" "$@" \
+        ${EXTRA[@]+"${EXTRA[@]}"} || echo "replicate: $name had failed runs"
+}
+
+# The clean-protocol grid (issue 34, results/PLAN.md): per dataset its input size and the epoch
+# budget of each claim's pair, dice and BCE (scripts/plan_compute.py --clean-protocol: the larger
+# of the pair's median epochs_run in the paper-protocol runs), cheapest datasets first
+CLEAN_CELLS=(ph2:48:42:45 drive_vessels:96:94:13 isbi2012:96:184:79 cvc_clinicdb:48:22:35
+    kvasir_seg:48:39:47)
+((QUICK)) && CLEAN_CELLS=(synthetic:32:2:2)
+
+clean_sweep() {  # clean_sweep DATASET SIZE BUDGET COMBINATIONS: holdout, fixed budget, no early stop
+    SIZE=$2 sweep clean_protocol dataset="$1" "$SEEDS" eval.protocol=holdout \
+        trainer.max_epochs="$3" trainer.patience="$3" +combination="$4"
 }
 
 for grid in "${GRIDS[@]}"; do
@@ -84,6 +99,13 @@ for grid in "${GRIDS[@]}"; do
             list=$(datasets ph2) || continue
             sweep binarize_gradients dataset="$list" trainer.seed=0 loss=dice,boundary \
                 loss.binarize=none,hard,ste ;;
+        clean_protocol)
+            for cell in "${CLEAN_CELLS[@]}"; do
+                IFS=: read -r dataset size dice bce <<< "$cell"
+                datasets "$dataset" > /dev/null || continue
+                clean_sweep "$dataset" "$size" "$dice" dice_sigmoid,dice_arctan
+                clean_sweep "$dataset" "$size" "$bce" bce_sigmoid,bce_normal_cdf
+            done ;;
         report)
             # the 8 reports at once (about half the wall time of one after another on 2 cores);
             # their output is printed in order once all have finished
