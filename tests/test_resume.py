@@ -12,6 +12,7 @@ import pytest
 
 from segact.runs.folder import EPOCHS_CSV, FOLDS_CSV, THRESHOLDS_CSV, RunFolder
 from segact.runs.runner import train
+from segact.training.interrupt import Interrupted, warned_before_training
 from tests.helpers import TINY, compose_config, numbers
 
 pytestmark = pytest.mark.slow
@@ -113,6 +114,24 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130_with_one_line(tmp_path):
     assert (run_dir / "checkpoints" / "fold0.pt").exists()
     summary = train(compose_config(*LONGER), run_dir)
     assert summary["status"] == "ok"
+    uninterrupted = tmp_path / "uninterrupted"
+    train(compose_config(*LONGER), uninterrupted)
+    _assert_same_results(uninterrupted, run_dir)
+
+
+def test_a_time_limit_warning_before_training_stops_after_one_epoch(tmp_path, caplog):
+    """SLURM may send its warning (SIGUSR2) while the data still loads: the run keeps it, trains
+    one epoch, saves and stops (it used to reach submitit's handler and fail the run)."""
+    run_dir = tmp_path / "run"
+    caplog.set_level("INFO")
+    with warned_before_training():
+        os.kill(os.getpid(), signal.SIGUSR2)
+        with pytest.raises(Interrupted, match="fold 0 stopped after epoch 1"):
+            train(compose_config(*LONGER), run_dir)
+    assert "time-limit warning (SIGUSR2) before training" in caplog.text
+    assert (run_dir / "checkpoints" / "fold0.pt").exists()
+    summary = train(compose_config(*LONGER), run_dir)  # the warning is forgotten with the job
+    assert summary["status"] == "ok" and "resumed after epoch 1" in caplog.text
     uninterrupted = tmp_path / "uninterrupted"
     train(compose_config(*LONGER), uninterrupted)
     _assert_same_results(uninterrupted, run_dir)

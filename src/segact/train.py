@@ -34,7 +34,7 @@ from segact.report.tables import dice_table, format_table
 from segact.runs.folder import RunFolder, read_result_csv, unusable_root
 from segact.runs.identity import segment
 from segact.runs.runner import run
-from segact.training.interrupt import Interrupted
+from segact.training.interrupt import Interrupted, warned_before_training
 
 log = logging.getLogger("segact")
 
@@ -144,7 +144,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        summary = run(cfg, run_dir, _label(run_dir), raise_errors=not multirun)
+        with warned_before_training():
+            summary = run(cfg, run_dir, _label(run_dir), raise_errors=not multirun)
     except ConfigError as error:  # a single run's: nothing was computed
         remove_refused_run(run_dir)
         _refuse(str(error))

@@ -82,19 +82,39 @@ def queue_states(job_ids: Sequence[str]) -> dict[str, tuple[str, str]] | None:
     return states
 
 
-def still_queued(job_id: str) -> bool:
+QUEUED_STATES = frozenset(
+    {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED"}
+)
+STOPPED_EXIT_CODE = "130:0"
+"""segact's exit after a stop signal (SIGUSR2 before the time limit, SIGTERM, Ctrl-C): the run
+saved its checkpoint and submitit writes no result, so there is nothing to wait for."""
+NO_RESULT_STATES = frozenset({"CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED"})
+
+
+def scontrol_job(job_id: str) -> dict[str, str] | None:
+    """``scontrol show job``'s fields of one job; None when scontrol could not answer (busy),
+    {} when it no longer knows the job."""
+    done = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True)
+    if done.returncode != 0:
+        return {} if "Invalid job id" in done.stderr else None
+    return dict(w.split("=", 1) for w in done.stdout.split() if "=" in w)
+
+
+def still_queued(fields: dict[str, str] | None) -> bool:
     """A second opinion before a job counts as gone: ``scontrol`` still knows it as pending or
     running (squeue lists an array task being split off its array for a moment not at all)."""
-    done = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True)
-    state = next((w.split("=", 1)[1] for w in done.stdout.split() if w.startswith("JobState=")), "")
-    return (done.returncode != 0 and "Invalid job id" not in done.stderr) or state in (
-        "PENDING",
-        "RUNNING",
-        "CONFIGURING",
-        "COMPLETING",
-        "SUSPENDED",
-        "REQUEUED",
-    )
+    return fields is None or fields.get("JobState", "") in QUEUED_STATES
+
+
+def leaves_no_result(fields: dict[str, str] | None) -> bool:
+    """The job ended in a way after which no result file will come (stopped, cancelled, out of
+    time), so it is gone at once instead of after the shared filesystem's grace period: a
+    resubmit loop starts its next attempt seconds sooner."""
+    if not fields:
+        return False
+    state = fields.get("JobState", "")
+    stopped = state == "FAILED" and fields.get("ExitCode") == STOPPED_EXIT_CODE
+    return stopped or state in NO_RESULT_STATES
 
 
 class SlurmLauncher(SubmititSlurmLauncher):
@@ -165,9 +185,12 @@ def wait(jobs: list[Any]) -> list[tuple[Any, JobReturn | None]]:
         for job in jobs:
             if job.paths.result_pickle.exists():
                 continue
-            if job.job_id in states or still_queued(job.job_id):
+            fields = None if job.job_id in states else scontrol_job(job.job_id)
+            if job.job_id in states or still_queued(fields):
                 left_at.pop(job.job_id, None)  # absent only for a moment (an array task split)
                 pending.append(job)
+            elif leaves_no_result(fields):
+                continue
             elif now - left_at.setdefault(job.job_id, now) < GRACE_S:
                 pending.append(job)
         if not pending:
