@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -51,9 +52,9 @@ def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     original = folder.read_pixels
 
-    def counting(path: Path, mask: bool = False) -> tuple[np.ndarray, tuple[str, ...]]:
+    def counting(path: Path, *args: Any, **kwargs: Any) -> tuple[np.ndarray, tuple[str, ...]]:
         calls.append(path.name)
-        return original(path, mask)
+        return original(path, *args, **kwargs)
 
     monkeypatch.setattr(folder, "read_pixels", counting)
     return calls

@@ -190,7 +190,7 @@ def test_mask_pattern_keeps_the_run_identity_and_folder_name():
     base = identity(compose_config(*overrides, tiny=False), "cpu", 1)
     assert identity(compose_config(*overrides, pattern, tiny=False), "cpu", 1) == base
     assert "dataset.mask_pattern" not in base
-    assert folder_suffix([*overrides, pattern]) == "dataset.root=ph2"
+    assert folder_suffix([*overrides, pattern]) == folder_suffix(overrides)
 
 
 def test_size_mismatch_names_both_files(tmp_path):

@@ -83,6 +83,19 @@ def test_a_folder_with_someone_elses_results_is_refused_and_left_alone(tmp_path)
     assert not (run / "summary.json").exists()
 
 
+def test_a_refused_folder_receives_nothing_not_even_hydras_files(tmp_path):
+    """Another Hydra app's output folder: its .hydra/config.yaml is not overwritten and no job
+    log is added (issue 30, item 12)."""
+    run = tmp_path / "theirs"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("their: config\n")
+    (run / "model.ckpt").write_bytes(b"their weights")
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    done = segact_train(f"hydra.run.dir={run}", check=False)
+    assert done.returncode == 2 and "holds files segact did not write (model.ckpt)" in done.stderr
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 FAULT = """
 import errno, os, pathlib, sys
 {patch}
@@ -98,14 +111,16 @@ def replace(src, dst):
     return real(src, dst)
 os.replace = replace
 """
-DISK_FULL_ON_CHECKPOINT = """
+DISK_FULL_ON_WRITE_BYTES = """
 real = pathlib.Path.write_bytes
 def write_bytes(self, data):
-    if ".pt." in self.name:
+    if {marker!r} in self.name:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     return real(self, data)
 pathlib.Path.write_bytes = write_bytes
 """
+DISK_FULL_ON_CHECKPOINT = DISK_FULL_ON_WRITE_BYTES.format(marker=".pt.")
+DISK_FULL_ON_MODEL = DISK_FULL_ON_WRITE_BYTES.format(marker=".safetensors.")  # issue 30, item 11
 
 
 def _faulty_train(patch: str, *overrides: str) -> subprocess.CompletedProcess:
@@ -117,11 +132,16 @@ def _faulty_train(patch: str, *overrides: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize(
     ("patch", "names"),
-    [(DISK_FULL_ON_REPLACE, "fold0.json"), (DISK_FULL_ON_CHECKPOINT, "fold0.pt")],
+    [
+        (DISK_FULL_ON_REPLACE, "fold0.json"),
+        (DISK_FULL_ON_CHECKPOINT, "fold0.pt"),
+        (DISK_FULL_ON_MODEL, "fold0.safetensors"),
+    ],
 )
 def test_a_full_disk_is_one_line_and_the_run_resumes_after(tmp_path, patch, names):
     run = tmp_path / "run"
-    done = _faulty_train(patch, f"hydra.run.dir={run}", "runtime.checkpoint_every_s=0")
+    models = "runtime.save_models=true" if "safetensors" in names else "runtime.save_models=false"
+    done = _faulty_train(patch, f"hydra.run.dir={run}", "runtime.checkpoint_every_s=0", models)
     assert done.returncode == 1
     (line,) = [x for x in done.stderr.strip().splitlines() if x.startswith("segact")]
     assert line.startswith("segact: error: ") and names in line

@@ -207,9 +207,9 @@ def test_bad_runs_and_inputs_are_one_line_and_write_nothing(trained, tmp_path, c
         assert message in _refused(capsys, *args, "--out", out)
         assert not out.exists()
     (out / "x").mkdir(parents=True)
-    Image.fromarray(np.zeros((4, 4), np.uint8)).save(out / "good.png")
+    main([str(run), str(good), "--out", str(out), "--no-progress"])  # an earlier prediction
     assert "--overwrite" in _refused(capsys, run, good, "--out", out)
-    assert sorted(p.name for p in out.iterdir()) == ["good.png", "x"]  # nothing else written
+    assert sorted(p.name for p in out.iterdir()) == [".segact-predict.json", "good.png", "x"]
     main([str(run), str(good), "--out", str(out), "--overwrite", "--no-progress"])
 
 

@@ -3,6 +3,7 @@ folder's name shows dataset.root by its last name only (issue 25, points 7 and 8
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +17,13 @@ from tests.helpers import TINY
 FAST = [o for o in TINY if not o.startswith("dataset.")] + ["trainer.max_epochs=1"]
 
 
-def test_folder_name_shows_the_dataset_root_by_its_last_name_only():
+def test_folder_name_shows_the_dataset_root_by_its_last_name_and_a_hash_of_its_path():
     overrides = ["dataset=folder", "dataset.root=/work/some/where/datasets/ph2", "trainer.lr=0.1"]
-    assert folder_suffix(overrides) == "dataset.root=ph2,trainer.lr=0.1"
-    assert folder_suffix(["dataset.root='/data/my ph2/'"]) == "dataset.root=my ph2"
+    digest = hashlib.sha256(b"/work/some/where/datasets/ph2").hexdigest()[:8]
+    assert folder_suffix(overrides) == f"dataset.root=ph2-{digest},trainer.lr=0.1"
+    assert folder_suffix(["dataset.root='/data/my ph2/'"]).startswith("dataset.root=my ph2-")
+    # two dataset folders of one name never share a run folder
+    assert folder_suffix(["dataset.root=/A/base"]) != folder_suffix(["dataset.root=/B/base"])
     assert (
         folder_suffix(["paths.datasets=/data", "dataset.cache_dir=/c", "dataset.cache=false"]) == ""
     )

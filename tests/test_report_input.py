@@ -46,6 +46,12 @@ def _summary(run: Path, **changes: object) -> None:
     RunFolder(run).summary_json.write_text(json.dumps({**summary, **changes}))
 
 
+def _record(run: Path) -> None:
+    """Record the run's result files as they are now in its summary.json (a state the runner
+    wrote, not a hand edit, which the report would refuse: test_safe_report.py)."""
+    RunFolder(run).write_summary(RunFolder(run).read_summary())
+
+
 # --- values -----------------------------------------------------------------------------------
 
 
@@ -131,9 +137,9 @@ def epochs_read(monkeypatch) -> list[Path]:
     read: list[Path] = []
     original = RunFolder.read_epochs
 
-    def spy(self: RunFolder) -> pd.DataFrame:
+    def spy(self: RunFolder, *args: object) -> pd.DataFrame:
         read.append(self.path.resolve())
-        return original(self)
+        return original(self, *args)
 
     monkeypatch.setattr(RunFolder, "read_epochs", spy)
     return read
@@ -221,6 +227,7 @@ def test_a_run_missing_a_middle_fold_is_named(tmp_path):
     gap = write_run(sweep, "arctan", ARCTAN, folder="arctan/seed0")
     folds = pd.read_csv(RunFolder(gap).folds_csv)
     folds[folds["fold"] != 2].to_csv(RunFolder(gap).folds_csv, index=False)
+    _record(gap)
     assert "only some of their folds: arctan/seed0 (4 of 5)" in _report(tmp_path / "out", sweep)
 
 
@@ -243,6 +250,7 @@ def test_a_run_whose_summary_disagrees_is_left_out_and_named(tmp_path, state):
         folds = pd.read_csv(RunFolder(odd).folds_csv)
         failed = folds.iloc[:1].assign(fold=5, status="failed", best_dice=np.nan)
         pd.concat([folds, failed]).to_csv(RunFolder(odd).folds_csv, index=False)
+        _record(odd)
     text = _report(tmp_path / "out", sweep, "--pair", "sigmoid", "normal_cdf")
     assert "- 1 run(s) left out of the tables and statistics: their summary.json's status" in text
     assert "status=inconsistent: arctan/seed0." in text

@@ -24,6 +24,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from segact.choices import plain
 from segact.data.nifti import VolumeNorm
 from segact.data.normalize import Normalize
+from segact.data.source import MAX_PIXELS
 from segact.errors import ConfigError
 from segact.evaluation.sweep import DEFAULT_THRESHOLDS
 from segact.nn import activations, heads
@@ -212,6 +213,7 @@ class FileDatasetConfig(DatasetConfig):
     normalize: Normalize = Normalize.dataset
     cache: bool = True
     cache_dir: str | None = None  # null: $SEGACT_CACHE, else ~/.cache/segact
+    max_pixels: int = MAX_PIXELS  # larger images (NIfTI: slices) are refused from their header
 
 
 @dataclass

@@ -7,13 +7,29 @@ segact-predict outputs/default/folder/Unet-resnet34/... new_images/ --out masks/
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from segact.errors import ConfigError
 from segact.io import describe
-from segact.runs.predict import PredictOptions, predict
+
+INTERRUPTED = 130  # the shell's exit status for a command stopped by Ctrl-C (128 + SIGINT)
+
+
+class _Warnings(logging.Handler):
+    """segact's warnings (a model saved before model hashes) as ``segact-predict: warning: ...``
+    lines on the current stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"segact-predict: warning: {record.getMessage()}", file=sys.stderr)
+
+
+WARNINGS = _Warnings()
 
 
 def _fraction(text: str) -> float:
@@ -55,7 +71,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write <name>_probability.png (16-bit, p x 65535) or .nii.gz (float32)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace masks an earlier segact-predict wrote into --out (listed in its "
+        ".segact-predict.json) and unchanged since; other files are never replaced",
+    )
     parser.add_argument("--device", default="auto", help="auto (a GPU if any), cpu, cuda, cuda:N")
     parser.add_argument(
         "--batch-size",
@@ -67,8 +88,9 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+def _predict(args: argparse.Namespace) -> list[Path]:
+    from segact.runs.predict import PredictOptions, predict  # torch: inside main's Ctrl-C guard
+
     options = PredictOptions(
         fold=args.fold,
         threshold=args.threshold,
@@ -79,14 +101,26 @@ def main(argv: Sequence[str] | None = None) -> None:
         batch_size=args.batch_size,
         progress=not args.no_progress,
     )
+    return predict(args.run_dir, args.input, args.out, options)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    segact_log = logging.getLogger("segact")
+    segact_log.addHandler(WARNINGS)
     try:
-        written = predict(args.run_dir, args.input, args.out, options)
+        written = _predict(args)
+    except KeyboardInterrupt:
+        print("segact-predict: interrupted (Ctrl-C)", file=sys.stderr)
+        sys.exit(INTERRUPTED)
     except ConfigError as error:
         print(f"segact-predict: error: {error}", file=sys.stderr)
         sys.exit(2)
     except OSError as error:
         print(f"segact-predict: error: {describe(error)}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        segact_log.removeHandler(WARNINGS)
     print(f"segact-predict: wrote {len(written)} file(s) to {args.out}")
 
 

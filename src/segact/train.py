@@ -33,7 +33,7 @@ from segact.io import describe, naming
 from segact.report.tables import dice_table, format_table
 from segact.runs.folder import RunFolder, read_result_csv, unusable_root
 from segact.runs.identity import segment
-from segact.runs.runner import run
+from segact.runs.runner import refused_folder, run
 from segact.training.interrupt import Interrupted, warned_before_training
 
 log = logging.getLogger("segact")
@@ -72,6 +72,9 @@ class RunDirGuard(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
         HydraConfig.instance().set_config(config)  # as run_job does next: ${hydra:...} resolves
+        refused = refused_folder(Path(config.hydra.run.dir))
+        if refused is not None:  # before Hydra writes its .hydra/ and job log there
+            _refuse(refused)
         self._check(config.hydra.run.dir, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:

@@ -8,7 +8,10 @@ statistics and foreground count, so a cached load reads no pixel, and the SHA-25
 file; written last: it marks a complete entry, and zip's CRC guards it).
 The key covers the loader's preprocessing settings and the data fingerprint (``hashing``: the
 content of every input file, with its name), so any changed, added or removed file (or setting)
-gives a fresh decode, whatever the files' times say.
+gives a fresh decode, whatever the files' times say. The loader decodes the bytes its ``Source``
+read and hashed; an entry is stored only when those are the bytes the key's fingerprint was
+taken from, so a file rewritten while it is decoded (even if restored afterwards) is never
+cached under the old key.
 An entry is verified when it is opened, before training: a .npy file of the wrong size or whose
 checksum differs (a damaged disk, a file changed by hand) is one warning, and the entry is decoded
 again from the source files. Files are written atomically, so parallel runs of a sweep that build
@@ -26,7 +29,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 from zipfile import BadZipFile
@@ -34,8 +37,9 @@ from zipfile import BadZipFile
 import numpy as np
 
 from segact.data.base import DatasetStats, Meta, Stored
-from segact.data.hashing import files_fingerprint, hash_fd, new_hash
+from segact.data.hashing import file_digests, fingerprint_of, hash_fd, new_hash
 from segact.data.rows import FileRows, n_bytes
+from segact.data.source import Source
 from segact.errors import DatasetError
 from segact.io import atomic_path
 
@@ -196,11 +200,33 @@ def _open(stem: Path, check: bool = True) -> Stored:
     return Stored(images, masks, meta)
 
 
-def _build(stem: Path, build: Callable[[Writer], Meta], gray_to_rgb: bool, source: Path) -> Stored:
+def check_decoded(files: Sequence[Path], digests: Sequence[str], reader: Source) -> None:
+    """Refuse data that changed while it was decoded: a file whose bytes ``reader`` read differ
+    from the ones its fingerprint ``digests`` were taken from (files it did not read pass)."""
+    for file, digest in zip(files, digests, strict=True):
+        read = reader.digests.get(os.path.abspath(file))
+        if read is not None and read != digest:
+            raise DatasetError(
+                f"{file} changed while segact decoded it (its content is not the content the "
+                "dataset was fingerprinted from), so nothing was cached: run again once nothing "
+                "writes to the dataset"
+            )
+
+
+def _build(
+    stem: Path,
+    build: Callable[[Writer], Meta],
+    gray_to_rgb: bool,
+    source: Path,
+    check: Callable[[], None] | None = None,
+) -> Stored:
+    """Decode into the entry ``stem``; ``check`` runs after decoding, before anything is kept."""
     spool = functools.partial(tempfile.TemporaryFile, dir=stem.parent)
     with spool() as images, spool() as masks:
         writer = Writer(Spool(images), Spool(masks), gray_to_rgb)
         meta = build(writer)
+        if check is not None:
+            check()
         checksums = writer.save(stem, source)
     stats = DatasetStats.of(FileRows(_path(stem, "images")), FileRows(_path(stem, "masks")))
     with atomic_path(_meta_path(stem)) as tmp, open(tmp, "wb") as handle:
@@ -230,22 +256,27 @@ def cached(
     build: Callable[[Writer], Meta],
     cache_dir: str | Path | None = None,
     enabled: bool = True,
+    reader: Source | None = None,
 ) -> Stored:
     """The arrays ``build(writer)`` writes for ``source``, from the cache when the settings and
     the files' contents are unchanged and the entry is intact; ``settings['gray_to_rgb']``
-    makes gray images join colour ones."""
+    makes gray images join colour ones. ``reader``: the ``Source`` the loader decodes the
+    files from; a file it read with other bytes than the fingerprint's is a DatasetError."""
     gray_to_rgb = bool(settings.get("gray_to_rgb", False))
     if enabled:
         folder = cache_folder(cache_dir)
-        fingerprint = files_fingerprint(source, list(files), folder)
+        paths = list(files)
+        digests = file_digests(source, paths, folder)
+        fingerprint = fingerprint_of(source, paths, digests)
         stem = folder / f"{source.name}-{cache_key(settings, fingerprint)}"
         stored = _from_cache(stem, source)
         if stored is not None:
             return stored
+        check = None if reader is None else functools.partial(check_decoded, paths, digests, reader)
         started = time.perf_counter()
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            stored = _build(stem, build, gray_to_rgb, source)
+            stored = _build(stem, build, gray_to_rgb, source, check)
         except OSError as error:  # a read-only cache folder slows later runs, it breaks nothing
             log.warning("%s: could not write the cache in %s (%s)", source, folder, error)
         else:

@@ -1,5 +1,6 @@
 """``dataset=folder``: ``root/images/*`` and ``root/masks/*`` (png, jpg, tif, bmp) paired by name
-(a mask's name: ``mask_pattern`` with ``{stem}`` = its image's, e.g. ``{stem}_mask``).
+(a mask's name: ``mask_pattern`` with ``{stem}`` = its image's, e.g. ``{stem}_mask``), or one
+folder of both (``images_dir`` = ``masks_dir``), where a file named like a mask is a mask.
 
 Images are resized bilinearly to ``image_size`` and stored as 8-bit where the files are (else as
 float32 in [0, 1]); masks are binarized (see ``MaskRule``, ``preprocess.binarize_mask``) and resized
@@ -9,9 +10,11 @@ name (e.g. a video id), so folds never split a group.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -28,17 +31,20 @@ from segact.data.pairs import (
     list_named,
     match_pairs,
     pair_files,
-    require_nonempty,
     resolve_root,
+    same_file,
+    split_mixed,
 )
 from segact.data.preprocess import (
     binarize_mask,
+    check_finite,
     check_int,
     parse_size,
     resize_image,
     resize_mask,
     unit_scale,
 )
+from segact.data.source import MAX_PIXELS, MAX_PIXELS_KEY, Source
 from segact.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -49,6 +55,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 COLOUR_MODES = ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV")  # read as RGB (a mask keeps P indices)
 ALPHA_BANDS = ("A", "a")
 MASK_CHANNELS = "null (the mask's colour), alpha, or a channel index 0, 1, ..."
+MIXED_TWINS = (
+    "in a folder of images and masks, name the masks otherwise (e.g. a_mask.png with "
+    "\"dataset.mask_pattern='{stem}_mask'\") or keep them in a folder of their own"
+)
+# PIL's decompression-bomb limit is a global of PIL: it is lifted, under this lock, while a
+# header is read, so that dataset.max_pixels decides (see ``_open``).
+_PIL_LIMIT = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -71,22 +84,48 @@ def mask_rule(
     return MaskRule(threshold, values, channel)
 
 
-def read_pixels(path: Path, mask: bool = False) -> tuple[np.ndarray, tuple[str, ...]]:
+def _unreadable(path: Path, error: Exception) -> DatasetError:
+    return DatasetError(
+        f"{path} cannot be read as an image ({error}): replace it with a valid file, or "
+        "remove it together with its image or mask"
+    )
+
+
+def _open(data: bytes) -> Image.Image:
+    """PIL's image of a file's bytes, only its header read. PIL's own decompression-bomb warning
+    (89 MP) and error (179 MP) name no file and ignore dataset.max_pixels: they are off here,
+    and the caller checks the size against dataset.max_pixels before decoding."""
+    with _PIL_LIMIT:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(io.BytesIO(data))
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
+def read_pixels(
+    path: Path, mask: bool = False, source: Source | None = None
+) -> tuple[np.ndarray, tuple[str, ...]]:
     """Pixels as stored, (H, W) or (H, W, C), and their band names; colour modes are read as RGB
-    (a mask's as RGBA when it has alpha, its P indices as they are). A bad file is named."""
-    require_nonempty(path)
+    (a mask's as RGBA when it has alpha, its P indices as they are). The bytes come from
+    ``source`` (which hashes them), the size is checked from the header against its
+    ``max_pixels`` before decoding; a bad file is named."""
+    source = source or Source()
+    data = source.read(path)
     try:
-        with Image.open(path) as image:
+        image = _open(data)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise _unreadable(path, error) from error
+    with image:
+        source.check_size(path, image.size)
+        try:
             image.load()
             if image.mode in COLOUR_MODES and not (mask and image.mode == "P"):
                 keep_alpha = mask and image.mode == "PA"
                 image = image.convert("RGBA" if keep_alpha else "RGB")
             return np.asarray(image), image.getbands()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise DatasetError(
-            f"{path} cannot be read as an image ({error}): replace it with a valid file, or "
-            "remove it together with its image or mask"
-        ) from error
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            raise _unreadable(path, error) from error
 
 
 def _without_alpha(pixels: np.ndarray) -> np.ndarray:
@@ -95,16 +134,19 @@ def _without_alpha(pixels: np.ndarray) -> np.ndarray:
     return pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] == 1 else pixels
 
 
-def read_image(path: Path) -> np.ndarray:
-    """(H, W) or (H, W, 3) pixels without alpha."""
-    pixels, _ = read_pixels(path)
+def read_image(path: Path, source: Source | None = None) -> np.ndarray:
+    """(H, W) or (H, W, 3) pixels without alpha; NaN or infinite values are refused."""
+    pixels, _ = read_pixels(path, False, source)
+    check_finite(pixels, path, 2, "pixels")
     return _without_alpha(pixels)
 
 
-def read_mask(path: Path, channel: str | int | None = None) -> np.ndarray:
+def read_mask(
+    path: Path, channel: str | int | None = None, source: Source | None = None
+) -> np.ndarray:
     """(H, W) values of a mask: its colour (the brightest channel; alpha dropped), its
     ``alpha`` channel, or channel number ``channel``."""
-    pixels, bands = read_pixels(path, mask=True)
+    pixels, bands = read_pixels(path, True, source)
     has_alpha = bands[-1] in ALPHA_BANDS
     if channel == "alpha":
         if not has_alpha:
@@ -136,10 +178,11 @@ def _only_alpha_varies(pixels: np.ndarray) -> bool:
 
 
 def _decode(
-    image_path: Path, mask_path: Path, size: tuple[int, int], rule: MaskRule
+    image_path: Path, mask_path: Path, size: tuple[int, int], rule: MaskRule, source: Source
 ) -> tuple[np.ndarray, np.ndarray]:
     """(C, h, w) image (uint8 for 8-bit files, else float32 in [0, 1]) and (h, w) bool mask."""
-    image, mask = read_image(image_path), read_mask(mask_path, rule.channel)
+    image = read_image(image_path, source)
+    mask = read_mask(mask_path, rule.channel, source)
     if image.shape[:2] != mask.shape[:2]:
         raise DatasetError(
             f"{image_path} is {image.shape[1]}x{image.shape[0]} but its mask {mask_path} is "
@@ -205,9 +248,17 @@ def folder_pairs(
     an image's mask is named ``mask_pattern`` with ``{stem}`` = the image's name."""
     path = resolve_root(root, default_root)
     folders = (path / images_dir, path / masks_dir)
-    images = list_named(folders[0], IMAGE_SUFFIXES, lambda p: p.stem, "the images")
-    masks = list_named(folders[1], IMAGE_SUFFIXES, lambda p: p.stem, "one mask per image")
+    if same_file(*folders):  # images and masks in one folder: the pattern tells them apart
+        both = list_named(folders[0], IMAGE_SUFFIXES, _stem, "images and masks", MIXED_TWINS)
+        images, masks = split_mixed(both, mask_pattern, folders[0])
+    else:
+        images = list_named(folders[0], IMAGE_SUFFIXES, _stem, "the images")
+        masks = list_named(folders[1], IMAGE_SUFFIXES, _stem, "one mask per image")
     return path, match_pairs(images, masks, path, mask_pattern, folders)
+
+
+def _stem(path: Path) -> str:
+    return path.stem
 
 
 def load_folder(
@@ -227,25 +278,28 @@ def load_folder(
     cache_dir: str | None = None,
     default_root: str | None = None,
     workers: int = 0,
+    max_pixels: int = MAX_PIXELS,
 ) -> SegmentationData:
-    """The dataset under ``root`` (or the preset's ``default_root``), read by the batch."""
+    """The dataset under ``root`` (or the preset's ``default_root``), read by the batch; at most
+    ``workers`` images of at most ``max_pixels`` pixels each are decoded at once."""
     check_normalize(normalize)
     size = parse_size(image_size)
     rule = mask_rule(mask_threshold, foreground_values, mask_channel)
     workers = check_int("dataset.workers", workers, minimum=0)
     threads = workers or min(8, len(os.sched_getaffinity(0)))
+    source = Source(check_int(MAX_PIXELS_KEY, max_pixels, minimum=1))
     path, pairs = folder_pairs(root, default_root, images_dir, masks_dir, mask_pattern)
 
     def build(writer: Writer) -> Meta:
         log.info("%s: decoding %d image/mask pairs", path, len(pairs))
         with ThreadPoolExecutor(threads) as pool:
-            for image, mask in pool.map(lambda p: _decode(p[1], p[2], size, rule), pairs):
+            for image, mask in pool.map(lambda p: _decode(p[1], p[2], size, rule, source), pairs):
                 writer.add(image[None], mask[None])
         return {"names": np.asarray([name for name, _, _ in pairs])}
 
     settings = {"loader": "folder", "size": size, "gray_to_rgb": gray_to_rgb, **asdict(rule)}
     if mask_pattern != STEM:  # the default keeps the cache entries made before the setting
         settings["mask_pattern"] = mask_pattern
-    stored = cached(path, settings, pair_files(pairs), build, cache_dir, cache)
+    stored = cached(path, settings, pair_files(pairs), build, cache_dir, cache, source)
     cases = cases_from_names([str(n) for n in stored.meta["names"]], case_regex, case_starts)
     return checked_dataset(path.name, stored, cases, normalize, path)

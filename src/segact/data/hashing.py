@@ -55,6 +55,20 @@ def hash_fd(fd: int, size: int) -> str:
     return digest.hexdigest()
 
 
+def hash_bytes(data: bytes) -> str:
+    """Hex digest of ``data``: what ``hash_file`` gives for a file of these bytes."""
+    digest = new_hash()
+    digest.update(data)
+    return digest.hexdigest()
+
+
+def unreadable_file(path: Path, error: OSError) -> DatasetError:
+    return DatasetError(
+        f"{path} cannot be read ({error.strerror or error}): give the user running segact "
+        "read access to it, or remove it together with its image or mask"
+    )
+
+
 def hash_file(path: Path) -> str:
     """Hex digest of a whole file; an unreadable one is a DatasetError naming it."""
     try:
@@ -64,10 +78,7 @@ def hash_file(path: Path) -> str:
         finally:
             os.close(fd)
     except OSError as error:
-        raise DatasetError(
-            f"{path} cannot be read ({error.strerror or error}): give the user running segact "
-            "read access to it, or remove it together with its image or mask"
-        ) from error
+        raise unreadable_file(path, error) from error
 
 
 def rehash_requested(rehash: bool = False) -> bool:
@@ -146,14 +157,17 @@ def store_path(store_dir: Path, root: Path) -> Path:
     return store_dir / "hashes" / f"{root.name}-{tag}.json"
 
 
-def files_fingerprint(
+def file_digests(
     root: Path, files: Sequence[Path], store_dir: Path | None = None, rehash: bool = False
-) -> str:
-    """A hash of the sorted (name relative to ``root``, content hash) of ``files``: it changes
-    when any file's bytes change, or a file is added, removed or renamed. ``store_dir``: the
-    cache folder that keeps each file's hash (None: hash every file now)."""
+) -> list[str]:
+    """The content hash of each of ``files``; ``store_dir``: the cache folder that keeps each
+    file's hash (None: hash every file now)."""
     store = HashStore(store_path(store_dir, root) if store_dir is not None else None)
-    digests = store.digests(files, rehash_requested(rehash))
+    return store.digests(files, rehash_requested(rehash))
+
+
+def fingerprint_of(root: Path, files: Sequence[Path], digests: Sequence[str]) -> str:
+    """A hash of the sorted (name relative to ``root``, content hash) of ``files``."""
     named = sorted(
         (os.fsencode(os.path.relpath(file, root)), digest)
         for file, digest in zip(files, digests, strict=True)
@@ -162,3 +176,11 @@ def files_fingerprint(
     for name, digest in named:
         total.update(name + b"\0" + digest.encode() + b"\n")
     return total.hexdigest()[:FINGERPRINT_CHARS]
+
+
+def files_fingerprint(
+    root: Path, files: Sequence[Path], store_dir: Path | None = None, rehash: bool = False
+) -> str:
+    """The data fingerprint of ``files``: it changes when any file's bytes change, or a file is
+    added, removed or renamed (``file_digests``, ``fingerprint_of``)."""
+    return fingerprint_of(root, files, file_digests(root, files, store_dir, rehash))

@@ -9,9 +9,12 @@ Needs nibabel (``pip install 'segact[nifti]'``).
 
 from __future__ import annotations
 
+import gzip
+import io
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,14 +27,24 @@ from segact.data.pairs import (
     match_pairs,
     nfc,
     pair_files,
-    require_nonempty,
     resolve_root,
+    same_file,
 )
-from segact.data.preprocess import binarize_mask, parse_size, resize_image, resize_mask
+from segact.data.preprocess import (
+    binarize_mask,
+    check_finite,
+    check_int,
+    parse_size,
+    resize_image,
+    resize_mask,
+)
+from segact.data.source import MAX_PIXELS, MAX_PIXELS_KEY, Source
 from segact.errors import DatasetError
 
 SUFFIXES = (".nii.gz", ".nii")
 _MODALITY = re.compile(r"(.+)_(\d{4})$")
+GZIP_MAGIC = b"\x1f\x8b"
+LABEL_RULES = "set dataset.foreground_labels (e.g. [1, 2]: labels 1 and 2 are foreground)"
 
 
 class VolumeNorm(Choice):
@@ -47,20 +60,49 @@ def _stem(path: Path) -> str:
     return name[: -len(next(s for s in SUFFIXES if name.lower().endswith(s)))]
 
 
-def read_volume(path: Path) -> np.ndarray:
-    """The voxel array of one NIfTI file; a DatasetError names an unreadable file."""
+def _nibabel() -> Any:
     try:
         import nibabel
     except ImportError as error:
         raise DatasetError("dataset=nifti needs nibabel: pip install 'segact[nifti]'") from error
-    require_nonempty(path)
+    return nibabel
+
+
+def _nifti(data: bytes, nibabel: Any) -> Any:
+    """The NIfTI-1 or NIfTI-2 image of a file's bytes (gzipped or not), only its header read."""
+    stream = gzip.GzipFile(fileobj=io.BytesIO(data)) if data[:2] == GZIP_MAGIC else io.BytesIO(data)
+    head = stream.read(nibabel.Nifti2Header.sizeof_hdr)
+    stream.seek(0)
+    for image_class in (nibabel.Nifti1Image, nibabel.Nifti2Image):
+        if image_class.header_class.may_contain_header(head):
+            return image_class.from_stream(stream)
+    raise ValueError("no NIfTI-1 or NIfTI-2 header")
+
+
+def read_volume(path: Path, source: Source | None = None, axis: int = 2) -> np.ndarray:
+    """The voxel array of one NIfTI file, decoded from the bytes ``source`` read (and hashed);
+    slices along ``axis`` above its ``max_pixels`` are refused from the header. A DatasetError
+    names an unreadable file."""
+    nibabel = _nibabel()
+    source = source or Source()
+    data = source.read(path)
     try:
-        return np.asanyarray(nibabel.load(path).dataobj)
+        image = _nifti(data, nibabel)
     except Exception as error:  # nibabel, gzip and zlib raise many types for a bad file
-        raise DatasetError(
-            f"{path} cannot be read as NIfTI ({type(error).__name__}: {error}): replace it "
-            "with a valid file, or remove it together with its image or label"
-        ) from error
+        raise _unreadable(path, error) from error
+    shape = image.shape[:3]
+    source.check_size(path, [n for i, n in enumerate(shape) if i != axis], "each slice is")
+    try:
+        return np.asanyarray(image.dataobj)
+    except Exception as error:
+        raise _unreadable(path, error) from error
+
+
+def _unreadable(path: Path, error: Exception) -> DatasetError:
+    return DatasetError(
+        f"{path} cannot be read as NIfTI ({type(error).__name__}: {error}): replace it "
+        "with a valid file, or remove it together with its image or label"
+    )
 
 
 def _normalize_volume(volume: np.ndarray, mode: str) -> np.ndarray:
@@ -94,10 +136,11 @@ def _slices(
     modalities: Sequence[int] | None,
     volume_norm: str,
     foreground_labels: Sequence[int] | None,
+    source: Source,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(slices, C, h, w) float32 and (slices, h, w) bool of one case."""
-    volume = read_channels(images)
-    labels = read_volume(label)
+    volume = read_channels(images, source, axis)
+    labels = read_volume(label, source, axis)
     if labels.ndim == 4 and labels.shape[-1] == 1:
         labels = labels[..., 0]
     if volume.ndim != 4 or volume.shape[:3] != labels.shape:
@@ -105,7 +148,7 @@ def _slices(
             f"{images[0]} has shape {volume.shape[:3]} (+ {volume.shape[3:]} channels) but its "
             f"label {label} has shape {labels.shape}: they must cover the same voxels"
         )
-    foreground = binarize_mask(np.rint(labels).astype(np.int64), label, None, foreground_labels)
+    foreground = binarize_mask(labels, label, None, foreground_labels, LABEL_RULES)
     foreground = np.moveaxis(foreground, axis, 0)
     return (
         volume_slices(volume, images[0], axis, size, modalities, volume_norm),
@@ -113,10 +156,15 @@ def _slices(
     )
 
 
-def read_channels(images: list[Path]) -> np.ndarray:
-    """One case's (x, y, z, C) float32 volume: a 4D file's modalities, or one file per channel."""
-    parts = [read_volume(path).astype(np.float32) for path in images]
-    return np.concatenate([p[..., None] if p.ndim == 3 else p for p in parts], axis=-1)
+def read_channels(images: list[Path], source: Source | None = None, axis: int = 2) -> np.ndarray:
+    """One case's (x, y, z, C) float32 volume: a 4D file's modalities, or one file per channel;
+    NaN or infinite voxels are refused."""
+    parts = []
+    for path in images:
+        part = read_volume(path, source, axis).astype(np.float32)
+        check_finite(part, path, 3, "voxels")
+        parts.append(part[..., None] if part.ndim == 3 else part)
+    return np.concatenate(parts, axis=-1)
 
 
 def volume_slices(
@@ -164,6 +212,12 @@ def nifti_cases(
     """The dataset folder and its (case, image volumes, label volume): the files ``load_nifti``
     reads."""
     path = resolve_root(root, default_root)
+    if same_file(path / images_dir, path / labels_dir):
+        raise DatasetError(
+            f"dataset.images_dir={images_dir!r} and dataset.labels_dir={labels_dir!r} are one "
+            f"folder ({path / images_dir}): a volume would be its own label; keep the labels in "
+            "a folder of their own"
+        )
     labels = list_named(path / labels_dir, SUFFIXES, _stem, "one label volume per image")
     images = _group_modalities(
         list_named(path / images_dir, SUFFIXES, _stem, "the image volumes"), labels
@@ -184,19 +238,22 @@ def load_nifti(
     cache: bool = True,
     cache_dir: str | None = None,
     default_root: str | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> SegmentationData:
-    """Every slice of every volume under ``root`` (or the preset's ``default_root``)."""
+    """Every slice of every volume under ``root`` (or the preset's ``default_root``); a volume
+    whose slices have more than ``max_pixels`` pixels is refused before it is decoded."""
     mods = None if modalities is None else [int(v) for v in modalities]
     _check_options(axis, volume_norm, mods)
     check_normalize(normalize)
     size = parse_size(image_size)
+    source = Source(check_int(MAX_PIXELS_KEY, max_pixels, minimum=1))
     path, cases = nifti_cases(root, default_root, images_dir, labels_dir)
     fg = None if foreground_labels is None else [int(v) for v in foreground_labels]
 
     def build(writer: Writer) -> Meta:
         names, owners = [], []
         for case, image, label in cases:
-            slices, masks = _slices(image, label, axis, size, mods, volume_norm, fg)
+            slices, masks = _slices(image, label, axis, size, mods, volume_norm, fg, source)
             writer.add(slices, masks)
             names.extend(f"{case}_{i:03d}" for i in range(len(masks)))
             owners.extend([case] * len(masks))
@@ -210,6 +267,6 @@ def load_nifti(
         "volume_norm": volume_norm,
         "foreground_labels": fg,
     }
-    stored = cached(path, settings, pair_files(cases), build, cache_dir, cache)
+    stored = cached(path, settings, pair_files(cases), build, cache_dir, cache, source)
     fix = "check the label volumes, or dataset.foreground_labels"
     return checked_dataset(path.name, stored, stored.meta["cases"], normalize, path, fix)

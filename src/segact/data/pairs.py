@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 MAX_LISTED = 10
 # Characters that do not show, or show as a plain space: a name with one is shown escaped.
 HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cn", "Zl", "Zp", "Zs"})
-T = TypeVar("T")
+T = TypeVar("T", bound="Path | Sequence[Path]")  # an image: one file, or one per channel
 _REPORTED: set[tuple[object, ...]] = set()  # the NFC pairings logged already in this process
 
 
@@ -71,11 +71,15 @@ def _entries(folder: Path) -> list[Path]:
 
 
 def list_named(
-    folder: Path, suffixes: Iterable[str], stem: Callable[[Path], str], what: str
+    folder: Path,
+    suffixes: Iterable[str],
+    stem: Callable[[Path], str],
+    what: str,
+    twins_fix: str = "keep only one of them",
 ) -> dict[str, Path]:
     """Files of ``folder`` whose name ends with one of ``suffixes`` (any case), keyed by stem;
     hidden files are skipped. A missing or empty folder, a broken link, or two files of one stem
-    is an error."""
+    is an error (``twins_fix`` says what to do about those)."""
     if not _is_dir(folder):
         raise DatasetError(f"{folder} is missing: a dataset root needs {what}")
     suffixes = tuple(s.lower() for s in suffixes)
@@ -91,7 +95,7 @@ def list_named(
             )
         name = stem(path)
         if nfc(name) in normal:
-            raise _same_name(files[normal[nfc(name)]], path, normal[nfc(name)], name)
+            raise _same_name(files[normal[nfc(name)]], path, normal[nfc(name)], name, twins_fix)
         files[name], normal[nfc(name)] = path, name
     if not files:
         raise DatasetError(
@@ -116,11 +120,11 @@ def _shown(name: str, alike: Counter[str]) -> str:
     return name if plain and alike[_look_alike(name)] == 1 else ascii(name)
 
 
-def _same_name(first: Path, second: Path, first_name: str, name: str) -> DatasetError:
+def _same_name(first: Path, second: Path, first_name: str, name: str, fix: str) -> DatasetError:
     same = f"the same name '{name}'"
     if first_name != name:  # spelled differently on disk, alike after normalisation
         same = f"the same name after Unicode normalisation ({first_name!a}, {name!a})"
-    return DatasetError(f"{first} and {second} have {same}: keep only one of them")
+    return DatasetError(f"{first} and {second} have {same}: {fix}")
 
 
 def _listing(names: list[str], alike: Counter[str]) -> str:
@@ -149,25 +153,104 @@ def _pairing(images: Iterable[str], masks: set[str], prefix: str, suffix: str) -
     return sum(nfc(prefix + name + suffix) in masks for name in images)
 
 
-def suggest_pattern(images: Iterable[str], masks: Iterable[str]) -> str | None:
-    """The mask_pattern that pairs most images (more than half of them) with masks, guessed
-    from where the image names occur inside the mask names ('{stem}_mask'); None if none."""
-    image_set, mask_set = {nfc(n) for n in images}, {nfc(n) for n in masks}
+def _affixes(masks: set[str], images: set[str], proper: bool = False) -> list[tuple[str, str]]:
+    """The commonest (prefix, suffix) around an image's name inside a mask's ('12_mask': ('',
+    '_mask')), from the first ``SAMPLED_MASKS`` masks; ``proper``: never the whole mask name."""
     counts: Counter[tuple[str, str]] = Counter()
-    for mask in sorted(mask_set)[:SAMPLED_MASKS]:
+    for mask in sorted(masks)[:SAMPLED_MASKS]:
         counts.update(
             {
                 (mask[:i], mask[j:])
                 for i in range(len(mask))
                 for j in range(i + 1, len(mask) + 1)
-                if mask[i:j] in image_set
+                if mask[i:j] in images and not (proper and j - i == len(mask))
             }
         )
     plain = [parts for parts in counts if not any(c in "".join(parts) for c in "{}/\\")]
-    candidates = sorted(plain, key=lambda parts: -counts[parts])[:5]
+    return sorted(plain, key=lambda parts: (-counts[parts], parts))[:5]
+
+
+def suggest_pattern(images: Iterable[str], masks: Iterable[str]) -> str | None:
+    """The mask_pattern that pairs most images (more than half of them) with masks, guessed
+    from where the image names occur inside the mask names ('{stem}_mask'); None if none."""
+    image_set, mask_set = {nfc(n) for n in images}, {nfc(n) for n in masks}
+    candidates = _affixes(mask_set, image_set)
     scored = [(_pairing(image_set, mask_set, *parts), parts) for parts in candidates]
     paired, (prefix, suffix) = max(scored, default=(0, ("", "")))
     return f"{prefix}{STEM}{suffix}" if 2 * paired > len(image_set) else None
+
+
+# --- images and masks in one folder ------------------------------------------------------------
+
+
+def _mask_named(name: str, prefix: str, suffix: str) -> bool:
+    """Whether ``name`` has the form of a mask's name: ``prefix`` + a name + ``suffix``."""
+    return (
+        len(name) > len(prefix) + len(suffix) and name.startswith(prefix) and name.endswith(suffix)
+    )
+
+
+def _split(names: Iterable[str], prefix: str, suffix: str) -> tuple[list[str], list[str]]:
+    """The images of one folder (sorted) and those of them paired with a mask of the folder: a
+    file named like a mask is a mask, never an image."""
+    images, masks = [], set()
+    for name in sorted(names, key=nfc):
+        if _mask_named(nfc(name), prefix, suffix):
+            masks.add(nfc(name))
+        else:
+            images.append(name)
+    return images, [name for name in images if nfc(prefix + name + suffix) in masks]
+
+
+def suggest_mixed(names: Iterable[str]) -> str | None:
+    """The mask_pattern that pairs more than half the images of a folder of images and masks,
+    guessed from names inside other names ('12' in '12_mask'); None if none does."""
+    names = list(names)
+    every = {nfc(name) for name in names}
+    best, pattern = 0, None
+    for prefix, suffix in _affixes(every, every, proper=True):
+        images, paired = _split(names, prefix, suffix)
+        if 2 * len(paired) > len(images) and len(paired) > best:
+            best, pattern = len(paired), f"{prefix}{STEM}{suffix}"
+    return pattern
+
+
+def _file_names(files: dict[str, Path], stems: Iterable[str]) -> str:
+    return ", ".join(files[stem].name for stem in stems)
+
+
+def split_mixed(
+    files: dict[str, Path], mask_pattern: str, folder: Path
+) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The images and the masks of a folder that holds both (``dataset.images_dir`` and
+    ``dataset.masks_dir`` one folder): a file named like a mask is a mask, never an image. A
+    pattern that pairs no image (``'{stem}'`` would pair each file with itself) is one error that
+    shows example files and the pattern that would pair them."""
+    prefix, suffix = pattern_parts(mask_pattern)
+    images, paired = _split(files, prefix, suffix)
+    if paired:
+        image_files = {name: files[name] for name in images}
+        return image_files, {n: path for n, path in files.items() if n not in image_files}
+    problem = "pairs each file with itself" if not prefix + suffix else "pairs no image"
+    where = (
+        f"{folder} holds images and masks in one folder (dataset.images_dir = "
+        f"dataset.masks_dir) and dataset.mask_pattern={mask_pattern!r} {problem}"
+    )
+    suggested = suggest_mixed(files)
+    if suggested is None:
+        shown = _file_names(files, sorted(files, key=nfc)[:3])
+        raise DatasetError(
+            f"{where} (files {shown}): set dataset.mask_pattern to a mask's name with {STEM} for "
+            f"its image's (e.g. '{STEM}_mask'), or keep the masks in a folder of their own "
+            "(dataset.masks_dir)"
+        )
+    prefix, suffix = pattern_parts(suggested)
+    first, *others = _split(files, prefix, suffix)[1]
+    mask = next(name for name in files if nfc(name) == nfc(prefix + first + suffix))
+    shown = _file_names(files, [first, mask, *others[:1]])
+    raise DatasetError(
+        f"{where}: files such as {shown} pair by \"dataset.mask_pattern='{suggested}'\": set it"
+    )
 
 
 def _pattern_hint(images: Iterable[str], masks: Iterable[str], pattern: str) -> str:
@@ -232,7 +315,28 @@ def match_pairs(
             ascii(mask_names[first]),
         )
     order = sorted(image_names, key=lambda n: nfc(image_names[n]))
-    return [(nfc(image_names[n]), images[image_names[n]], masks[mask_names[n]]) for n in order]
+    pairs = [(nfc(image_names[n]), images[image_names[n]], masks[mask_names[n]]) for n in order]
+    for _, image, mask in pairs:
+        _refuse_own_mask(image, mask)
+    return pairs
+
+
+def same_file(first: Path, second: Path) -> bool:
+    """Whether two paths are one folder or file (``images/..`` and ``.``, a link)."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one is missing: the listing names it
+        return False
+
+
+def _refuse_own_mask(image: Path | Sequence[Path], mask: Path) -> None:
+    """An image is never its own mask (a hard or symbolic link, a folder named twice)."""
+    for path in [image] if isinstance(image, Path) else image:
+        if same_file(path, mask):
+            raise DatasetError(
+                f"{path} would be its own mask ({mask} is the same file): keep the masks in a "
+                f"folder of their own, or name them otherwise (e.g. '{STEM}_mask')"
+            )
 
 
 def pair_files(pairs: Sequence[tuple[str, Path | Sequence[Path], Path]]) -> list[Path]:

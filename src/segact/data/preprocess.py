@@ -47,30 +47,75 @@ def parse_size(image_size: int | Sequence[int]) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+MASK_RULES = (
+    "set dataset.mask_threshold (e.g. 127: foreground = value > 127) or "
+    "dataset.foreground_values (e.g. [1, 2])"
+)
+BINARY_TOPS = (1, 255)  # a binary mask: 0 and one of these (or its integer type's largest value)
+SHOWN_VALUES = 8
+
+
+def _shown(values: np.ndarray) -> str:
+    more = ", ..." if len(values) > SHOWN_VALUES else ""
+    return ", ".join(f"{v:g}" for v in values[:SHOWN_VALUES].tolist()) + more
+
+
+def _is_binary(unique: np.ndarray, dtype: np.dtype) -> bool:
+    tops = {*BINARY_TOPS, *([np.iinfo(dtype).max] if np.issubdtype(dtype, np.integer) else [])}
+    found = set(unique.tolist()) - {0}
+    return len(found) == 0 or (len(found) == 1 and found <= tops)
+
+
+def check_finite(values: np.ndarray, source: Path, spatial: int, unit: str) -> None:
+    """Refuse NaN or infinite values (they would make the loss and the metrics NaN): one line
+    with how many ``unit`` (the first ``spatial`` axes; any channel counts) have one."""
+    if not np.issubdtype(values.dtype, np.inexact):
+        return
+    finite = np.isfinite(values)
+    if values.ndim > spatial:
+        finite = finite.all(axis=tuple(range(spatial, values.ndim)))
+    bad = finite.size - int(np.count_nonzero(finite))
+    if bad:
+        raise DatasetError(
+            f"{source}: {bad} of {finite.size} {unit} are NaN or infinite: fix or replace the "
+            "file, or remove it together with its image or mask"
+        )
+
+
 def binarize_mask(
     values: np.ndarray,
     source: Path,
     threshold: float | None = None,
     foreground_values: Sequence[int] | None = None,
+    rules: str = MASK_RULES,
 ) -> np.ndarray:
-    """Foreground of a mask or label map as bool.
+    """Foreground of a mask or label map as bool; never by rounding.
 
-    ``foreground_values`` (e.g. MSD prostate [1, 2]) or ``threshold`` (foreground = value >
-    threshold, e.g. 127 for 8-bit masks with soft edges) decide when set; otherwise the mask
-    must be binary already: at most two values, 0 the background, the other the foreground
-    (255 in 8-bit masks, 1 in label maps).
+    ``foreground_values`` (e.g. MSD prostate [1, 2]; every value must then be a whole number)
+    or ``threshold`` (foreground = value > threshold, e.g. 127 for 8-bit masks with soft edges)
+    decide when set; otherwise the mask must be binary already: 0 and 1, 0 and 255, or 0 and its
+    integer type's largest value (or one of these alone). Anything else (a NaN, a label 0.5, a
+    third value) is a DatasetError naming the file and the values found; ``rules``: the
+    settings that would decide.
     """
+    check_finite(values, source, values.ndim, "values")
     if foreground_values is not None:
+        if np.issubdtype(values.dtype, np.inexact):
+            fractional = np.unique(values[values != np.round(values)])
+            if len(fractional):
+                raise DatasetError(
+                    f"{source}: the mask has values that are not whole numbers "
+                    f"({_shown(fractional)}), which no list of foreground values names: fix "
+                    "the file (segact never rounds a mask)"
+                )
         return np.isin(values, np.asarray(list(foreground_values)))
     if threshold is not None:
         return values > threshold
     unique = np.unique(values)
-    if len(unique) > 2 or (len(unique) == 2 and unique[0] != 0):
-        shown = ", ".join(f"{v:g}" for v in unique[:8]) + (", ..." if len(unique) > 8 else "")
+    if not _is_binary(unique, values.dtype):
         raise DatasetError(
-            f"{source}: the mask has {len(unique)} values ({shown}) and no rule says which are "
-            "foreground: set dataset.mask_threshold (e.g. 127: foreground = value > 127) or "
-            "dataset.foreground_values (e.g. [1, 2])"
+            f"{source}: the mask has {len(unique)} values ({_shown(unique)}), not 0 and 1 "
+            f"or 0 and 255, and no rule says which are foreground: {rules}"
         )
     return values > 0
 

@@ -1,15 +1,23 @@
 """A report of one or more sweeps: select the folds (``select``), then write every section's
-files and report.md into one folder; returns the main table."""
+files and report.md into a staging folder beside ``--out`` and publish them into it at once
+(``publish``); returns the main table."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from segact.io import write_csv, write_text
+from segact.errors import ReportError
+from segact.io import read_json, write_csv, write_json, write_text
 from segact.report import confounds, learned, meta, paired, sections, tables
 from segact.report.claims import MarginRule
 from segact.report.compare import compare_sections
@@ -24,13 +32,22 @@ from segact.report.select import (
 )
 from segact.report.threshold_choice import threshold_choice_sections
 from segact.runs import results
-from segact.runs.folder import THRESHOLDS_CSV
+from segact.runs.folder import THRESHOLDS_CSV, ResultEdits
 from segact.runs.identity import row_keys
+from segact.runs.locks import holding
 
 RESULTS_CSV = "results.csv"
 """One row per run x fold, with every setting that differs between runs as a column."""
 LEARNED_CSV = "learned.csv"
 REPORT_MD = "report.md"
+MANIFEST = ".segact-report.json"
+"""In ``--out``: the entries the report there wrote. The next report into it removes those it
+does not write again, and nothing else (a README beside them, another report's folder, the
+user's files)."""
+PUBLISH_LOCK = ".segact-report.lock"
+"""In ``--out`` while a report publishes into it: of two reports into one folder, the later
+replaces the earlier entirely, never a mix of both."""
+PUBLISH_WAIT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,7 @@ class ReportOptions:
     pool: Sequence[str] = ()
     margin: MarginRule = field(default_factory=MarginRule)
     min_gain: float = learned.DEFAULT_MIN_GAIN
+    trust_edits: bool = False  # read result files edited since their run finished
 
 
 @dataclass
@@ -67,7 +85,8 @@ class Selection:
 def select(sources: Sequence[Path], options: ReportOptions) -> Selection:
     notes: list[str] = []
     metrics = list(tables.AGGREGATIONS[options.aggregate])
-    folds, thresholds = results.load_results(sources, metrics, notes)
+    edits = ResultEdits(trust=options.trust_edits)
+    folds, thresholds = results.load_results(sources, metrics, notes, edits)
     folds = pool_settings(folds, options.pool, notes)
     ok, replicates = confounds.split_device_replicates(folds[folds["status"] == "ok"], notes)
     ok, other = headline_scope(ok, notes)
@@ -78,7 +97,8 @@ def select(sources: Sequence[Path], options: ReportOptions) -> Selection:
     used = used_folds(ok, options.exclude_degenerate, notes)
     notes += sections.zero_gradient_notes(ok, keys)
     notes += _hardware_note(ok)
-    epochs = results.load_epochs(used)  # read once, for the two sections that need it
+    epochs = results.load_epochs(used, edits)  # read once, for the two sections that need it
+    notes[:0] = edits.notes()  # refuses edited files unless trusted; then first among the notes
     return Selection(folds, thresholds, ok, used, other, replicates, keys, pairs, epochs, notes)
 
 
@@ -137,9 +157,24 @@ def _overlay_lines(chosen: Selection, out: Path) -> list[str]:
 
 
 def build_report(sources: Sequence[Path], out: Path, options: ReportOptions) -> str:
-    """Write every report file into ``out``; returns the main table as Markdown."""
+    """Write every report file into ``out``; returns the main table as Markdown. The files are
+    written into a staging folder beside ``out`` first: an error or Ctrl-C on the way leaves
+    ``out`` as it was."""
     chosen = select(sources, options)
-    out.mkdir(parents=True, exist_ok=True)
+    out = out.resolve()  # the staging folder beside the real folder: a rename, never a copy
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-", dir=out.parent))
+    try:
+        main_table = _write_report(chosen, sources, staging, options)
+        publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return main_table
+
+
+def _write_report(
+    chosen: Selection, sources: Sequence[Path], out: Path, options: ReportOptions
+) -> str:
     _write_tidy(chosen, out)
     shown = pd.concat([chosen.ok, chosen.other_sizes])  # every fold a table shows
     table_lines, main_table = sections.table_sections(
@@ -166,3 +201,75 @@ def build_report(sources: Sequence[Path], out: Path, options: ReportOptions) -> 
     ]  # fmt: skip
     write_text("\n".join(lines), out / REPORT_MD)
     return main_table
+
+
+def _plain_name(name: object) -> bool:
+    """An entry name a manifest may list: one folder entry, never a path elsewhere."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..", MANIFEST, PUBLISH_LOCK)
+        and Path(name).name == name
+        and "\\" not in name
+    )
+
+
+def _written_before(out: Path) -> set[str]:
+    """The entries the previous report into ``out`` wrote, as its manifest lists them; none
+    without one (an older segact's report: its files are replaced, not removed)."""
+    try:
+        entries = read_json(out / MANIFEST).get("entries", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {name for name in entries if _plain_name(name)} if isinstance(entries, list) else set()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Move the report written into ``staging`` into ``out``: the entries the previous report
+    there wrote and this one does not are removed, every entry this one wrote replaces its
+    namesake; nothing else in ``out`` is touched. (``out`` itself is not swapped: it may hold a
+    README, or a second report being written into a subfolder at the same time.)"""
+    new = sorted(path.name for path in staging.iterdir())
+    out.mkdir(exist_ok=True)
+    with holding(out / PUBLISH_LOCK, PUBLISH_WAIT_S, wait_s=PUBLISH_WAIT_S), _uninterrupted():
+        old = _written_before(out)
+        foreign = [
+            n for n in new if n not in old and (out / n).is_dir() and not (out / n).is_symlink()
+        ]
+        if foreign:
+            raise ReportError(
+                f"--out {out}: {out / foreign[0]} is a folder no segact report wrote, where the "
+                "report writes a file; move it, or name another folder"
+            )
+        # listed before anything moves, so a process killed halfway leaves no entry unlisted
+        write_json({"entries": sorted(old | set(new))}, out / MANIFEST)
+        for name in sorted(old - set(new)):
+            _remove(out / name)
+        for name in new:
+            if (out / name).is_dir() or (staging / name).is_dir():
+                _remove(out / name)  # a rename replaces a file, not a folder
+            os.replace(staging / name, out / name)
+        write_json({"entries": new}, out / MANIFEST)
+
+
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Ctrl-C waits for the block to end, then stops the report as usual: publishing is a few
+    renames, and stopping between them would leave two reports mixed in ``--out``."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach only that one
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, _frame: caught.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+    if caught:
+        raise KeyboardInterrupt

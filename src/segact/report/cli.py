@@ -26,7 +26,12 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "sources", nargs="+", type=Path, help="sweep directories (or result CSV files)"
     )
-    parser.add_argument("--out", type=Path, help="output folder (default: results/<sweep name>)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="output folder (default: results/<sweep name>); the report replaces an earlier "
+        "report's files there as a whole and leaves anything else in it alone",
+    )
     parser.add_argument(
         "--pair",
         nargs=2,
@@ -49,6 +54,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="tables, statistics and notes only (drawing the figures is most of a report's "
         "time); the forest plot of the pooled comparison is drawn all the same",
+    )
+    parser.add_argument(
+        "--trust-edits",
+        action="store_true",
+        help="read a run's result files even where they differ from the SHA-256 its "
+        "summary.json recorded when the run finished (edited since); report.md names them",
     )
     return parser
 
@@ -139,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pool=args.pool,
             margin=MarginRule(args.margin),
             min_gain=args.min_gain,
+            trust_edits=args.trust_edits,
         )
         check_out(out, args.sources)
         main_table = build_report(args.sources, out, options)
@@ -149,6 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{error.filename}: " if error.filename else ""
         print(f"segact-report: error: {where}{error.strerror or error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # build_report has left --out as it was
+        print("segact-report: interrupted", file=sys.stderr)
+        return 130
     print(main_table)
     print(f"\nreport written to {out}/ (report.md, tables, results.csv, plots)")
     return 0

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -191,28 +192,100 @@ def _checked_chunk(path: Path, chunk: pd.DataFrame) -> pd.DataFrame:
     return chunk
 
 
+class _HashingReader(io.RawIOBase):
+    """A binary file that hashes (SHA-256) what is read from it: a result file is checked
+    against its recorded digest in the same pass that parses it, not read a second time."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._raw.readinto(buffer)
+        self.sha256.update(memoryview(buffer)[:n])
+        return n
+
+
 def read_result_csv(path: Path) -> pd.DataFrame:
     """A result CSV, only the columns the report reads (``_is_read``), text columns as written,
     numbers typed and checked chunk by chunk (``NUMBER_RANGES``), so that a file of junk fails
     fast with one line naming its row and column; the columns of older versions under today's
     names."""
+    return read_hashed_result_csv(path)[0]
+
+
+def read_hashed_result_csv(path: Path) -> tuple[pd.DataFrame, str]:
+    """``read_result_csv`` and the SHA-256 of the file's bytes, both from one read."""
     try:
         header = pd.read_csv(path, nrows=0).columns
         read = [c for c in header if _is_read(c)]
         text = {c: str for c in read if c in TEXT_COLUMNS or "." in c}
         chunks = []
-        with pd.read_csv(path, usecols=read, dtype=text, chunksize=READ_CHUNK_ROWS) as reader:
-            for chunk in reader:
-                chunks.append(_checked_chunk(path, chunk))
-                if len(chunk) and chunk.index[-1] >= MAX_RESULT_ROWS:
-                    raise ReportError(
-                        f"{path} has more than {MAX_RESULT_ROWS} rows: no segact result file is "
-                        "that long; is it the right file?"
-                    )
+        with open(path, "rb") as raw:
+            hashing = _HashingReader(raw)
+            with pd.read_csv(
+                io.BufferedReader(hashing), usecols=read, dtype=text, chunksize=READ_CHUNK_ROWS
+            ) as reader:
+                for chunk in reader:
+                    chunks.append(_checked_chunk(path, chunk))
+                    if len(chunk) and chunk.index[-1] >= MAX_RESULT_ROWS:
+                        raise ReportError(
+                            f"{path} has more than {MAX_RESULT_ROWS} rows: no segact result file "
+                            "is that long; is it the right file?"
+                        )
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise ReportError(f"cannot read {path}: {error}") from None
     frame = pd.concat(chunks) if len(chunks) > 1 else chunks[0]
-    return frame.rename(columns=LEGACY_NAMES)
+    return frame.rename(columns=LEGACY_NAMES), hashing.sha256.hexdigest()
+
+
+def recorded_sha256(summary: dict[str, Any], name: str) -> str | None:
+    """The SHA-256 a run's summary.json recorded of its result file ``name`` when the run
+    finished; None where it recorded none (a summary that predates the digests, or no ok one)."""
+    files = summary.get("files")
+    record = files.get(name) if isinstance(files, dict) else None
+    digest = record.get("sha256") if isinstance(record, dict) else None
+    return digest if isinstance(digest, str) else None
+
+
+@dataclass
+class ResultEdits:
+    """The result files read whose bytes differ from the SHA-256 their run's summary.json
+    recorded when the run finished: edited since (by hand or by a tool), so their numbers are
+    not the run's. Readers collect them (``check``); the report refuses them unless it was told
+    to trust them (``notes``)."""
+
+    trust: bool = False
+    edited: list[Path] = field(default_factory=list)
+
+    def check(self, path: Path, summary: dict[str, Any], digest: str) -> None:
+        recorded = recorded_sha256(summary, Path(path).name)
+        if recorded is not None and recorded != digest and path not in self.edited:
+            self.edited.append(path)
+
+    def notes(self) -> list[str]:
+        """Nothing where no file was edited; with ``trust``, a note naming the edited files;
+        else a ReportError naming the first."""
+        if not self.edited:
+            return []
+        if not self.trust:
+            more = len(self.edited) - 1
+            also = f" (and {more} more result file(s))" if more else ""
+            raise ReportError(
+                f"{self.edited[0]}{also} differs from the SHA-256 its run's summary.json recorded "
+                "when the run finished (edited since?): restore it, or run that configuration "
+                "again (segact-train recomputes a run whose files changed), or pass "
+                "--trust-edits to read it as it is"
+            )
+        return [
+            f"--trust-edits: {len(self.edited)} result file(s) differ from the SHA-256 their "
+            "run's summary.json recorded when the run finished and were read as they are now: "
+            f"{', '.join(map(str, self.edited))}."
+        ]
 
 
 def _as_text(value: Any) -> Any:
@@ -413,34 +486,45 @@ class RunFolder:
             return summary.get("identity", {})
         return None
 
-    def read_folds(self) -> pd.DataFrame:
+    def read_folds(self, edits: ResultEdits | None = None) -> pd.DataFrame:
         """folds.csv with ``run_path`` (this folder, absolute) and the summary's identity as
         columns named by the dotted key (a top-level key ``k`` as ``config.k``), values as text
         (lists as JSON): they let tables split rows by every setting that differs between runs
-        and let the paired statistics pair only runs equal in everything but the activation."""
+        and let the paired statistics pair only runs equal in everything but the activation.
+        With ``edits``, the file is checked against its digest in summary.json (so are the
+        other readers' files)."""
         summary = self.read_summary()
         identity = {
             key if "." in key else f"config.{key}": _as_text(value)  # a top-level key: no clash
             for key, value in summary.get("identity", {}).items()
         }
-        folds = read_result_csv(self.folds_csv).assign(run_path=self.run_path, **identity)
+        folds = self._read(FOLDS_CSV, edits, summary).assign(run_path=self.run_path, **identity)
         if summary.get("config_hash"):
             folds["config_hash"] = column_or_nan(folds, "config_hash").fillna(
                 summary["config_hash"]
             )
         return folds
 
-    def read_thresholds(self) -> pd.DataFrame:
+    def read_thresholds(self, edits: ResultEdits | None = None) -> pd.DataFrame:
         """thresholds.csv with ``run_path``; empty where the run has none."""
         if not self.thresholds_csv.exists():
             return pd.DataFrame()
-        return read_result_csv(self.thresholds_csv).assign(run_path=self.run_path)
+        return self._read(THRESHOLDS_CSV, edits).assign(run_path=self.run_path)
 
-    def read_epochs(self) -> pd.DataFrame:
+    def read_epochs(self, edits: ResultEdits | None = None) -> pd.DataFrame:
         """epochs.csv with ``run_path``; empty where the run has none."""
         if not self.epochs_csv.exists():
             return pd.DataFrame()
-        return read_result_csv(self.epochs_csv).assign(run_path=self.run_path)
+        return self._read(EPOCHS_CSV, edits).assign(run_path=self.run_path)
+
+    def _read(
+        self, name: str, edits: ResultEdits | None, summary: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        frame, digest = read_hashed_result_csv(self.path / name)
+        if edits is not None:
+            summary = self.read_summary() if summary is None else summary
+            edits.check(self.path / name, summary, digest)
+        return frame
 
     @property
     def run_path(self) -> str:
@@ -476,13 +560,15 @@ class FoldRecords:
         frames: tuple[pd.DataFrame, pd.DataFrame],
         row: dict[str, Any],
         notes: list[str],
+        extra: dict[str, Any] | None = None,
     ) -> None:
-        """``frames``: the fold's (epochs, thresholds); ``row``: its folds.csv row."""
+        """``frames``: the fold's (epochs, thresholds); ``row``: its folds.csv row; ``extra``:
+        more of the record (the hash of the fold's saved model)."""
         digests = {}
         for kind, frame in zip(("epochs", "thresholds"), frames, strict=True):
             write_csv(frame, self._path(fold, f"{kind}.csv"))
             digests[kind] = file_digest(self._path(fold, f"{kind}.csv"))
-        record = {"config_hash": self.config_hash, "row": row, "notes": notes}
+        record = {"config_hash": self.config_hash, "row": row, "notes": notes, **(extra or {})}
         write_json({**record, "sha256": digests}, self._path(fold, "json"))
 
     def frames(self, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -16,7 +16,7 @@ import hashlib
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import PurePath
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -40,6 +40,7 @@ NOT_IN_IDENTITY: tuple[str, ...] = (
     "dataset.cache_dir",
     "dataset.workers",
     "dataset.mask_pattern",  # which files pair: the fingerprint has their names and content
+    "dataset.max_pixels",  # refuses files, changes no number of the files it accepts
     "logger",  # experiment tracker (configs/logger/): writes beside the run, changes no number
 )
 """Dotted keys (or whole nodes) that change no number; every other key is part of a run."""
@@ -104,9 +105,9 @@ NOT_IN_FOLDER_NAME: tuple[str, ...] = (
     "logger",
 )
 BY_LAST_NAME: tuple[str, ...] = ("dataset.root",)
-"""Paths the folder name shows by their last component only (``dataset.root=/data/ph2``:
-``dataset.root=ph2``): not the data's whole location, and still two run folders for two
-dataset folders."""
+"""Paths the folder name shows by their last component and a short hash of the whole resolved
+path (``dataset.root=/data/ph2``: ``dataset.root=ph2-1f0c2a9b``): not the data's whole location,
+yet two dataset folders with one name (``A/base``, ``B/base``) never share a run folder."""
 
 
 def run_keys(cfg: DictConfig) -> dict[str, Any]:
@@ -228,17 +229,25 @@ def _override_key(override: str) -> str:
 QUOTES = "'\""
 
 
+def path_tag(value: str) -> str:
+    """``<last name>-<8 hex of the resolved path>`` of a path given on the command line (relative
+    to the working directory, as the loader reads it)."""
+    path = Path(value.strip(QUOTES)).expanduser()
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
+    return f"{path.name or value}-{digest}"
+
+
 def _in_folder_name(override: str) -> str:
     key, _, value = override.partition("=")
     if key.lstrip("+") in BY_LAST_NAME and value:
-        return f"{key}={PurePath(value.strip(QUOTES)).name or value}"
+        return f"{key}={path_tag(value)}"
     return override
 
 
 def folder_suffix(overrides: Sequence[str]) -> str:
     """The overrides that are not yet part of the folder's path and that change numbers, as
     ``key=value,key=value`` (Hydra's override_dirname, minus the runtime node as a whole; a
-    path of ``BY_LAST_NAME`` by its last component)."""
+    path of ``BY_LAST_NAME`` by its last component and a hash of the whole path)."""
     kept = sorted(
         _in_folder_name(o)
         for o in overrides

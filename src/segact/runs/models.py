@@ -1,11 +1,16 @@
 """Saved models: each finished fold's weights at its reported epoch (safetensors, so loading runs
 no pickled code) and a card (JSON) with what applying them needs: the model and head to build,
 the input size and channels, the normalisation's numbers, the reported threshold and the run's
-``config_hash``, so that ``segact-predict`` preprocesses exactly as training did.
+``config_hash``, so that ``segact-predict`` preprocesses exactly as training did. The card's
+hash (it holds the weights' SHA-256) is kept in the fold's record and the run's summary.json, and
+checked on loading: a card or weights file changed since (a threshold edited by hand) is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +33,10 @@ from segact.training.forward import Forward
 
 CARD_VERSION = 1
 SHOWN = 3  # tensor names listed in an error, per kind of difference
+MODEL_HASH = "model_sha256"  # a fold record's hash of its saved model
+SUMMARY_MODELS = "models"  # summary.json: fold (as text) -> the hash of its saved model
+
+log = logging.getLogger(__name__)
 
 
 def _plain(node: Any) -> Any:
@@ -86,14 +95,34 @@ def model_card(setup: FoldSetup, fold: int, threshold: float) -> dict[str, Any]:
     }
 
 
-def save_fold(run: RunFolder, fold: int, state: dict[str, Tensor], card: dict[str, Any]) -> None:
-    """The weights, then the card with their SHA-256 (written last: it marks a complete pair)."""
-    from safetensors.torch import save_file
+def model_hash(card: dict[str, Any]) -> str:
+    """The SHA-256 of a card's content (keys sorted, no whitespace). The card records its weights'
+    SHA-256, so this one hash covers the card and the weights' bytes together; summary.json
+    keeps it, so that a card edited by hand (a threshold, a normalisation) is noticed."""
+    text = json.dumps(card, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def save_fold(run: RunFolder, fold: int, state: dict[str, Tensor], card: dict[str, Any]) -> str:
+    """The weights, then the card with their SHA-256 (written last: it marks a complete pair);
+    returns the model's hash (``model_hash``) for the fold's record and summary.json."""
+    from safetensors.torch import save
 
     tensors = {name: value.detach().cpu().contiguous() for name, value in state.items()}
+    # serialised in memory, then written as plain bytes: a full disk is an OSError naming the
+    # file (one line), not safetensors' own error with a traceback
+    weights = save(tensors, metadata={"config_hash": card["config_hash"]})
     with atomic_path(run.model_weights(fold)) as tmp:
-        save_file(tensors, str(tmp), metadata={"config_hash": card["config_hash"]})
+        tmp.write_bytes(weights)
     write_json({**card, "sha256": file_digest(run.model_weights(fold))}, run.model_card(fold))
+    return model_hash(read_json(run.model_card(fold)))  # as it reads back (JSON's own values)
+
+
+def recorded_hashes(records: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """summary.json's entry of the folds' model hashes, from their records; {} where no fold
+    saved a model (``runtime.save_models=false``)."""
+    hashes = {str(k): r[MODEL_HASH] for k, r in sorted(records.items()) if r.get(MODEL_HASH)}
+    return {SUMMARY_MODELS: hashes} if hashes else {}
 
 
 def normalization_of(card: dict[str, Any]) -> Normalization:
@@ -139,8 +168,11 @@ def check_tensors(saved: dict[str, Tensor], expected: dict[str, Tensor], path: P
         )
 
 
-def read_card(run: RunFolder, fold: int, config_hash: str) -> dict[str, Any]:
-    """Fold ``fold``'s card, checked against the run (its ``config_hash``) and its weights file."""
+def read_card(
+    run: RunFolder, fold: int, config_hash: str, saved_hash: str | None = None
+) -> dict[str, Any]:
+    """Fold ``fold``'s card, checked against the run (its ``config_hash``), its weights file and
+    the model hash the run recorded, ``saved_hash`` (None: a run saved before model hashes)."""
     path, weights = run.model_card(fold), run.model_weights(fold)
     if not path.exists() or not weights.exists():
         raise ModelError(
@@ -149,7 +181,7 @@ def read_card(run: RunFolder, fold: int, config_hash: str) -> dict[str, Any]:
         )
     try:
         card = read_json(path)
-        recorded = card["sha256"]
+        weights_digest = card["sha256"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ModelError(f"{path} cannot be read ({error}): train fold {fold} again") from None
     if card.get("config_hash") != config_hash:
@@ -157,17 +189,28 @@ def read_card(run: RunFolder, fold: int, config_hash: str) -> dict[str, Any]:
             f"{path} was saved by configuration {card.get('config_hash')}, but the run's "
             f"summary.json says {config_hash}: the model is not this run's; train it again"
         )
-    if file_digest(weights) != recorded:
-        raise ModelError(f"{weights} changed since it was saved (SHA-256 differs): train again")
+    if file_digest(weights) != weights_digest:
+        raise ModelError(
+            f"{weights}: fold {fold}'s weights changed since they were saved (their SHA-256 "
+            f"differs from the one in {path.name}): restore them, or train fold {fold} again"
+        )
+    if saved_hash is not None and model_hash(card) != saved_hash:
+        raise ModelError(
+            f"{path}: fold {fold}'s model card changed since it was saved (its hash differs from "
+            f"the one in {run.summary_json.name}): restore it, or train fold {fold} again"
+        )
     return card
 
 
-def load_fold(run: RunFolder, fold: int, config_hash: str) -> tuple[dict[str, Any], nn.Module]:
-    """Fold ``fold``'s card and model, its tensors checked against a freshly built model."""
+def load_fold(
+    run: RunFolder, fold: int, config_hash: str, saved_hash: str | None = None
+) -> tuple[dict[str, Any], nn.Module]:
+    """Fold ``fold``'s card and model (checked by ``read_card``), its tensors checked against a
+    freshly built model."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    card = read_card(run, fold, config_hash)
+    card = read_card(run, fold, config_hash, saved_hash)
     model = fresh_model(card)
     try:
         state = load_file(run.model_weights(fold))
@@ -223,12 +266,32 @@ def run_summary(run: RunFolder, fold: int | None = None) -> dict[str, Any]:
         card_hash = str(read_json(run.model_card(fold)).get("config_hash", ""))
         record = FoldRecords(run, card_hash).load(fold)  # finished under that very identity
         if record is not None:
-            return {"config_hash": card_hash, "identity": {"trainer.folds": fold + 1}}
+            hashes = recorded_hashes({fold: record})
+            return {"config_hash": card_hash, "identity": {"trainer.folds": fold + 1}, **hashes}
     raise ModelError(
         f"{run.path} is not a finished segact run (its summary.json does not say ok"
         + ("" if fold is None else f", and fold {fold} has not finished")
         + "): give the folder of a run that finished (outputs/... or multirun/...)"
     )
+
+
+def saved_hashes(
+    run: RunFolder, summary: dict[str, Any], folds: list[int]
+) -> dict[int, str | None]:
+    """Each fold's model hash as the run recorded it; None, with one warning line, for folds of a
+    run saved before segact recorded them (they are read as before, unverified)."""
+    recorded = summary.get(SUMMARY_MODELS)
+    hashes = {k: recorded.get(str(k)) if isinstance(recorded, dict) else None for k in folds}
+    unverified = [str(k) for k, value in hashes.items() if value is None]
+    if unverified:
+        log.warning(
+            "%s: %s records no hash of the model of fold(s) %s (saved by an older segact): "
+            "their cards and weights cannot be verified",
+            run.path,
+            run.summary_json.name,
+            ", ".join(unverified),
+        )
+    return hashes
 
 
 def load_ensemble(run_dir: Path, fold: int | None, device: torch.device) -> Ensemble:
@@ -243,9 +306,10 @@ def load_ensemble(run_dir: Path, fold: int | None, device: torch.device) -> Ense
         )
     if fold is not None and not 0 <= fold < n_folds:
         raise ModelError(f"--fold {fold}: {run.path} has folds 0 to {n_folds - 1}")
+    hashes = saved_hashes(run, summary, list(range(n_folds)) if fold is None else [fold])
     cards, forwards = [], []
-    for k in range(n_folds) if fold is None else [fold]:
-        card, model = load_fold(run, k, summary["config_hash"])
+    for k, saved_hash in hashes.items():
+        card, model = load_fold(run, k, summary["config_hash"], saved_hash)
         cards.append(card)
         forwards.append(Forward(model.to(device), OmegaConf.create(card["forward"]), device))
     head = build_head(

@@ -4,6 +4,10 @@ Each input is preprocessed by the data package's own functions (the loader's dec
 resizing, the recorded normalisation), the folds' probabilities are averaged, resized back to
 the input's resolution bilinearly and thresholded. Outputs are staged in a hidden folder inside
 ``--out`` and moved into place only when every input succeeded, so a bad input writes nothing.
+
+``--out`` never is, holds or lies inside the input or the run folder, and a file there is
+replaced only if an earlier ``segact-predict`` wrote it (listed with its SHA-256 in the folder's
+manifest, ``.segact-predict.json``) and it is unchanged since: predicting never destroys data.
 """
 
 from __future__ import annotations
@@ -28,13 +32,15 @@ from segact.data.nifti import SUFFIXES as VOLUME_SUFFIXES
 from segact.data.nifti import read_channels, volume_slices
 from segact.data.preprocess import resize_image
 from segact.errors import DatasetError, ModelError
-from segact.io import atomic_path
+from segact.io import atomic_path, read_json, write_json
+from segact.runs.folder import file_digest
 from segact.runs.models import Ensemble, load_ensemble
 from segact.training.engine import resolve_device
 
 MSD_IMAGES = "imagesTr"
 PROBABILITY_SUFFIX = "_probability"
 PNG_16BIT = 65535
+MANIFEST = ".segact-predict.json"  # in --out: the files segact-predict wrote there, and SHA-256
 
 
 @dataclass(frozen=True)
@@ -194,8 +200,51 @@ def output_names(item: Input, probabilities: bool) -> list[str]:
     return [*names, f"{item.name}{PROBABILITY_SUFFIX}{suffix}"] if probabilities else names
 
 
-def check_outputs(inputs: list[Input], out: Path, options: PredictOptions) -> None:
-    """Two inputs writing one file, or a file there already (without --overwrite): refused."""
+def _same(a: Path, b: Path) -> bool:
+    """One file or folder (resolved paths equal, or one inode: case-insensitive disks, mounts)."""
+    try:
+        return a == b or os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def check_out_folder(run_dir: Path, source: Path, out: Path, inputs: list[Input]) -> None:
+    """An ``--out`` that is, holds or lies inside the input, an input file or the run folder
+    (symlinks resolved): refused, so masks never replace inputs or enter a run folder."""
+    target = out.resolve()
+    places = [("the input", source), ("the run folder", run_dir)]
+    places += [("the input", item.path) for item in inputs if item.path.is_symlink()]  # targets
+    for what, path in places:
+        place = path.resolve()
+        if _same(target, place):
+            relation = "is"
+        elif any(_same(target, parent) for parent in place.parents):
+            relation = "holds"
+        elif any(_same(parent, place) for parent in target.parents):
+            relation = "lies inside"
+        else:
+            continue
+        raise ModelError(
+            f"--out {out} {relation} {what} {path}: give --out a new folder outside the input "
+            "and the run folder"
+        )
+
+
+def written_before(out: Path) -> dict[str, str]:
+    """The files earlier ``segact-predict`` commands wrote into ``out``: name -> SHA-256 (none
+    where the manifest is missing or unreadable: every file there is then someone else's)."""
+    try:
+        files = read_json(out / MANIFEST)["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
+
+
+def check_outputs(
+    inputs: list[Input], out: Path, options: PredictOptions, before: dict[str, str]
+) -> None:
+    """Two inputs writing one file, or a file there already: refused, unless ``--overwrite`` and
+    an earlier segact-predict wrote it (``before``) and it is unchanged since."""
     seen: dict[str, Path] = {}
     for item in inputs:
         for name in output_names(item, options.probabilities):
@@ -204,9 +253,23 @@ def check_outputs(inputs: list[Input], out: Path, options: PredictOptions) -> No
                     f"{seen[name]} and {item.path} would both write {out / name}: rename one"
                 )
             seen[name] = item.path
-            if (out / name).exists() and not options.overwrite:
+            path = out / name
+            if not os.path.lexists(path):
+                continue
+            if name not in before or path.is_symlink() or not path.is_file():
                 raise ModelError(
-                    f"{out / name} exists: pass --overwrite to replace it, or choose another --out"
+                    f"{path} exists and is no output of segact-predict ({MANIFEST} there does "
+                    "not list it): move it away, or choose another --out"
+                )
+            if file_digest(path) != before[name]:
+                raise ModelError(
+                    f"{path} changed since segact-predict wrote it: move it away, or choose "
+                    "another --out"
+                )
+            if not options.overwrite:
+                raise ModelError(
+                    f"{path} exists (an earlier segact-predict wrote it): pass --overwrite to "
+                    "replace it, or choose another --out"
                 )
 
 
@@ -259,8 +322,10 @@ def predict(run_dir: Path, source: Path, out: Path, options: PredictOptions) -> 
     if options.argmax and ensemble.head.name != "softmax2":
         raise ModelError(f"--argmax needs a softmax2 model; {run_dir} has {ensemble.head.name}")
     inputs = find_inputs(source)
+    check_out_folder(run_dir, source, out, inputs)
     check_inputs(inputs, ensemble.card)
-    check_outputs(inputs, out, options)
+    before = written_before(out)
+    check_outputs(inputs, out, options, before)
     threshold = ensemble.threshold if options.threshold is None else options.threshold
     batch_size = options.batch_size or int(ensemble.card.get("eval_batch_size", 16))
     created = not out.exists()
@@ -274,8 +339,10 @@ def predict(run_dir: Path, source: Path, out: Path, options: PredictOptions) -> 
             staged += write_outputs(prediction, cut, staging, options.probabilities)
             bar.update()
         bar.close()
+        written = {**before, **{path.name: file_digest(path) for path in staged}}
         for path in staged:
             os.replace(path, out / path.name)
+        write_json({"tool": "segact-predict", "files": written}, out / MANIFEST)
     except BaseException:
         if created:
             shutil.rmtree(out, ignore_errors=True)

@@ -12,7 +12,7 @@ No plotting here (nor anything heavy): ``segact-train``'s end-of-sweep callback 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from segact.errors import ReportError
 from segact.runs.folder import (
     FLAGS,
     FOLDS_CSV,
+    ResultEdits,
     RunFolder,
     column_or_nan,
     read_result_csv,
@@ -46,10 +47,12 @@ SUMMARY_STATUS = "summary_status"
 """A column while the sources are read: the status summary.json gives the row's run."""
 
 
-def _read_run(run: RunFolder, with_thresholds: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _read_run(
+    run: RunFolder, with_thresholds: bool, edits: ResultEdits | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One run folder: its folds (plus identity columns and ``run_path``), its thresholds."""
-    folds = run.read_folds()
-    return folds, run.read_thresholds() if with_thresholds else pd.DataFrame()
+    folds = run.read_folds(edits)
+    return folds, run.read_thresholds(edits) if with_thresholds else pd.DataFrame()
 
 
 def _concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
@@ -141,7 +144,9 @@ def _read_file(source: Path, metrics: Sequence[str]) -> pd.DataFrame:
     return frame
 
 
-def _read_source(source: Path, metrics: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _read_source(
+    source: Path, metrics: Sequence[str], edits: ResultEdits | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     if source.is_file():
         return _read_file(source, metrics), pd.DataFrame()
     if not source.is_dir():
@@ -149,7 +154,7 @@ def _read_source(source: Path, metrics: Sequence[str]) -> tuple[pd.DataFrame, pd
     runs = run_folders(source)
     if not runs:
         raise ReportError(f"{source}: no runs found (no {FOLDS_CSV} below it)")
-    pairs = [_read_run(run, with_thresholds=True) for run in runs]
+    pairs = [_read_run(run, with_thresholds=True, edits=edits) for run in runs]
     for run, (folds, _) in zip(runs, pairs, strict=True):
         _check(folds, run.folds_csv, metrics)
     statuses = [run.read_summary().get("status") for run in runs]
@@ -256,6 +261,7 @@ def load_results(
     sources: Sequence[Path],
     metrics: Sequence[str] = SELECTED_METRICS,
     notes: list[str] | None = None,
+    edits: ResultEdits | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every run below the sweep folders (or rows of results CSVs): (folds, thresholds).
 
@@ -264,10 +270,12 @@ def load_results(
     folds, the runs whose summary.json disagrees with their rows (left out: ``INCONSISTENT``),
     and run folders a results CSV names outside the sources (never read). Raises ReportError,
     naming the file, for missing columns (``metrics`` too, where a file has finished rows),
-    unusable values, finished rows without a name, or when no run finished.
+    unusable values, finished rows without a name, or when no run finished. With ``edits``,
+    each run's files are checked against the digests its summary.json recorded, and the edited
+    ones collected there (the caller decides: ``ResultEdits.notes``).
     """
     notes = [] if notes is None else notes
-    read = [_read_source(Path(source), metrics) for source in sources]
+    read = [_read_source(Path(source), metrics, edits) for source in sources]
     folds = _inside_sources(_concat([f for f, _ in read]), sources, notes)
     folds, dropped = deduplicate(folds)
     if dropped:
@@ -282,20 +290,24 @@ def load_results(
     return folds, _with_keys(_concat([t for _, t in read]), folds)
 
 
-def collect_sweep(sweep_dir: Path) -> pd.DataFrame:
+def collect_sweep(sweep_dir: Path, skip: Collection[str] = ()) -> pd.DataFrame:
     """Every run's folds.csv below ``sweep_dir`` with its identity columns, one row per run x
-    fold (empty when there is none); for the end-of-sweep table, so it checks no columns."""
-    folds = _concat([_read_run(run, with_thresholds=False)[0] for run in run_folders(sweep_dir)])
+    fold (empty when there is none), but the runs ``skip`` names (their folder relative to
+    ``sweep_dir``); for the end-of-sweep table, so it checks no columns."""
+    runs = [r for r in run_folders(sweep_dir) if str(r.path.relative_to(sweep_dir)) not in skip]
+    folds = _concat([_read_run(run, with_thresholds=False)[0] for run in runs])
     if folds.empty or "status" not in folds.columns:
         return folds
     return deduplicate(folds)[0]
 
 
-def load_epochs(folds: pd.DataFrame) -> pd.DataFrame:
+def load_epochs(folds: pd.DataFrame, edits: ResultEdits | None = None) -> pd.DataFrame:
     """The epochs.csv rows of the kept, finished run x folds (read from their run folders), with
-    the runs' identity columns; empty when the folds came from a results CSV."""
+    the runs' identity columns; empty when the folds came from a results CSV. ``edits``: as
+    ``load_results``'."""
     ok = folds[(folds["status"] == "ok") & column_or_nan(folds, "run_path").notna()]
-    epochs = _concat([RunFolder(path).read_epochs() for path in sorted(ok["run_path"].unique())])
+    paths = sorted(ok["run_path"].unique())
+    epochs = _concat([RunFolder(path).read_epochs(edits) for path in paths])
     if epochs.empty:
         return epochs
     keys = [c for c in sort_keys(folds) if c in folds.columns and c != "fold"]

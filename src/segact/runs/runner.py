@@ -131,10 +131,11 @@ def record_fold(
     """A finished fold's model, record and log line; its checkpoint removed."""
     row = {**ctx.columns, "fold": fold.index, **result.row, "hardware": hardware(ctx.device)}
     row |= {"status": "ok", "error": ""}
+    saved: dict[str, str] = {}
     if setup.cfg.runtime.save_models and result.state is not None:  # before the fold's record
         card = models.model_card(setup, fold.index, row["best_threshold"])
-        models.save_fold(ctx.folder, fold.index, result.state, card)
-    records.save(fold.index, (result.epochs, result.thresholds), row, result.notes)
+        saved[models.MODEL_HASH] = models.save_fold(ctx.folder, fold.index, result.state, card)
+    records.save(fold.index, (result.epochs, result.thresholds), row, result.notes, saved)
     checkpoint.remove(ctx.folder.checkpoint(fold.index))
     log.info(
         "fold %d: best Dice %.4f at t=%.2f, threshold-averaged Dice %.4f (epoch %d)",
@@ -222,6 +223,7 @@ def assemble(ctx: RunContext, records: FoldRecords, n_folds: int, stale_s: float
             "zero_gradient": bool(fold_frame["zero_gradient"].all()),
             "notes": sorted({note for r in finished.values() for note in r["notes"]}),
             **summary_numbers(fold_frame),
+            **models.recorded_hashes(finished),
             "identity": ctx.identity,
             "provenance": provenance(ctx.device),
             "fold_hardware": sorted(set(fold_frame.get("hardware", pd.Series()).dropna())),
@@ -294,11 +296,23 @@ def record_failure(
         **keys,
         "status": "failed",
         "error": f"{type(error).__name__}: {error}",
+        "error_kind": "input" if isinstance(error, ConfigError) else "crash",
         "epoch": getattr(error, "epoch", None),
         "traceback": traceback.format_exc(limit=-8),
     }
     RunFolder(run_dir).write_failure(summary, keys)
     return summary
+
+
+def refused_folder(run_dir: Path) -> str | None:
+    """Why ``run_dir`` is no folder for a run (it holds files segact did not write), or None."""
+    foreign = RunFolder(run_dir).foreign_entries()
+    if not foreign:
+        return None
+    return (
+        f"{run_dir} holds files segact did not write ({', '.join(foreign[:5])}): choose "
+        "another hydra.run.dir (or sweep folder), or move them away"
+    )
 
 
 def run(
@@ -310,12 +324,8 @@ def run(
     ConfigError: the caller removes the folder it made for the run). An interrupt is no
     failure: the checkpoint is kept for the next start."""
     started = time.perf_counter()
-    foreign = RunFolder(run_dir).foreign_entries()
-    if foreign:  # nothing may be written there, not even the failure
-        message = (
-            f"{run_dir} holds files segact did not write ({', '.join(foreign[:5])}): choose "
-            "another hydra.run.dir (or sweep folder), or move them away"
-        )
+    message = refused_folder(run_dir)
+    if message is not None:  # nothing may be written there, not even the failure
         if raise_errors:
             raise ConfigError(message)
         log.error("run refused: %s", message)
