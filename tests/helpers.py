@@ -31,6 +31,7 @@ TINY = (
     "runtime.progress=false",
     "runtime.checkpoint_every_s=0",
     "runtime.save_models=false",  # 45 MB a fold; tests/test_predict.py turns it on
+    "runtime.reuse=false",  # two sweeps of one test are compared: each trains (test_reuse.py)
 )
 TIMING = ["train_seconds", "epoch_seconds", "wall_seconds"]
 """Columns that measure time: they differ between identical runs."""

@@ -32,6 +32,7 @@ SMALL = (
     "runtime.progress=false",
     "runtime.checkpoint_every_s=0",
     "runtime.save_models=false",
+    "runtime.reuse=false",  # the cluster's runs are compared with the basic launcher's
 )
 SLURM = ("launcher=submitit_slurm", "hydra.launcher.partition=debug")
 

@@ -21,7 +21,7 @@ def test_folder_name_shows_the_dataset_root_by_its_last_name_and_a_hash_of_its_p
     overrides = ["dataset=folder", "dataset.root=/work/some/where/datasets/ph2", "trainer.lr=0.1"]
     digest = hashlib.sha256(b"/work/some/where/datasets/ph2").hexdigest()[:8]
     assert folder_suffix(overrides) == f"dataset.root=ph2-{digest},trainer.lr=0.1"
-    assert folder_suffix(["dataset.root='/data/my ph2/'"]).startswith("dataset.root=my ph2-")
+    assert folder_suffix(["dataset.root='/data/my ph2/'"]).startswith("dataset.root=my_ph2-")
     # two dataset folders of one name never share a run folder
     assert folder_suffix(["dataset.root=/A/base"]) != folder_suffix(["dataset.root=/B/base"])
     assert (

@@ -135,7 +135,7 @@ def log_finished(run_dir: Path, summary: dict) -> None:
     if summary.get("status") != "ok":
         return
     folds = read_result_csv(RunFolder(run_dir).folds_csv)
-    log.info("%s\n%s", run_dir, format_table(dice_table(folds)))
+    log.info("%s\n%s", _label(run_dir), format_table(dice_table(folds)))  # its short form
     for note in summary.get("notes", []):
         log.warning("NOTE: %s", note)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -244,10 +245,33 @@ def _in_folder_name(override: str) -> str:
     return override
 
 
+SAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._+=-]")
+"""What a folder name keeps as it is: no space, quote, backslash or other character a shell or a
+glob would read (``dataset.masks_dir=Ground Truth``: ``Ground_Truth-<hash>``)."""
+MAX_SUFFIX = 120
+"""The longest override part of a run folder's name; a longer one ends in a hash of the rest."""
+
+
+def _short_hash(text: str, length: int = 6) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _safe_override(override: str) -> str:
+    """``key=value`` with the value in safe characters (Hydra's escapes undone first); a value
+    that had to change gets a short hash of its original, so two values never share a name."""
+    key, equals, value = override.partition("=")
+    plain = re.sub(r"\\(.)", r"\1", value)  # Hydra's escapes: Ground\ Truth
+    safe = SAFE_CHARACTERS.sub("_", plain.replace("/", "_"))
+    if safe != value.replace("/", "_"):
+        safe = f"{safe.strip('_')}-{_short_hash(value)}"
+    return f"{key}{equals}{safe}"
+
+
 def folder_suffix(overrides: Sequence[str]) -> str:
     """The overrides that are not yet part of the folder's path and that change numbers, as
     ``key=value,key=value`` (Hydra's override_dirname, minus the runtime node as a whole; a
-    path of ``BY_LAST_NAME`` by its last component and a hash of the whole path)."""
+    path of ``BY_LAST_NAME`` by its last component and a hash of the whole path), each value in
+    safe characters, at most ``MAX_SUFFIX`` characters in all (then cut, with a hash)."""
     kept = sorted(
         _in_folder_name(o)
         for o in overrides
@@ -256,7 +280,10 @@ def folder_suffix(overrides: Sequence[str]) -> str:
         and not key.startswith("hydra.")
         and not _excluded(key)
     )
-    return ",".join(o.replace("/", "_") for o in kept)
+    suffix = ",".join(_safe_override(o) for o in kept)
+    if len(suffix) <= MAX_SUFFIX:
+        return suffix
+    return f"{suffix[: MAX_SUFFIX - 9]}-{_short_hash(suffix, 8)}"
 
 
 OmegaConf.register_new_resolver(

@@ -29,7 +29,7 @@ from segact.data.splits import Fold, case_folds
 from segact.errors import DatasetError
 from segact.nn.heads import build_head
 from segact.runs import identity as run_identity
-from segact.runs import models, monitor
+from segact.runs import models, monitor, reuse
 from segact.runs.folder import FoldRecords, RunFolder, summary_numbers
 from segact.runs.locks import Lock, acquire, holding
 from segact.runs.provenance import hardware, provenance
@@ -244,6 +244,13 @@ def train(cfg: DictConfig, run_dir: Path, label: str | None = None) -> dict[str,
     if finished is not None:
         log.info("skipped %s: finished already (summary.json says ok)", ctx.folder.path)
         return finished
+    root = reuse.output_root(run_dir, ctx.label)
+    if cfg.runtime.get("reuse", True):
+        source = reuse.finished_elsewhere(root, ctx.folder, ctx.config_hash, ctx.identity)
+        if source is not None:
+            log.info("%s: reused the same run, finished in %s (runtime.reuse=false retrains)",
+                     ctx.label, source.path)  # fmt: skip
+            return reuse.copy_run(source, ctx.folder, ctx.label)
     if ctx.data_error is not None:
         raise ctx.data_error
     warn_if_superseding(ctx)
@@ -266,7 +273,9 @@ def train(cfg: DictConfig, run_dir: Path, label: str | None = None) -> dict[str,
     records = FoldRecords(ctx.folder, ctx.config_hash)
     compute_folds(setup, ctx, records, folds if trainer.fold is None else [folds[trainer.fold]])
     summary = assemble(ctx, records, len(folds), float(cfg.runtime.lock_stale_s))
-    if summary["status"] != "ok":
+    if summary["status"] == "ok":
+        reuse.record(root, ctx.folder, ctx.config_hash)
+    else:
         log.info("%s: %d of %d folds finished so far", run_dir, summary["folds"], len(folds))
     return summary
 
