@@ -104,7 +104,7 @@ class RuntimeConfig:
     checkpoint_every_s: float = 60.0  # save a fold checkpoint at most this often (0: every epoch)
     lock_stale_s: float = 1800.0  # a lock without a heartbeat for this long is taken over
     save_models: bool = True  # keep each finished fold's weights in <run>/models (segact-predict)
-    reuse: bool = True  # copy a run finished in another sweep of the same output root (runs/reuse.py)
+    reuse: bool = True  # copy a run finished in another sweep of the output root (runs/reuse.py)
 
 
 @dataclass
