@@ -4,6 +4,7 @@ another sweep folder of the same output root is copied from there, not trained a
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -24,6 +25,8 @@ def test_output_root_is_above_the_sweep_folder(tmp_path):
     run = tmp_path / "multirun" / "sweep" / "synthetic" / "Unet-resnet18" / "x" / "seed0" / "y"
     assert output_root(run, "synthetic/Unet-resnet18/x/seed0/y") == tmp_path / "multirun"
     assert output_root(tmp_path / "mine", "mine") is None  # a folder chosen by hand
+    assert output_root(tmp_path / "x", "synthetic/Unet-resnet18/x/seed0/y") is None
+    assert output_root(Path("/y"), "a/b/c/d/y") is None  # shallower than its label
 
 
 @pytest.mark.slow

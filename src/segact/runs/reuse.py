@@ -40,10 +40,10 @@ def output_root(run_dir: Path, label: str) -> Path | None:
     """The folder above the run's sweep folder (``multirun/`` for ``multirun/<sweep>/<label>``);
     None for a run folder chosen by hand (a one-part label): no index is kept beside it."""
     parts = Path(label).parts
-    if len(parts) < 2:
-        return None
-    sweep = Path(os.path.abspath(run_dir)).parents[len(parts) - 1]
-    return sweep.parent
+    folder = Path(os.path.abspath(run_dir))
+    if len(parts) < 2 or folder.parts[-len(parts) :] != parts or len(folder.parts) <= len(parts):
+        return None  # also a hydra.run.dir that does not end in the label
+    return folder.parents[len(parts)]
 
 
 def _entry(root: Path, config_hash: str) -> Path:
