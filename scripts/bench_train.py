@@ -12,12 +12,15 @@ Three loops train the same model (same config, same seed) on the same synthetic 
   every threshold with six boolean masks after each epoch.
 
 Then the speed options (channels_last, bf16 autocast, torch.compile, thread count) on the bare
-loop, and, on a CUDA GPU, bare loop against runner on the runner's GPU path (device cuda, the
-raw arrays on the GPU through ``data.on_device``, ``trainer.precision=auto``: bf16 autocast,
+loop; the two memory formats of ``trainer.channels_last`` on the same batches, step by step in
+turn (a shared machine's load falls on both alike; ``--memory-format-only`` runs just this);
+and, on a CUDA GPU, bare loop against runner on the runner's GPU path (device cuda, the raw
+arrays on the GPU through ``data.on_device``, ``trainer.precision=auto``: bf16 autocast,
 deterministic algorithms as ``segact-train`` sets them), by default at the paper's size
-(resnet34 Unet, 256 px, batch 8).
+(resnet34 Unet, 256 px, batch 8), then the two memory formats there.
 
     .venv/bin/python scripts/bench_train.py [--epochs 4] [--images 200] [--size 64]
+    .venv/bin/python scripts/bench_train.py --memory-format-only [--model unet --batch-size 8]
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from segact.runs.runner import configure_torch, load_dataset
 from segact.training.engine import FoldSetup, fit_fold
 from segact.training.fitting import build_model
 from segact.training.forward import uses_bf16
+from segact.training.memory_format import uses_channels_last
 
 THRESHOLDS = np.round(np.linspace(0, 1, 21), 10)
 VAL_BATCH = 64
@@ -118,42 +122,58 @@ class Setup:
             torch.cuda.synchronize(self.device)
 
 
+class Bare:
+    """The bare loop's model, optimizer and forward pass under ``options``."""
+
+    def __init__(self, setup: Setup, options: Options) -> None:
+        self.setup, self.options = setup, options
+        self.memory_format = (
+            torch.channels_last if options.channels_last else torch.contiguous_format
+        )
+        self.model = setup.model().to(memory_format=self.memory_format)
+        self.step_model = torch.compile(self.model) if options.compile_model else self.model
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        autocast = (
+            torch.autocast(self.setup.device.type, dtype=torch.bfloat16)
+            if self.options.bf16
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            return self.step_model(images.contiguous(memory_format=self.memory_format))
+
+    def train_step(self, batch: np.ndarray) -> None:
+        setup = self.setup
+        self.model.train()
+        images, masks = setup.data.batch(batch, setup.device)
+        loss = setup.loss_fn(setup.head, self.forward(images).float(), masks)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def validate(self) -> None:
+        self.model.eval()
+        val = self.setup.fold.val
+        with torch.no_grad():
+            for begin in range(0, len(val), VAL_BATCH):
+                self.forward(
+                    self.setup.data.batch(val[begin : begin + VAL_BATCH], self.setup.device)[0]
+                )
+
+
 def bare_epochs(setup: Setup, epochs: int, options: Options = Options()) -> list[float]:
     """Seconds per epoch of the model's own work and the batch reads only."""
-    model = setup.model()
-    memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    step_model = torch.compile(model) if options.compile_model else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    device, data = setup.device, setup.data
+    loop = Bare(setup, options)
     generator = torch.Generator().manual_seed(0)
-
-    def autocast() -> contextlib.AbstractContextManager:
-        if not options.bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-
-    def forward(images: torch.Tensor) -> torch.Tensor:
-        with autocast():
-            return step_model(images.contiguous(memory_format=memory_format))
-
     times = []
     for _ in range(epochs):
         setup.synchronize()
         start = time.perf_counter()
-        model.train()
         for batch in setup.batches(generator):
-            images, masks = data.batch(batch, device)
-            loss = setup.loss_fn(setup.head, forward(images).float(), masks)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loop.train_step(batch)
         if options.validate:
-            model.eval()
-            val = setup.fold.val
-            with torch.no_grad():
-                for begin in range(0, len(val), VAL_BATCH):
-                    forward(data.batch(val[begin : begin + VAL_BATCH], device)[0])
+            loop.validate()
         setup.synchronize()
         times.append(time.perf_counter() - start)
     return times
@@ -277,7 +297,7 @@ def print_loop_table(rows: list[tuple[str, float]], n_train: int, bare: float) -
 
 def cpu_loops(setup: Setup, args: argparse.Namespace) -> None:
     """The three loops on CPU, as a table, and the runner's ratios to the bare and reference."""
-    default = Options(channels_last=bool(setup.cfg.trainer.channels_last))
+    default = Options(channels_last=resolved_channels_last(setup))
     bare = steady(bare_epochs(setup, args.epochs, default))
     bare_train_only = steady(bare_epochs(setup, args.epochs, replace(default, validate=False)))
     runner = steady(segact_epochs(setup))
@@ -298,7 +318,7 @@ def speed_options(setup: Setup, args: argparse.Namespace) -> None:
     """The bare loop (with validation forward) under each speed option."""
     options: list[tuple[str, Callable[[], list[float]]]] = [
         ("fp32, contiguous", lambda: bare_epochs(setup, args.epochs)),
-        ("channels_last (the default)", lambda: bare_epochs(setup, args.epochs, Options(True))),
+        ("channels_last", lambda: bare_epochs(setup, args.epochs, Options(True))),
         ("bf16 autocast", lambda: bare_epochs(setup, args.epochs, Options(bf16=True))),
         ("channels_last + bf16", lambda: bare_epochs(setup, args.epochs, Options(True, True))),
         (
@@ -320,6 +340,64 @@ def speed_options(setup: Setup, args: argparse.Namespace) -> None:
     print()
 
 
+def resolved_channels_last(setup: Setup) -> bool:
+    """The format ``trainer.channels_last`` (``auto`` by default) gives on the setup's device."""
+    return uses_channels_last(setup.cfg.trainer.channels_last, setup.device.type)
+
+
+def timed(setup: Setup, work: Callable[[], None]) -> float:
+    setup.synchronize()
+    start = time.perf_counter()
+    work()
+    setup.synchronize()
+    return time.perf_counter() - start
+
+
+def in_turn(i: int) -> tuple[bool, bool]:
+    """The formats (channels_last or not) in the order of the ``i``-th step: each first in
+    turn."""
+    return (False, True) if i % 2 == 0 else (True, False)
+
+
+def interleaved_epochs(setup: Setup, epochs: int, bf16: bool = False) -> dict[bool, list[float]]:
+    """Seconds per epoch of the bare loop (incl. validation forward) in each memory format
+    (False: contiguous, True: channels_last): two models from one init, trained on the same
+    batches step by step, the first format alternating, so that a shared machine's load
+    falls on both alike."""
+    loops = {f: Bare(setup, Options(channels_last=f, bf16=bf16)) for f in (False, True)}
+    generator = torch.Generator().manual_seed(0)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for epoch in range(epochs):
+        total = dict.fromkeys(loops, 0.0)
+        for i, batch in enumerate(setup.batches(generator)):
+            for f in in_turn(i):
+                total[f] += timed(setup, lambda f=f, batch=batch: loops[f].train_step(batch))
+        for f in in_turn(epoch):
+            total[f] += timed(setup, loops[f].validate)
+        for f, seconds in total.items():
+            times[f].append(seconds)
+    return times
+
+
+def memory_formats(setup: Setup, args: argparse.Namespace, bf16: bool = False) -> None:
+    """Contiguous against channels_last on the same batches (``interleaved_epochs``)."""
+    times = interleaved_epochs(setup, args.epochs, bf16)
+    n_train = len(setup.fold.train)
+    print(f"memory format: {describe(setup, args)}, steps interleaved\n")
+    print("| memory format | s / epoch | range (epochs 2..) | training images / s |")
+    print("|---|---|---|---|")
+    for channels_last, values in times.items():
+        name = "channels_last" if channels_last else "contiguous"
+        seconds = steady(values)
+        print(f"| {name} | {seconds:.3f} | {min(values[1:] or values):.3f}-"
+              f"{max(values[1:] or values):.3f} | {n_train / seconds:.1f} |")  # fmt: skip
+    ratios = [b / a for a, b in zip(times[False], times[True], strict=True)][1:]
+    listed = ", ".join(f"{r:.3f}" for r in ratios)
+    print(f"\nchannels_last / contiguous by epoch (2..): {listed}")
+    chosen = "channels_last" if resolved_channels_last(setup) else "contiguous"
+    print(f"trainer.channels_last={setup.cfg.trainer.channels_last} here: {chosen}\n")
+
+
 def gpu_loops(args: argparse.Namespace, device: str = "cuda") -> None:
     """Bare loop against the runner on the runner's GPU path (``device`` is a parameter so the
     section can be tried on CPU)."""
@@ -335,7 +413,7 @@ def gpu_loops(args: argparse.Namespace, device: str = "cuda") -> None:
     resident = isinstance(setup.data.images, torch.Tensor)
     print(f"device: {name}; bf16 autocast: {bf16}; data resident on the device: {resident}")
     print(describe(setup, args) + "\n")
-    options = Options(channels_last=bool(cfg.trainer.channels_last), bf16=bf16)
+    options = Options(channels_last=resolved_channels_last(setup), bf16=bf16)
     bare = steady(bare_epochs(setup, args.epochs, options))
     runner = steady(segact_epochs(setup))
     rows = [
@@ -343,7 +421,8 @@ def gpu_loops(args: argparse.Namespace, device: str = "cuda") -> None:
         ("segact runner (with threshold sweep)", runner),
     ]
     print_loop_table(rows, len(setup.fold.train), bare)
-    print(f"GPU runner / bare: {runner / bare:.3f}x")
+    print(f"GPU runner / bare: {runner / bare:.3f}x\n")
+    memory_formats(setup, args, bf16)
 
 
 def parse_args() -> argparse.Namespace:
@@ -356,6 +435,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--memory-format-only", action="store_true")
     parser.add_argument("--gpu-model", default="unet", help="GPU section (default: resnet34)")
     parser.add_argument("--gpu-size", type=int, default=256)
     parser.add_argument("--gpu-batch-size", type=int, default=8)
@@ -371,8 +451,12 @@ def main() -> None:
     print(
         f"machine: {platform.machine()}, {cores} cores, torch {torch.__version__} ({cores} threads)"
     )
+    if args.memory_format_only:
+        memory_formats(setup, args)
+        return
     cpu_loops(setup, args)
     speed_options(setup, args)
+    memory_formats(setup, args)
     gpu_loops(args)
 
 

@@ -6,7 +6,7 @@
 #
 #   scripts/replicate.sh [--quick] [--jobs N] [--datasets A,B] [--size PX] [GRID ...] [-- OVERRIDES]
 #     GRID: sigmoid_vs_arctan paper_grid head_comparison binarize_gradients clean_protocol report
-#           (default: all but clean_protocol, which has its own report: clean_protocol_report)
+#           (default: all but clean_protocol; report builds every grid's report, clean_protocol's too)
 #     --quick: a smoke run (1 seed, 2 folds, 2 epochs, 32 px, synthetic + ISBI) into /tmp
 #     --datasets: only these datasets of each grid's list (the order of the plan's sessions)
 #     --size: the input size instead of the plan's 48 px (ISBI 2012 and DRIVE need more)
@@ -116,15 +116,18 @@ for grid in "${GRIDS[@]}"; do
                 "$REPORT" "${@:2}" > "$logs/$1" 2>&1 || rc=$?
                 echo "$rc" > "$logs/$1.rc"
             }
-            for name in sigmoid_vs_arctan paper_grid head_comparison binarize_gradients; do
+            for name in clean_protocol sigmoid_vs_arctan paper_grid head_comparison binarize_gradients; do
                 [[ -d "$RUNS/$name" ]] || continue
                 options=()
                 sources=("$RUNS/$name")
                 # ISBI 2012's Dice-loss sigmoid and arctan ran on the GPU here and again on the
                 # CPU (the device check; the paper grid's seeds 1 and 2): the report keeps the
                 # GPU runs and sets the CPU ones beside them ('Device as a replicate')
+                # the paper's comparisons, framed by its claims (the runs record no experiment)
+                [[ $name == clean_protocol ]] &&
+                    options=(--pair sigmoid arctan --pair sigmoid normal_cdf --paper-claims)
                 if [[ $name == sigmoid_vs_arctan ]]; then
-                    options=(--pair sigmoid arctan --pair sigmoid normal_cdf)
+                    options=(--pair sigmoid arctan --pair sigmoid normal_cdf --paper-claims)
                     for extra in "$RUNS"/device_check \
                         "$RUNS"/paper_grid/isbi2012/*/sigmoid1-{sigmoid,arctan}-dice-none/seed[12]; do
                         [[ -d $extra ]] && sources+=("$extra")
@@ -134,7 +137,7 @@ for grid in "${GRIDS[@]}"; do
                 # every seed, each is a mean over the seeds they all have (results.csv keeps all);
                 # ISBI's cells ran partly on a GPU, partly on the CPU: one row each all the same
                 [[ $name == paper_grid ]] && options=(--pair sigmoid arctan --pair sigmoid normal_cdf
-                    --common-seeds --pool resolved)
+                    --common-seeds --pool resolved --paper-claims)
                 [[ $name == head_comparison ]] && options=(--pair sigmoid softmax)
                 reports+=("$name" "$name.paper")
                 report "$name" "${sources[@]}" --out "$OUT/$name" "${options[@]}" &

@@ -152,20 +152,25 @@ job's start), so the first attempt always stops, and usually two to four attempt
 ATTEMPTS_CAP = 15
 
 
-def _epochs_reached(sweep: Path) -> tuple[int | None, int]:
-    """The newest job's 'resumed after epoch N' (None: started afresh) and its last epoch."""
+def _epochs_reached(sweep: Path) -> tuple[int | None, int] | None:
+    """The newest job's 'resumed after epoch N' (None: started afresh) and its last epoch; None
+    for a job that trained no epoch (SLURM's warning came before Python could catch it)."""
     newest = max((sweep / ".submitit").glob("*/*_log.out"), key=lambda p: p.stat().st_mtime)
     log = newest.read_text()
     resumed = re.search(r"fold 0: resumed after epoch (\d+)", log)
     epochs = [int(e) for e in re.findall(r"fold 0 epoch (\d+)/", log)]
-    return (int(resumed.group(1)) if resumed else None), max(epochs, default=0)
+    if not epochs:
+        return None
+    return (int(resumed.group(1)) if resumed else None), max(epochs)
 
 
 def test_a_job_out_of_time_is_resubmitted_and_finishes(cluster, tmp_path):
     """SLURM's warning (``--signal=USR2@40`` in a 1-minute limit) stops the fold at an epoch
     boundary with its checkpoint; README's resubmit loop (the same command again) ends it. Only
     what SLURM promises is asserted: the warning may come up to 60 s early, so how far an attempt
-    gets varies, but every attempt resumes where the last one stopped and gets further."""
+    gets varies (one that gets it while Python starts, before any handler, trains nothing and
+    loses nothing), but every attempt that trains resumes where the last one stopped and gets
+    further, and the first one that trains stops with a checkpoint."""
     sweep, basic = tmp_path / "slurm", tmp_path / "basic"
     reference = subprocess.Popen(  # the uninterrupted run, beside the cluster's (one CPU each)
         [sys.executable, "-m", "segact.train", "-m", *SMALL, *OUT_OF_TIME, "trainer.threads=1",
@@ -174,19 +179,23 @@ def test_a_job_out_of_time_is_resubmitted_and_finishes(cluster, tmp_path):
     )  # fmt: skip
     limits = ("hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=40")
     command = (*SLURM, *limits, f"hydra.sweep.dir={sweep}", *OUT_OF_TIME)
-    reached: list[tuple[int | None, int]] = []  # per attempt: resumed after, last epoch
+    trained: list[tuple[int | None, int]] = []  # per attempt that trained: resumed after, last
     for _ in range(ATTEMPTS_CAP):
         done = _train(cluster, *command, "runtime.checkpoint_every_s=60", check=False)
-        reached.append(_epochs_reached(sweep))
+        reached = _epochs_reached(sweep)
+        if reached is not None:
+            trained.append(reached)
         if done.returncode == 0:
             break
         assert done.returncode == 1, done.stderr[-2000:]
+        if reached is None:
+            continue  # killed before training: nothing gained, nothing lost
         assert list(sweep.rglob("fold0.pt")), "a stopped attempt left no checkpoint"
-        if len(reached) > 1:  # progress: each attempt starts where the last one stopped
-            assert reached[-1][0] == reached[-2][1] < reached[-1][1], reached
-    assert len(reached) > 1 and reached[0][0] is None, reached  # the first attempt was stopped
-    assert done.returncode == 0, (reached, done.stderr[-2000:])
-    assert reached[-1] == (reached[-2][1], 400), reached
+        if len(trained) > 1:  # progress: each attempt starts where the last one stopped
+            assert trained[-1][0] == trained[-2][1] < trained[-1][1], trained
+    assert len(trained) > 1 and trained[0][0] is None, trained  # the first one was stopped
+    assert done.returncode == 0, (trained, done.stderr[-2000:])
+    assert trained[-1] == (trained[-2][1], 400), trained
     assert reference.wait(timeout=600) == 0, (tmp_path / "basic.err").read_text()[-2000:]
     pd.testing.assert_frame_equal(_results(sweep, "epochs.csv"), _results(basic, "epochs.csv"))
 

@@ -9,12 +9,14 @@ import pytest
 from scipy import stats as scipy_stats
 
 from segact.report import confounds
+from segact.report.stats import Comparison
 from segact.runs.folder import RunFolder
 from segact.runs.identity import CHOICES
 from segact.runs.results import load_epochs, load_results
 from tests.report_fixtures import ARCTAN, SIGMOID, write_run
 
 BASE = {c: "x" for c in CHOICES} | {"dataset": "toy", "loss": "dice"}
+PAIR = Comparison("activation", "sigmoid", "arctan")
 
 
 def _curve(activation: str, mean: list[float], best: list[float], *, seed=0, fold=0, **extra):
@@ -41,9 +43,7 @@ def test_budget_reads_the_best_dice_of_the_best_mean_dice_epoch():
     # mean Dice (the earliest wins), epoch 5 is best.
     a = _curve("sigmoid", [0.1, 0.5, 0.3, 0.5, 0.7], [0.2, 0.6, 0.9, 0.65, 0.8])
     b = _curve("arctan", [0.1, 0.2, 0.3, 0.4, 0.5], [0.1, 0.2, 0.3, 0.4, 0.5])
-    values = confounds.budget_values(
-        pd.concat([a, b]), ("sigmoid", "arctan"), ["dataset"], (1, 3, 4)
-    )
+    values = confounds.budget_values(pd.concat([a, b]), PAIR, ["dataset"], (1, 3, 4))
     by_budget = values.set_index("budget")
     assert by_budget.loc["1", "value_a"] == 0.2
     assert by_budget.loc["3", "value_a"] == 0.6
@@ -55,9 +55,7 @@ def test_budget_reads_the_best_dice_of_the_best_mean_dice_epoch():
 def test_a_pair_is_read_at_a_budget_only_where_both_runs_reached_it():
     a = _curve("sigmoid", list(np.linspace(0.1, 0.9, 30)), list(np.linspace(0.2, 0.8, 30)))
     b = _curve("arctan", list(np.linspace(0.1, 0.9, 15)), list(np.linspace(0.3, 0.7, 15)))
-    values = confounds.budget_values(
-        pd.concat([a, b]), ("sigmoid", "arctan"), ["dataset"], (10, 20)
-    )
+    values = confounds.budget_values(pd.concat([a, b]), PAIR, ["dataset"], (10, 20))
     assert values["budget"].tolist() == ["10", "last common", "selected"]
     common = values.set_index("budget").loc["last common"]
     assert common[["budget_epoch", "epoch_a", "epoch_b"]].tolist() == [15, 15, 15]
@@ -71,7 +69,7 @@ def test_matched_summary_matches_scipy():
     frames = []
     for fold, (level, shift) in enumerate(zip(levels, shifts, strict=True)):
         frames += [_rising("sigmoid", fold, 12, level + shift), _rising("arctan", fold, 30, level)]
-    table = confounds.matched_epochs(pd.concat(frames), ("sigmoid", "arctan"), ["dataset"], (10,))
+    table = confounds.matched_epochs(pd.concat(frames), PAIR, ["dataset"], (10,))
     assert table["budget"].tolist() == ["10", "last common", "selected"]
     common = table.set_index("budget").loc["last common"]
     d = np.array(shifts)  # both read at epoch 12: the shift alone
@@ -103,7 +101,7 @@ def test_stopping_sections_say_whether_the_difference_survives(tmp_path):
     frames += [_rising("arctan", fold, 30, 0.7) for fold in range(5)]
     epochs = pd.concat(frames, ignore_index=True)
     folds = _folds_of(epochs)
-    pairs = [("sigmoid", "arctan")]
+    pairs = [PAIR]
     lines = confounds.stopping_sections(folds, epochs, pairs, ["loss", "activation"], tmp_path)
     text = "\n".join(lines)
     assert lines[0] == "## The stopping confound"
@@ -119,7 +117,7 @@ def test_a_difference_present_at_every_budget_survives():
     noise = [0.001, -0.002, 0.0015, 0.0005, -0.001]
     frames = [_rising("sigmoid", fold, 12, 0.75 + n) for fold, n in enumerate(noise)]
     frames += [_rising("arctan", fold, 30, 0.7) for fold in range(5)]
-    matched = confounds.matched_epochs(pd.concat(frames), ("sigmoid", "arctan"), ["dataset"])
+    matched = confounds.matched_epochs(pd.concat(frames), PAIR, ["dataset"])
     rows = matched.set_index("budget")
     assert confounds.survival(rows.loc["selected"], rows.loc["last common"]) == (
         "survives at matched budgets"
@@ -129,7 +127,7 @@ def test_a_difference_present_at_every_budget_survives():
 
 def test_sections_without_epochs_or_replicates_are_empty(tmp_path):
     folds = pd.DataFrame([{**BASE, "activation": "sigmoid", "seed": 0, "fold": 0, "status": "ok"}])
-    assert confounds.stopping_sections(folds, pd.DataFrame(), [("a", "b")], [], tmp_path) == []
+    assert confounds.stopping_sections(folds, pd.DataFrame(), [PAIR], [], tmp_path) == []
     assert confounds.device_sections(folds, folds.iloc[:0], pd.DataFrame(), tmp_path) == []
     assert list(tmp_path.iterdir()) == []
     notes: list[str] = []
@@ -230,8 +228,9 @@ def test_device_sections_put_the_device_spread_next_to_the_effect(tmp_path):
     summary = pd.DataFrame(
         [
             {
-                "activation_a": "sigmoid",
-                "activation_b": "arctan",
+                "factor": "activation",
+                "a": "sigmoid",
+                "b": "arctan",
                 "dataset": "toy",
                 "loss": "dice",
                 "metric": "best_dice",
@@ -246,7 +245,7 @@ def test_device_sections_put_the_device_spread_next_to_the_effect(tmp_path):
     text = "\n".join(lines)
     assert lines[0] == "## Device as a replicate"
     assert "the devices (cuda vs cpu (1 thread)) differ by" in text
-    assert "the sigmoid - arctan effect is +0.0100 [+0.0050, +0.0150] (n = 4)" in text
+    assert "the activation sigmoid - arctan effect is +0.0100 [+0.0050, +0.0150] (n = 4)" in text
     effects = pd.read_csv(tmp_path / "device_effects.csv").set_index("device")
     # seed 0: cpu sigmoid - arctan = 0.01 in both folds; cuda: 0.003, 0.005
     assert effects.loc["cpu (1 thread)", "mean_difference"] == pytest.approx(0.01)
@@ -287,7 +286,7 @@ def test_run_folders_through_the_loader(tmp_path):
     folds, _ = load_results([tmp_path / "sweep"])
     epochs = load_epochs(folds)
     out = tmp_path / "report"
-    lines = confounds.stopping_sections(folds, epochs, [("sigmoid", "arctan")], [], out)
+    lines = confounds.stopping_sections(folds, epochs, [PAIR], [], out)
     assert lines[0] == "## The stopping confound"
     matched = pd.read_csv(out / "matched_epochs.csv").set_index("budget")
     d = np.array(SIGMOID) - np.array(ARCTAN)

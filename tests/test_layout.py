@@ -1,7 +1,8 @@
 """The package layout (DESIGN.md "Layout"): imports go one way, CLIs -> report -> runs -> config
 -> training -> (evaluation, nn, data) -> base, with no cycle between modules or packages; no
-function over 60 lines; a run folder's file names spelled in runs/folder.py only. Read from the
-source (``ast``), nothing imported."""
+function over 60 lines; a run folder's file names spelled in runs/folder.py only, its result
+columns' names in runs/schema.py only. Read from the source (``ast``); only the schema is
+imported (for the names to look for)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from segact.runs import schema
+
 SRC = Path(__file__).resolve().parents[1] / "src" / "segact"
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"train", "predict"}),  # the CLIs
@@ -22,11 +25,19 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"config"}),  # the schemas: they import each layer's Enums
     frozenset({"training"}),
     frozenset({"evaluation", "nn", "data"}),
-    frozenset({"choices", "errors", "io"}),  # the base
+    frozenset({"choices", "errors", "io", "schema"}),  # the base
 )
 """Top to bottom: a unit (top-level module or package) imports only units of lower layers, or
 of its own layer where that makes no cycle."""
+LEAVES: dict[str, str] = {"segact.runs.schema": "schema"}
+"""Modules of a package that belong to a lower layer than it (their own unit): the result
+columns' names, which every layer that writes or reads a column spells, importing nothing."""
 RUN_FOLDER_NAMES = {"folds.csv", "epochs.csv", "thresholds.csv", "summary.json", "sweep_folds.csv"}
+PLAIN_WORDS = frozenset({schema.TP, schema.FP, schema.FN, schema.TN, schema.DICE, schema.LR,
+                         schema.N_IMAGES})  # fmt: skip
+"""Column names that are also ordinary words of segact's code, free to spell: the confusion
+counts and Dice of ``segact.threshold_sweep``'s public table, and settings' names
+(``trainer.lr``, ``dataset.n_images``)."""
 MAX_FUNCTION_LINES = 60
 
 
@@ -67,6 +78,8 @@ def _packages() -> frozenset[str]:
 
 def _unit(module: str) -> str | None:
     """``segact.runs.folder`` -> ``runs``; the package root (lazy re-exports) -> None."""
+    if module in LEAVES:
+        return LEAVES[module]
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else None
 
@@ -144,6 +157,42 @@ def test_run_folder_file_names_are_spelled_in_one_module():
         if isinstance(node, ast.Constant) and node.value in RUN_FOLDER_NAMES
     }
     assert spelled == {"segact.runs.folder"}
+
+
+def _result_columns() -> frozenset[str]:
+    """The result columns whose names only runs/schema.py spells: every metric, count, flag,
+    timing and training number of the three files (identities and settings are config words),
+    and their former names."""
+    kinds = {schema.Kind.METRIC, schema.Kind.COUNT, schema.Kind.FLAG, schema.Kind.TIMING,
+             schema.Kind.TRAINING}  # fmt: skip
+    names = {c.name for table in schema.TABLES for c in table if c.kind in kinds}
+    return frozenset(names | set(schema.LEGACY_NAMES)) - PLAIN_WORDS
+
+
+def test_result_columns_are_spelled_in_the_schema_only():
+    columns = _result_columns()
+    spelled = {
+        (name, node.value)
+        for name, tree in _modules().items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and node.value in columns
+        if name != schema.__name__
+    }
+    assert not spelled, f"spell these by their segact.runs.schema constant: {sorted(spelled)}"
+    assert {"best_dice", "nll", "epoch_selected", "mean_dice", "val_nll"} <= columns
+
+
+def test_the_schema_declares_each_name_once_and_alike_in_every_file():
+    for table in schema.TABLES:
+        names = table.names()
+        assert len(names) == len(set(names))
+    for column in (c for table in schema.TABLES for c in table):
+        known = schema.COLUMNS[column.name]
+        assert (column.dtype, column.range) == (known.dtype, known.range), column.name
+        assert (column.range is None) == (column.dtype in (schema.Dtype.TEXT, schema.Dtype.FLAG))
+        assert column.direction is None or column.kind is schema.Kind.METRIC, column.name
+    assert set(schema.SELECTED_METRICS) | set(schema.PAPER_METRICS) <= set(schema.FOLDS.names())
+    assert all(schema.read_as(new) for new in schema.LEGACY_NAMES.values())
 
 
 @pytest.mark.parametrize(

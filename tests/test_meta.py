@@ -1,5 +1,6 @@
 """Pooled estimates, equivalence, power, verdicts and "learned or not", against hand-computed
-numbers: a DerSimonian-Laird estimate on three datasets, TOST and power by their formulas."""
+numbers: DerSimonian-Laird and Hartung-Knapp-Sidik-Jonkman on three datasets, TOST and power by
+their formulas, verdict words, the margin sensitivity table."""
 
 import math
 
@@ -18,28 +19,32 @@ N = 10
 
 
 def _summary(effects=EFFECTS, variances=VARIANCES, datasets=("a", "b", "c"), **keys):
-    """paired_summary rows whose difference has mean ``effects`` and variance of the mean
-    ``variances`` (sd^2 / n with n = 10 pairs)."""
+    """paired_summary rows whose difference has mean ``effects`` and corrected variance of the
+    mean ``variances`` (sd^2 (1/n + 1/4) with n = 10 pairs); b's mean is 0.8."""
     rows = []
     for dataset, effect, variance in zip(datasets, effects, variances, strict=True):
-        sd = math.sqrt(variance * N)
-        low, high = scipy_stats.t.interval(0.95, N - 1, loc=effect, scale=sd / math.sqrt(N))
+        sd = math.sqrt(variance / (1 / N + 0.25))
+        test = stats.CorrectedT(effect, sd, N, 0.25)
+        low, high = test.interval()
         rows.append(
             {
-                "activation_a": "sigmoid",
-                "activation_b": "arctan",
+                "factor": "activation",
+                "a": "sigmoid",
+                "b": "arctan",
                 "dataset": dataset,
                 "loss": "mse",
                 "metric": "best_dice",
                 "n": N,
-                "mean_a": 0.8,
-                "mean_b": 0.8 - effect,
+                "seeds": 2,
+                "folds": 5,
+                "test_train_ratio": 0.25,
+                "mean_a": 0.8 + effect,
+                "mean_b": 0.8,
                 "mean_difference": effect,
                 "sd_difference": sd,
+                "se_corrected": test.se,
                 "ci_low": low,
                 "ci_high": high,
-                "tost_p": np.nan,
-                "mde_80": np.nan,
                 **keys,
             }
         )
@@ -74,16 +79,46 @@ def test_dersimonian_laird_on_three_datasets_by_hand():
     assert random["pi_low"] == pytest.approx(random["estimate"] - half)
     assert random["pi_high"] == pytest.approx(random["estimate"] + half)
     assert random["k"] == 3 and random["datasets"] == "a, b, c"
-    assert random["relative_percent"] == pytest.approx(-100 * random["estimate"] / 0.8)
+    assert random["relative_percent"] == pytest.approx(100 * random["estimate"] / 0.8)
+    assert not random["headline"] and pooled.loc["random_hksj", "headline"]  # k = 3 < 10
 
 
-def test_no_prediction_interval_below_three_datasets_and_one_dataset_is_itself():
+def test_hartung_knapp_sidik_jonkman_by_hand():
+    # DL weights 1/(v + tau^2), mu their mean; q = sum w (y - mu)^2 / (k - 1);
+    # se = sqrt(q / sum w); the 95 % CI on t with k - 1 = 2 degrees of freedom
+    pooled = _pooled(_summary())
+    tau2 = 3 / 1.6e5
+    w = 1 / (np.array(VARIANCES) + tau2)
+    y = np.array(EFFECTS)
+    mu = np.dot(w, y) / w.sum()
+    q = np.dot(w, (y - mu) ** 2) / 2
+    se = math.sqrt(q / w.sum())
+    t = scipy_stats.t.ppf(0.975, 2)
+    hksj = pooled.loc["random_hksj"]
+    assert hksj["estimate"] == pytest.approx(mu)
+    assert hksj["se"] == pytest.approx(se)
+    assert (hksj["ci_low"], hksj["ci_high"]) == pytest.approx((mu - t * se, mu + t * se))
+    assert hksj["tau2"] == pytest.approx(tau2)
+    margin = 0.01  # ABSOLUTE
+    expected = max(
+        scipy_stats.t.sf((mu + margin) / se, 2), scipy_stats.t.cdf((mu - margin) / se, 2)
+    )
+    assert hksj["tost_p"] == pytest.approx(expected)
+    half = scipy_stats.t.ppf(0.975, 1) * math.sqrt(tau2 + se**2)
+    assert (hksj["pi_low"], hksj["pi_high"]) == pytest.approx((mu - half, mu + half))
+
+
+def test_no_pooled_row_over_one_dataset_and_no_prediction_interval_below_three():
     two = _pooled(_summary(EFFECTS[:2], VARIANCES[:2], ("a", "b")))
-    assert np.isnan(two.loc["random_dl", "pi_low"])
-    one = _pooled(_summary(EFFECTS[:1], VARIANCES[:1], ("a",)))
-    assert one.loc["random_dl", "estimate"] == pytest.approx(0.01)
-    assert one.loc["random_dl", "se"] == pytest.approx(math.sqrt(1e-5))
-    assert np.isnan(one.loc["random_dl", "tau2"])
+    assert np.isnan(two.loc["random_dl", "pi_low"]) and np.isnan(two.loc["random_hksj", "pi_low"])
+    assert set(two.index) == {"random_hksj", "random_dl", "fixed", "equal"}
+    one = meta.meta_analysis(
+        _summary(EFFECTS[:1], VARIANCES[:1], ("a",)), pd.Series([False]), ABSOLUTE
+    )
+    assert one.empty and "method" in one.columns
+    # a real dataset beside the synthetic set: one real dataset, nothing pooled
+    beside = _summary(EFFECTS[:2], VARIANCES[:2], ("a", "synthetic"))
+    assert meta.meta_analysis(beside, pd.Series([False, False]), ABSOLUTE).empty
 
 
 def test_pooled_tost_and_power_by_their_formulas():
@@ -95,6 +130,21 @@ def test_pooled_tost_and_power_by_their_formulas():
     assert meta.pooled_tost_p(estimate, se, margin) == pytest.approx(expected)
     z = scipy_stats.norm.ppf(0.975) + scipy_stats.norm.ppf(0.8)
     assert meta.pooled_mde(se) == pytest.approx(z * se, rel=1e-3)
+
+
+def test_judged_rows_use_the_corrected_variance_and_b_as_baseline():
+    summary = meta.judge_datasets(_summary(), claims.MarginRule(), paper_claims=False)
+    assert "claimed" not in summary.columns  # only with --paper-claims
+    row = summary.iloc[1]
+    assert row["margin"] == pytest.approx(0.008)  # 1 % of b's mean 0.8
+    test = stats.CorrectedT(row["mean_difference"], row["sd_difference"], N, 0.25)
+    assert row["tost_p"] == pytest.approx(test.tost_p(0.008))
+    assert row["mde_80"] == pytest.approx(test.mde())
+    assert row["verdict"] == "inconclusive"
+    expected = stats.seeds_needed(0.008, row["sd_difference"], 5, 0.25)
+    assert row["seeds_needed"] == pytest.approx(expected) or np.isnan(expected)
+    judged = meta.judge_datasets(_summary(), claims.MarginRule(), paper_claims=True)
+    assert judged["claimed"].isna().all()  # the paper claims nothing about MSE
 
 
 def test_paired_tost_and_mde_per_dataset():
@@ -131,38 +181,46 @@ DICE_CLAIM = claims.CLAIMS[0]
         (-0.008, -0.002, np.nan, "same direction, smaller"),
         (-0.04, -0.02, np.nan, "same direction, larger"),
         (0.002, 0.01, np.nan, "opposite"),
-        (-0.004, 0.004, 0.01, "excluded (equivalent within ±0.016)"),
-        (-0.02, 0.02, 0.4, "inconclusive (MDE 0.03)"),
+        (-0.004, 0.004, 0.01, "equivalent (within ±0.016)"),
+        (-0.02, 0.02, 0.4, "inconclusive"),
     ],
 )
 def test_verdicts_against_the_paper_claim(low, high, tost, words):
-    row = {
-        "ci_low": low,
-        "ci_high": high,
-        "tost_p": tost,
-        "mde_80": 0.03,
-        "margin": 0.016,
-        "activation_a": "sigmoid",
-        "activation_b": "arctan",
-        "metric": "best_dice",
-    }
     claimed = DICE_CLAIM.claimed_difference(0.8)
     assert claimed == pytest.approx(-0.016)
-    assert claims.verdict(row, DICE_CLAIM, claimed) == words
+    assert claims.verdict(low, high, tost, 0.016, "best_dice", claimed) == words
 
 
-def test_verdicts_without_a_claim_say_who_is_ahead_lower_nll_wins():
-    row = {"ci_low": 0.01, "ci_high": 0.02, "tost_p": np.nan, "mde_80": 0.0, "margin": 0.0}
-    row |= {"activation_a": "sigmoid", "activation_b": "arctan"}
-    assert claims.verdict({**row, "metric": "best_dice"}, None, np.nan) == "sigmoid ahead"
-    assert claims.verdict({**row, "metric": "nll"}, None, np.nan) == "arctan ahead"
+def test_a_claim_read_the_other_way_round_is_the_same_claim():
+    forward = claims.claimed_difference(
+        "activation", "sigmoid", "arctan", "dice", "best_dice", 0.8, 0.82
+    )
+    backward = claims.claimed_difference(
+        "activation", "arctan", "sigmoid", "dice", "best_dice", 0.82, 0.8
+    )
+    assert forward == pytest.approx(-0.016) and backward == pytest.approx(0.016)
+    assert np.isnan(
+        claims.claimed_difference("loss", "sigmoid", "arctan", "dice", "best_dice", 1, 1)
+    )
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "metric", "words"),
+    [
+        (0.01, 0.02, "best_dice", "a better"),
+        (-0.02, -0.01, "best_dice", "b better"),
+        (0.01, 0.02, "nll", "b better"),  # a's NLL higher: b better
+        (-0.02, -0.01, "paper_nll", "a better"),
+    ],
+)
+def test_verdicts_without_a_claim_say_which_level_is_better(low, high, metric, words):
+    assert claims.verdict(low, high, np.nan, 0.01, metric) == words
 
 
 def test_margin_rule():
-    assert claims.MarginRule().margin(DICE_CLAIM, 0.8) == pytest.approx(0.016)
-    assert claims.MarginRule().margin(None, 0.8) == pytest.approx(0.008)
-    assert claims.MarginRule("2%").margin(None, 0.5) == pytest.approx(0.01)
-    assert claims.MarginRule("0.03").margin(DICE_CLAIM, 0.8) == pytest.approx(0.03)
+    assert claims.MarginRule().margin(0.8) == pytest.approx(0.008)  # 1 % of b's mean
+    assert claims.MarginRule("2%").margin(0.5) == pytest.approx(0.01)
+    assert claims.MarginRule("0.03").margin(0.8) == pytest.approx(0.03)
     with pytest.raises(ReportError, match="--margin"):
         claims.MarginRule("two")
 
@@ -170,7 +228,7 @@ def test_margin_rule():
 def test_unlearned_datasets_leave_the_learned_scope_only():
     summary = _summary()
     cells = pd.DataFrame([{"dataset": "c", "loss": "mse", "activation": "arctan"}])
-    unlearned = meta.unlearned_rows(summary, cells)
+    unlearned = meta.unlearned_rows(summary, cells, "activation")
     assert unlearned.tolist() == [False, False, True]
     table = meta.meta_analysis(summary, unlearned, claims.MarginRule())
     assert set(table.loc[table["scope"] == "learned", "datasets"]) == {"a, b"}
@@ -233,3 +291,17 @@ def test_homogeneous_datasets_give_tau2_zero_and_random_equals_fixed():
     assert pooled.loc["random_dl", "tau2"] == 0 and pooled.loc["random_dl", "i2"] == 0
     for column in ("estimate", "se", "ci_low", "ci_high"):
         assert pooled.loc["random_dl", column] == pytest.approx(pooled.loc["fixed", column])
+    assert pooled.loc["random_hksj", "estimate"] == pytest.approx(-0.016)
+    assert pooled.loc["random_hksj", "tau2"] == 0
+
+
+def test_margin_sensitivity_under_each_headline():
+    pooled = meta.meta_analysis(_summary(), pd.Series(False, index=range(3)), ABSOLUTE)
+    table = meta.margin_sensitivity(pooled)
+    assert table["margin_percent"].tolist() == [0.5, 1.0, 2.0]
+    assert set(table["method"]) == {"random_hksj"}
+    hksj = pooled[(pooled["scope"] == "learned") & (pooled["method"] == "random_hksj")].iloc[0]
+    for _, row in table.iterrows():
+        assert row["margin"] == pytest.approx(row["margin_percent"] / 100 * 0.8)
+        expected = meta.pooled_tost_p(hksj["estimate"], hksj["se"], row["margin"], 2)
+        assert row["tost_p"] == pytest.approx(expected)

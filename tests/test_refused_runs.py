@@ -61,7 +61,7 @@ def test_a_refused_run_leaves_no_folder_and_the_right_pattern_trains(tmp_path):
     result = _segact_train(work, *folder, pattern)
     assert result.returncode == 0, result.stderr[-2000:]
     (summary,) = (work / "outputs").rglob("summary.json")
-    assert summary.parent.name.startswith("dataset.image_size=16,dataset.root=data,")
+    assert summary.parent.name.startswith("dataset.image_size=16,dataset.root=data-")
     assert str(tmp_path).replace("/", "_") not in str(summary) and "mask_pattern" not in str(
         summary
     )

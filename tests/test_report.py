@@ -117,13 +117,12 @@ def test_report_writes_every_file(sweep, built, tmp_path):
         "table_dataset_toy.tex",
         "paired_differences.csv",
         "paired_summary.csv",
-        "meta_analysis.csv",
-        "paper_claims.csv",
         "learned.csv",
         "forest.png",
         "flagged.csv",
         "failed.csv",
         "report.md",
+        "report.html",  # report.md as one page, figures embedded
         "dice_vs_threshold.png",
         "reliability.png",
         "activations.png",
@@ -137,7 +136,7 @@ def test_report_writes_every_file(sweep, built, tmp_path):
     assert table[["activation", "n"]].values.tolist() == [["arctan", "5"], ["sigmoid", "5"]]
     assert pd.read_csv(out / "failed.csv")["activation"].tolist() == ["hardtanh"]
     assert "## Failed runs" in (out / "report.md").read_text()
-    again = _report(tmp_path / "again", sweep, "--compare", out / "results.csv")
+    again = _report(tmp_path / "again", sweep, "--diff-results", out / "results.csv")
     compared = pd.read_csv(again / "compare.csv")
     assert (compared["present"] == "both").all() and len(compared) == 11
     assert (compared["best_dice"].dropna() == 0).all() and compared["best_dice"].notna().sum() == 10
@@ -148,16 +147,19 @@ def test_paired_statistics_match_scipy(built):
     summary = pd.read_csv(out / "paired_summary.csv").set_index("metric").loc["best_dice"]
     d = np.subtract(SIGMOID, ARCTAN)
     sem = scipy_stats.sem(d)
-    assert summary["n"] == 5
-    assert summary["ci_method"] == "t"  # the interval of the paired t-test
-    assert summary["t_p"] == pytest.approx(scipy_stats.ttest_rel(SIGMOID, ARCTAN).pvalue)
+    assert summary[["factor", "a", "b", "n"]].tolist() == ["activation", "sigmoid", "arctan", 5]
+    assert summary["ci_method"] == "corrected_t"
+    assert summary["plain_t_p"] == pytest.approx(scipy_stats.ttest_rel(SIGMOID, ARCTAN).pvalue)
     assert summary["mean_difference"] == pytest.approx(d.mean())
     assert summary["wilcoxon_p"] == pytest.approx(scipy_stats.wilcoxon(d).pvalue)
     assert summary["wilcoxon_p_holm"] == summary["wilcoxon_p"]  # one row per table
     assert summary["min_p_reachable"] == 2 / 2**5
     interval = scipy_stats.t.interval(0.95, 4, loc=d.mean(), scale=sem)
-    assert (summary["ci_low"], summary["ci_high"]) == pytest.approx(interval)
-    assert "the paired t-interval (95 %) and the paired t-test" in (out / "report.md").read_text()
+    assert (summary["plain_ci_low"], summary["plain_ci_high"]) == pytest.approx(interval)
+    # 5 folds, no sizes recorded: n_test / n_train = 1/4 (Nadeau & Bengio)
+    corrected = scipy_stats.t.interval(0.95, 4, loc=d.mean(), scale=sem * np.sqrt(1 + 5 / 4))
+    assert (summary["ci_low"], summary["ci_high"]) == pytest.approx(corrected)
+    assert "the corrected resampled t (Nadeau & Bengio 2003" in (out / "report.md").read_text()
 
 
 def _kinds(values: list[str]) -> list[list[str]]:
@@ -174,6 +176,8 @@ def test_rows_split_by_every_differing_setting(tmp_path):
     means = table["best Dice"].str.replace("*", "").str[:5]
     assert means.tolist() == ["0.690", "0.590", "0.712", "0.612"]
     summary = pd.read_csv(out / "paired_summary.csv").query("metric == 'best_dice'")
+    assert list(dict.fromkeys(summary["factor"])) == ["activation", "trainer.lr"]
+    summary = summary[summary["factor"] == "activation"]
     d = np.subtract(SIGMOID, ARCTAN)
     assert summary[["lr", "n"]].values.tolist() == [[0.001, 5], [0.1, 5]]
     assert summary["mean_difference"].tolist() == pytest.approx([d.mean()] * 2)
@@ -248,9 +252,7 @@ def test_paper_aggregation(sweep, tmp_path):
     paired = pd.read_csv(out / "paired_summary.csv").set_index("metric")
     assert sorted(paired.index) == ["paper_best_dice", "paper_nll", "paper_threshold_averaged_dice"]
     assert paired.loc["paper_best_dice", "mean_a"] == pytest.approx(paper_best.mean())
-    claims = pd.read_csv(out / "paper_claims.csv")
-    assert set(claims["metric"]) == {"paper_best_dice"}  # one row per scope and method
-    assert len(claims) == 4  # 2 scopes x (fixed, random effects); one dataset: no "equal"
+    assert not (out / "paper_claims.csv").exists()  # one dataset, not the paper's experiment
 
 
 def _flagged_sweep(root: Path) -> Path:
@@ -293,7 +295,9 @@ def test_exclude_degenerate_drops_them_from_tables_and_statistics(tmp_path):
     )
     assert _table(out / "table_dataset_toy.md")["n"].tolist() == ["5", "5", "4"]
     summary = pd.read_csv(out / "paired_summary.csv")
-    assert (summary["n"] == 4).all()
+    with_sigmoid = (summary["a"] == "sigmoid") | (summary["b"] == "sigmoid")
+    assert (summary.loc[with_sigmoid, "n"] == 4).all()
+    assert (summary.loc[~with_sigmoid, "n"] == 5).all()
     text = (out / "report.md").read_text()
     assert "--exclude-degenerate: 1 degenerate fold(s) of 15 dropped" in text
     assert "## Tables with the 1 degenerate fold(s)" in text
@@ -396,8 +400,8 @@ def _bad_sources(tmp_path: Path, sweep: Path) -> dict[str, list[str]]:
         "lacks the columns best_dice": [no_metrics],
         "5 finished row(s) have no activation name": [no_name],
         "lacks the columns paper_nll": [no_paper, "--aggregate", "paper"],
-        "the activations here: arctan, sigmoid": [sweep, "--pair", "sigmoid", "nosuchact"],
-        "compare two different activations": [sweep, "--pair", "sigmoid", "sigmoid"],
+        "the activation levels here: arctan, sigmoid": [sweep, "--pair", "sigmoid", "nosuchact"],
+        "compare two different levels of activation": [sweep, "--pair", "sigmoid", "sigmoid"],
     }
 
 
@@ -411,12 +415,17 @@ def test_bad_input_gives_one_clear_line(sweep, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_without_the_default_pair_the_report_says_so(tmp_path):
+def test_without_a_pair_every_factor_is_compared(tmp_path):
     write_run(tmp_path / "sweep", "sigmoid", SIGMOID)
     write_run(tmp_path / "sweep", "normal_cdf", ARCTAN)
     out = _report(tmp_path / "out", tmp_path / "sweep", "--no-figures")
-    assert not list(out.glob("*.png")) and "## Figures" not in (out / "report.md").read_text()
-    assert "No paired comparison: no --pair given" in (out / "report.md").read_text()
+    assert [p.name for p in out.glob("*.png")] == ["forest.png"]  # drawn all the same
+    assert "## Figures" not in (out / "report.md").read_text()
+    summary = pd.read_csv(out / "paired_summary.csv")  # every factor: sigmoid - normal_cdf
+    assert summary[["a", "b"]].drop_duplicates().values.tolist() == [["sigmoid", "normal_cdf"]]
+    write_run(tmp_path / "same", "sigmoid", SIGMOID)
+    out = _report(tmp_path / "none", tmp_path / "same", "--no-figures")
+    assert "No paired comparison: the runs of a dataset vary no" in (out / "report.md").read_text()
     assert pd.read_csv(out / "paired_summary.csv").empty
     differences = pd.read_csv(out / "paired_differences.csv")
     assert differences.empty and "difference" in differences.columns

@@ -261,4 +261,4 @@ def test_a_run_whose_summary_disagrees_is_left_out_and_named(tmp_path, state):
     table = (tmp_path / "out" / "table_dataset_toy.md").read_text()
     assert "arctan" not in table  # no cell of it
     paired = pd.read_csv(tmp_path / "out" / "paired_summary.csv")
-    assert set(paired["activation_b"]) == {"normal_cdf"}
+    assert set(paired["b"]) == {"normal_cdf"}

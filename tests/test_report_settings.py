@@ -24,6 +24,11 @@ def _captions(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("Table: ")]
 
 
+def _scale_line(text: str) -> str:
+    """The Scale line, after report.md's opening sentences."""
+    return next(line for line in text.splitlines() if line.startswith("**Scale**"))
+
+
 def test_mixed_sweeps_name_the_input_size_and_epochs_of_each_table(tmp_path):
     text = _build(write_mixed_sweeps(tmp_path / "sweep"), tmp_path / "out")
     main, other = _captions(text)  # 48 px: the headline; 32 px: "Other input sizes"
@@ -31,7 +36,7 @@ def test_mixed_sweeps_name_the_input_size_and_epochs_of_each_table(tmp_path):
     assert "dataset.image_size 32" in other and "max_epochs 2" in other
     assert "trainer.max_epochs" not in main  # the same setting as max_epochs: said once
     assert "dataset.image\\_size 48" in (tmp_path / "out" / "table_dataset_toy.tex").read_text()
-    scale = text.splitlines()[2]
+    scale = _scale_line(text)
     assert scale.startswith("**Scale** of what this report shows: 4 runs (20 folds)")
     for part in (
         "model Unet-resnet18",
@@ -55,7 +60,7 @@ def test_a_setting_that_follows_the_rows_is_a_column(tmp_path):
     rows = [[cell.strip() for cell in line.strip("|").split("|")][:3] for line in lines[2:]]
     assert rows == [["bce", "arctan", "2"], ["bce", "sigmoid", "2"], ["dice", "arctan", "3"],
                     ["dice", "sigmoid", "3"]]  # fmt: skip
-    assert "input size 48 px;" in text.splitlines()[2]
+    assert "input size 48 px;" in _scale_line(text)
 
 
 def test_the_sweep_table_shows_the_settings_that_follow_its_rows(tmp_path):

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from segact.errors import ReportError
+from segact.report import tables
 from segact.runs import results
 from segact.runs.folder import FOLDS_CSV, READ_CHUNK_ROWS, RunFolder, read_result_csv
 from segact.runs.identity import CHOICES, setting_columns
@@ -106,7 +107,7 @@ def test_unusable_files_are_named(tmp_path, change, message):
     run = write_run(tmp_path, "sigmoid", SIGMOID)
     change(pd.read_csv(RunFolder(run).folds_csv)).to_csv(RunFolder(run).folds_csv, index=False)
     with pytest.raises(ReportError, match=re.escape(message)) as error:
-        results.load_results([tmp_path])
+        results.load_results([tmp_path], metrics=tables.AGGREGATIONS["selected"])
     assert str(RunFolder(run).folds_csv) in str(error.value)
 
 
@@ -154,9 +155,10 @@ def test_arctan_numbers_are_read_as_written(sweep):
     assert arctan["best_dice"].tolist() == ARCTAN
 
 
-def test_only_the_columns_the_report_reads_are_kept_typed(tmp_path):
-    """Unknown columns are never parsed; text stays text (a hash that looks like a number, here
-    like 8e10, is no float); Dice-like numbers are floats, counts as written."""
+def test_only_the_columns_the_report_reads_are_kept_typed(tmp_path, caplog):
+    """Unknown columns are never parsed, and named in a warning; text stays text (a hash that
+    looks like a number, here like 8e10, is no float); Dice-like numbers are floats, counts as
+    written."""
     path = tmp_path / FOLDS_CSV
     pd.DataFrame(
         {
@@ -175,6 +177,7 @@ def test_only_the_columns_the_report_reads_are_kept_typed(tmp_path):
     assert frame["config_hash"].tolist() == ["8029305e10444551", "0123456789012345"]
     assert frame["trainer.lr"].tolist() == ["0.001", "0.01"]
     assert frame["best_dice"].dtype == "float64" and frame["seed"].dtype == "int64"
+    assert "notes_by_hand are not in segact's result schema" in caplog.text
 
 
 def test_a_file_of_several_chunks_reads_as_one(tmp_path):

@@ -24,6 +24,8 @@ def _run(sweep, activation: str, loss: str):
 def test_output_root_is_above_the_sweep_folder(tmp_path):
     run = tmp_path / "multirun" / "sweep" / "synthetic" / "Unet-resnet18" / "x" / "seed0" / "y"
     assert output_root(run, "synthetic/Unet-resnet18/x/seed0/y") == tmp_path / "multirun"
+    elsewhere = tmp_path / "sw" / "sweep" / "synthetic" / "Unet-resnet18" / "x" / "seed0" / "y"
+    assert output_root(elsewhere, "synthetic/Unet-resnet18/x/seed0/y") is None  # not /tmp
     assert output_root(tmp_path / "mine", "mine") is None  # a folder chosen by hand
     assert output_root(tmp_path / "x", "synthetic/Unet-resnet18/x/seed0/y") is None
     assert output_root(Path("/y"), "a/b/c/d/y") is None  # shallower than its label

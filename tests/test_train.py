@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 
+from segact.runs import schema
 from segact.runs.folder import EPOCHS_CSV, FOLDS_CSV, THRESHOLDS_CSV, RunFolder
 from segact.runs.runner import train
 from tests.helpers import compose_config, numbers
@@ -70,6 +71,14 @@ def test_writes_all_four_files_with_documented_columns(tiny_run):
     assert on_disk["identity"]["trainer.lr"] == 0.001
     assert summary["zero_gradient"] is False
     assert not list(run_dir.rglob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_every_column_written_is_declared_in_the_schema_in_its_order(tiny_run):
+    run_dir = tiny_run[0]
+    files = {FOLDS_CSV: schema.FOLDS, EPOCHS_CSV: schema.EPOCHS, THRESHOLDS_CSV: schema.THRESHOLDS}
+    for name, table in files.items():
+        header = list(pd.read_csv(run_dir / name, nrows=0).columns)
+        assert header == [column for column in table.names() if column in header], name
 
 
 def test_paper_aggregates_and_cap_flag_follow_the_epoch_history(tiny_run):

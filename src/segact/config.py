@@ -33,6 +33,7 @@ from segact.nn.losses import Binarize
 from segact.training.fitting import SelectMetric
 from segact.training.forward import Precision
 from segact.training.graphs import CudaGraphs
+from segact.training.memory_format import AUTO as CHANNELS_LAST_AUTO
 from segact.training.protocol import ProtocolName
 
 
@@ -85,7 +86,9 @@ class TrainerConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     threads: int = 0  # torch threads; 0: one per available core (changes float sums on CPU)
-    channels_last: bool = True  # scripts/bench_train.py: 0.78x the epoch time on CPU
+    # auto: channels_last on CUDA, contiguous on CPU (uses_channels_last); true or false to choose.
+    # Any, not bool | str: OmegaConf 2.3 takes no unions (check_trainer checks the value).
+    channels_last: Any = CHANNELS_LAST_AUTO
     precision: Precision = Precision.auto
     compile: bool = False  # torch.compile the model
     # Capture each fold's training step and evaluation forward pass as CUDA graphs (auto: on CUDA
@@ -386,6 +389,8 @@ def check_trainer(trainer: DictConfig) -> None:
         _fail("trainer.fold", trainer.fold, f"choose a fold in 0..{trainer.folds - 1} or null")
     if trainer.device not in ("auto", "cpu") and not trainer.device.startswith(("cuda", "mps")):
         _fail("trainer.device", trainer.device, "use auto, cpu, cuda, cuda:N or mps")
+    if trainer.channels_last not in (True, False, CHANNELS_LAST_AUTO):
+        _fail("trainer.channels_last", trainer.channels_last, "use auto, true or false")
 
 
 def check_device_available(device: str) -> None:

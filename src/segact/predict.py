@@ -18,18 +18,26 @@ from segact.io import describe
 INTERRUPTED = 130  # the shell's exit status for a command stopped by Ctrl-C (128 + SIGINT)
 
 
-class _Warnings(logging.Handler):
+APPLIED = "segact.runs.predict"
+"""The logger whose INFO line says which folds and threshold a prediction applies."""
+
+
+class _Lines(logging.Handler):
     """segact's warnings (a model saved before model hashes) as ``segact-predict: warning: ...``
-    lines on the current stderr."""
+    lines on the current stderr, and the line saying which folds' models and which threshold it
+    applies as ``segact-predict: applying ...`` on stdout."""
 
     def __init__(self) -> None:
-        super().__init__(logging.WARNING)
+        super().__init__(logging.INFO)
 
     def emit(self, record: logging.LogRecord) -> None:
-        print(f"segact-predict: warning: {record.getMessage()}", file=sys.stderr)
+        if record.levelno >= logging.WARNING:
+            print(f"segact-predict: warning: {record.getMessage()}", file=sys.stderr)
+        elif record.name == APPLIED:
+            print(f"segact-predict: {record.getMessage()}")
 
 
-WARNINGS = _Warnings()
+LINES = _Lines()
 
 
 def _fraction(text: str) -> float:
@@ -106,8 +114,10 @@ def _predict(args: argparse.Namespace) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    segact_log = logging.getLogger("segact")
-    segact_log.addHandler(WARNINGS)
+    segact_log, applied_log = logging.getLogger("segact"), logging.getLogger(APPLIED)
+    segact_log.addHandler(LINES)
+    level = applied_log.level
+    applied_log.setLevel(logging.INFO)
     try:
         written = _predict(args)
     except KeyboardInterrupt:
@@ -120,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"segact-predict: error: {describe(error)}", file=sys.stderr)
         sys.exit(1)
     finally:
-        segact_log.removeHandler(WARNINGS)
+        segact_log.removeHandler(LINES)
+        applied_log.setLevel(level)
     print(f"segact-predict: wrote {len(written)} file(s) to {args.out}")
 
 

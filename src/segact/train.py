@@ -8,10 +8,12 @@ config or data before it computes anything. Ctrl-C saves a checkpoint and exits 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra import initialize_config_dir
@@ -23,15 +25,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
-from hydra.errors import ConfigCompositionException
+from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from segact.config import ConfigError, check_known_keys, closest, config_dir, unknown_key
+from segact.data.pairs import hydra_override, shell_word
 from segact.io import describe, naming
 from segact.report.tables import dice_table, format_table
-from segact.runs.folder import RunFolder, read_result_csv, unusable_root
+from segact.runs import schema
+from segact.runs.folder import RunFolder, read_result_csv, summary_mean, unusable_root
 from segact.runs.identity import segment
 from segact.runs.runner import refused_folder, run
 from segact.training.interrupt import Interrupted, warned_before_training
@@ -72,9 +76,6 @@ class RunDirGuard(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
         HydraConfig.instance().set_config(config)  # as run_job does next: ${hydra:...} resolves
-        refused = refused_folder(Path(config.hydra.run.dir))
-        if refused is not None:  # before Hydra writes its .hydra/ and job log there
-            _refuse(refused)
         self._check(config.hydra.run.dir, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
@@ -91,6 +92,9 @@ class RunDirGuard(Callback):
         why = unusable_root(Path(folder))
         if why is not None:
             _refuse(f"{key} = {folder!r} {why}; choose a folder of its own for segact's runs")
+        refused = refused_folder(Path(folder)) if key == "hydra.run.dir" else None
+        if refused is not None:  # before Hydra writes its .hydra/ and job log there
+            _refuse(refused)
         try:  # Hydra's log file goes there next: a traceback of its own if it cannot
             with naming(Path(folder)):
                 path = Path(os.path.abspath(folder))
@@ -140,12 +144,90 @@ def log_finished(run_dir: Path, summary: dict) -> None:
         log.warning("NOTE: %s", note)
 
 
+# --- the settings that differ from the defaults, at a run's start ----------------------------
+
+MAX_VALUE_CHARS = 60
+"""A longer value (a threshold grid, a list of case starts) is cut there, with '...'."""
+
+
+@functools.cache
+def _default_choices(loader: ConfigLoaderImpl) -> dict[str, str | None]:
+    """The config groups' options when nothing is overridden (configs/config.yaml)."""
+    cfg = loader.load_configuration("config", [], RunMode.RUN)
+    return dict(cfg.hydra.runtime.choices)
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": value}`` for every leaf of a resolved config container (lists are leaves)."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    found: dict[str, Any] = {}
+    for key, value in node.items():
+        found |= _leaves(value, f"{prefix}.{key}" if prefix else str(key))
+    return found
+
+
+def _shown(value: Any) -> str:
+    """A value as an override writes it (``null``, ``true``), cut at ``MAX_VALUE_CHARS``."""
+    text = str(value)
+    if value is None or isinstance(value, bool):
+        text = "null" if value is None else text.lower()
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 3] + "..."
+
+
+def non_default_settings(cfg: DictConfig) -> list[str]:
+    """``group=option (default X)`` for each config group whose option is not the default, then
+    ``key=value (default X)`` for each resolved setting that differs from the defaults of the
+    groups the run composed (what the command line and an experiment file changed)."""
+    loader = GlobalHydra.instance().config_loader()
+    defaults = _default_choices(loader)
+    choices = {  # Hydra lists them last group first
+        group: option
+        for group, option in reversed(HydraConfig.get().runtime.choices.items())
+        if not group.startswith("hydra/") and option is not None
+    }
+    lines = [
+        f"{group}={option} (default {_shown(defaults.get(group))})"
+        for group, option in choices.items()
+        if option != defaults.get(group)
+    ]
+    groups = [f"{'' if g in defaults else '+'}{g}={o}" for g, o in choices.items()]
+    reference = loader.load_configuration("config", groups, RunMode.RUN)
+    with open_dict(reference):
+        del reference["hydra"]
+    resolve = {"resolve": True, "throw_on_missing": False}
+    before = _leaves(OmegaConf.to_container(reference, **resolve))
+    after = _leaves(OmegaConf.to_container(cfg, **resolve))
+    for key, value in after.items():
+        if key not in before:
+            lines.append(f"{key}={_shown(value)} (not in the defaults)")
+        elif value != before[key]:
+            lines.append(f"{key}={_shown(value)} (default {_shown(before[key])})")
+    lines += [f"~{key} (default {_shown(before[key])})" for key in before if key not in after]
+    return lines
+
+
+def log_settings(cfg: DictConfig) -> None:
+    """The run's settings that differ from the defaults, as one block; a settings file that
+    cannot be composed again (never expected) is left unsaid rather than stop the run."""
+    try:
+        lines = non_default_settings(cfg)
+    except Exception as error:  # a printout never stops a run
+        log.debug("settings not compared with the defaults: %s", error)
+        return
+    if lines:
+        log.info("settings other than the defaults:\n  %s", "\n  ".join(lines))
+    else:
+        log.info("settings: the defaults")
+
+
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
     """One job: its run, then its Dice table."""
     logging.raiseExceptions = False  # a log line lost on a full disk: no traceback per line
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    log_settings(cfg)
     try:
         with warned_before_training():
             summary = run(cfg, run_dir, _label(run_dir), raise_errors=not multirun)
@@ -158,7 +240,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
     except OSError as error:  # disk full, read-only, permission denied: nothing is finished
         _refuse_os(error)
     log_finished(run_dir, summary)
-    return summary.get("threshold_averaged_dice_mean", summary.get("mean_dice_mean"))
+    return summary_mean(summary, schema.THRESHOLD_AVERAGED_DICE)
 
 
 # --- mistyped overrides, before Hydra ------------------------------------------------------
@@ -302,13 +384,43 @@ def _typo(loader: ConfigLoaderImpl, argv_overrides: list[str]) -> str | None:
     return None
 
 
+def _parses(parser: OverridesParser, line: str) -> bool:
+    try:
+        parser.parse_overrides([line])
+    except OverrideParseException:
+        return False
+    return True
+
+
+def _unparsed(overrides: list[str]) -> str | None:
+    """The first override Hydra's grammar refuses, as one line with Hydra's reason and, where
+    quoting its value makes it parse, the quoted form (``"dataset.mask_pattern='{stem}_mask'"``);
+    None if every override parses (or quoting mends none: Hydra reports it)."""
+    parser = OverridesParser.create()
+    for line in overrides:
+        try:
+            parser.parse_overrides([line])
+        except OverrideParseException as error:  # its message: Hydra's reason, then a link
+            key, equals, value = line.partition("=")
+            quoted = hydra_override(key, value)
+            if not equals or not _parses(parser, quoted):
+                return None
+            reason = str(error.message).splitlines()[0]
+            return f"cannot read {line!r} ({reason}): quote its value, {shell_word(quoted)}"
+    return None
+
+
 def check_overrides(argv: list[str]) -> None:
     """Refuse a mistyped override (a key, config group or group option that does not exist)
-    with one line naming the closest existing one, exit 2, before Hydra composes the config
-    or writes anything. Valid input, and errors of another kind, are left to Hydra as they are."""
+    with one line naming the closest existing one, and an unquoted value Hydra cannot read with
+    its quoted form, exit 2, before Hydra composes the config or writes anything. Valid input,
+    and errors of another kind, are left to Hydra as they are."""
     overrides = _overrides_to_check(argv)
     if not overrides:
         return
+    unparsed = _unparsed(overrides)
+    if unparsed is not None:
+        _refuse(unparsed)
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             message = _typo(GlobalHydra.instance().config_loader(), overrides)

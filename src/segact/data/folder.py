@@ -1,5 +1,5 @@
-"""``dataset=folder``: ``root/images/*`` and ``root/masks/*`` (png, jpg, tif, bmp) paired by name
-(a mask's name: ``mask_pattern`` with ``{stem}`` = its image's, e.g. ``{stem}_mask``), or one
+"""``dataset=folder``: ``root/images/*`` and ``root/masks/*`` (png, jpg, tif, bmp, gif) paired by
+name (a mask's name: ``mask_pattern`` with ``{stem}`` = its image's, e.g. ``{stem}_mask``), or one
 folder of both (``images_dir`` = ``masks_dir``), where a file named like a mask is a mask.
 
 Images are resized bilinearly to ``image_size`` and stored as 8-bit where the files are (else as
@@ -28,9 +28,11 @@ from segact.data.cache import Writer, cached
 from segact.data.normalize import check_normalize
 from segact.data.pairs import (
     STEM,
+    Wanted,
     list_named,
     match_pairs,
     pair_files,
+    require_folders,
     resolve_root,
     same_file,
     split_mixed,
@@ -49,7 +51,7 @@ from segact.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 
 
 COLOUR_MODES = ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV")  # read as RGB (a mask keeps P indices)
@@ -252,8 +254,12 @@ def folder_pairs(
         both = list_named(folders[0], IMAGE_SUFFIXES, _stem, "images and masks", MIXED_TWINS)
         images, masks = split_mixed(both, mask_pattern, folders[0])
     else:
-        images = list_named(folders[0], IMAGE_SUFFIXES, _stem, "the images")
-        masks = list_named(folders[1], IMAGE_SUFFIXES, _stem, "one mask per image")
+        image_folder = Wanted("dataset.images_dir", images_dir, "the images")
+        mask_folder = Wanted("dataset.masks_dir", masks_dir, "one mask per image", masks=True)
+        require_folders(path, image_folder, mask_folder)
+        images = list_named(folders[0], IMAGE_SUFFIXES, _stem, image_folder.what)
+        require_folders(path, mask_folder)
+        masks = list_named(folders[1], IMAGE_SUFFIXES, _stem, mask_folder.what)
     return path, match_pairs(images, masks, path, mask_pattern, folders)
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -104,6 +106,137 @@ def list_named(
     return files
 
 
+# --- a root without its images or masks folder ---------------------------------------------------
+
+IMAGE_FOLDER_WORDS = frozenset({"original", "images", "image", "img", "imgs", "input"})
+MASK_FOLDER_WORDS = frozenset(
+    {"groundtruth", "gt", "masks", "mask", "labels", "label", "manual", "1stmanual"}
+    | {"segmentation", "segmentations", "annotations"}
+)
+"""Words (lower case, without spaces, ``_`` or ``-``) of the folder names public datasets keep
+their images and masks in: ``Original``, ``Ground Truth``, ``1st_manual``, ``..._GroundTruth``."""
+MAX_SUBFOLDERS = 200  # folders looked at, two levels deep, for a layout hint
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A folder a dataset root needs: its config key, its value, what it holds."""
+
+    key: str  # e.g. dataset.images_dir
+    folder: str
+    what: str  # e.g. "the images"
+    masks: bool = False  # it holds masks (else images)
+
+
+def folder_role(name: str) -> bool | None:
+    """Whether a folder of this name usually holds masks (True) or images (False), from its
+    words (lower case, without spaces, ``_``, ``-``: ``Ground Truth``, ``1st_manual``,
+    ``ISIC2018_Task1_Training_GroundTruth``); None if no word tells. A mask word wins."""
+    lower = name.lower()
+    words = {p for p in re.split(r"[\s_\-.]+", lower) if p} | {re.sub(r"[\s_\-.]+", "", lower)}
+    if words & MASK_FOLDER_WORDS:
+        return True
+    return False if words & IMAGE_FOLDER_WORDS else None
+
+
+def _subfolders(root: Path) -> list[str]:
+    """The folders under ``root``, one and two levels deep (``training/images``), as relative
+    POSIX paths, hidden ones skipped; at most ``MAX_SUBFOLDERS``."""
+    found: list[str] = []
+    for top in _entries(root):
+        if top.name.startswith(".") or not top.is_dir():
+            continue
+        found.append(top.name)
+        try:
+            inner = sorted(p for p in top.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            inner = []
+        found.extend(f"{top.name}/{p.name}" for p in inner)
+        if len(found) >= MAX_SUBFOLDERS:
+            break
+    return found[:MAX_SUBFOLDERS]
+
+
+def _candidates(folders: list[str], wanted: Wanted) -> list[str]:
+    """The folders whose last name says they hold what ``wanted`` holds, upper level first."""
+    found = [f for f in folders if folder_role(f.rsplit("/", 1)[-1]) is wanted.masks]
+    return sorted(found, key=lambda f: (f.count("/"), f.lower()))
+
+
+def _named(names: list[str], shown: Callable[[str], str] = str) -> str:
+    """The first ``MAX_LISTED`` names and how many more."""
+    more = len(names) - MAX_LISTED
+    return ", ".join(map(shown, names[:MAX_LISTED])) + (f", ... ({more} more)" if more > 0 else "")
+
+
+def require_folders(root: Path, needed: Wanted, *others: Wanted) -> None:
+    """A DatasetError when the ``needed`` folder is missing under ``root`` (and with it those of
+    ``others`` missing too), naming the folders found there and the overrides that would read
+    them (guessed from common names: ``Original`` holds images, ``Ground Truth`` masks), e.g.
+    ``dataset.images_dir=Original "dataset.masks_dir=Ground Truth"``; "one of" where several
+    names fit."""
+    if not _is_dir(root / needed.folder):
+        missing = [needed, *(w for w in others if not _is_dir(root / w.folder))]
+        problem = f"{root / missing[0].folder} is missing: a dataset root needs {missing[0].what}"
+        raise DatasetError(f"{problem}; {_layout_hint(root, missing)}")
+
+
+def _layout_hint(root: Path, missing: list[Wanted]) -> str:
+    """The folders under ``root`` and the overrides that would read them."""
+    folders = _subfolders(root)
+    first = missing[0]
+    if not folders:
+        return (
+            f"{root} has no folders: put {first.what} in {root / first.folder}, or set "
+            f"{first.key} to the folder (relative to dataset.root) that holds them"
+        )
+    found = f"{root} has the folders {_named([f for f in folders if '/' not in f])}"
+    guesses = {w: _candidates(folders, w) for w in missing}
+    if not all(guesses.values()):
+        keys = " and ".join(w.key for w in missing)
+        unnamed = [f for f in folders if folder_role(f.rsplit("/", 1)[-1]) is None]
+        example = f" (e.g. {command_line_override(first.key, unnamed[0])})" if unnamed else ""
+        return f"{found}: set {keys} to the folders that hold them{example}"
+    overrides = " ".join(command_line_override(w.key, g[0]) for w, g in guesses.items())
+    if all(len(g) == 1 for g in guesses.values()):
+        return f"{found}: to read them, add {overrides}"
+    where = " and ".join(f"{_noun(w)} in one of {_named(g)}" for w, g in guesses.items())
+    return f"{found}: probably {where}: add e.g. {overrides}"
+
+
+def _noun(wanted: Wanted) -> str:
+    return "the masks" if wanted.masks else "the images"
+
+
+HYDRA_PLAIN = re.compile(r"[\w./+@%:-]+( +[\w./+@%:-]+)*")
+"""Values Hydra's override grammar reads as they are (a space inside is kept)."""
+SHELL_PLAIN = re.compile(r"[\w./+@%:=,-]+")
+
+
+def hydra_override(key: str, value: str) -> str:
+    """``key=value`` that Hydra's override grammar reads with ``value`` as it is: the value
+    quoted (``'{stem}_mask'``) where the grammar needs it; a backslash stays as it is, unless
+    before a quote or at the end."""
+    if not HYDRA_PLAIN.fullmatch(value):
+        escaped = re.sub(r"(\\+)(?='|$)", lambda m: m[1] * 2, value).replace("'", "\\'")
+        value = f"'{escaped}'"
+    return f"{key}={value}"
+
+
+def shell_word(text: str) -> str:
+    """``text`` as one word for a POSIX shell: as it is, or in double quotes."""
+    if SHELL_PLAIN.fullmatch(text):
+        return text
+    return '"' + re.sub(r'([\\"$`])', r"\\\1", text) + '"'
+
+
+def command_line_override(key: str, value: str) -> str:
+    """``key=value`` as typed in a shell so that Hydra reads ``value`` as it is:
+    ``dataset.images_dir=Original``, ``"dataset.masks_dir=Ground Truth"``,
+    ``"dataset.mask_pattern='{stem}_mask'"``."""
+    return shell_word(hydra_override(key, value))
+
+
 def nfc(name: str) -> str:
     """The name files pair by: its Unicode NFC form (composed accents)."""
     return unicodedata.normalize("NFC", name)
@@ -128,9 +261,7 @@ def _same_name(first: Path, second: Path, first_name: str, name: str, fix: str) 
 
 
 def _listing(names: list[str], alike: Counter[str]) -> str:
-    shown = ", ".join(_shown(name, alike) for name in names[:MAX_LISTED])
-    more = f", ... ({len(names) - MAX_LISTED} more)" if len(names) > MAX_LISTED else ""
-    return f"{len(names)}: {shown}{more}"
+    return f"{len(names)}: {_named(names, lambda name: _shown(name, alike))}"
 
 
 STEM = "{stem}"

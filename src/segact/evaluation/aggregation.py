@@ -11,12 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-LOWER_IS_BETTER = frozenset({"nll"})
-"""The sweep's metrics where lower is better (every other one: higher), so the best epoch's is
-the minimum: the paper's NLL, early stopping and the tables' bold."""
-RENAMED_METRICS: dict[str, str] = {"mean_dice": "threshold_averaged_dice"}
-"""Metrics renamed since files and checkpoints recorded them (2026-12-01): former -> current."""
-EPOCH_COLUMNS: tuple[str, ...] = ("val_best_dice", "val_threshold_averaged_dice", "val_nll")
+from segact.runs import schema
+
+EPOCH_COLUMNS: tuple[str, ...] = (
+    schema.VAL_BEST_DICE, schema.VAL_THRESHOLD_AVERAGED_DICE, schema.VAL_NLL,
+)  # fmt: skip
 """Per-epoch validation columns of epochs.csv that the paper's aggregation reads."""
 
 TRIVIAL_FOREGROUND_FRACTION = 0.99
@@ -57,9 +56,11 @@ def paper_aggregates(epochs: pd.DataFrame) -> dict[str, float]:
         raise ValueError("no epochs to aggregate")
     return {
         # max over thresholds of max over epochs == max over epochs of the per-epoch best
-        "paper_best_dice": _paper_max(epochs["val_best_dice"]),
-        "paper_threshold_averaged_dice": float(epochs["val_threshold_averaged_dice"].max()),
-        "paper_nll": float(epochs["val_nll"].min()),
+        schema.PAPER_BEST_DICE: _paper_max(epochs[schema.VAL_BEST_DICE]),
+        schema.PAPER_THRESHOLD_AVERAGED_DICE: float(
+            epochs[schema.VAL_THRESHOLD_AVERAGED_DICE].max()
+        ),
+        schema.PAPER_NLL: float(epochs[schema.VAL_NLL].min()),
     }
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from segact.nn.activations import EPS
+from segact.runs import schema
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
 CHUNK_PIXELS = 1 << 19
@@ -283,17 +284,18 @@ class ThresholdSweep:
         at_05 = table.loc[np.isclose(self.reported, 0.5)].iloc[0]
         table = table.loc[self.in_grid].reset_index(drop=True)
         best = int(np.argmax(table["dice"].to_numpy()))
+        per_image_dice = table[schema.DICE_PER_IMAGE]
         metrics = {
-            "best_dice": float(table["dice"].iloc[best]),
-            "best_threshold": float(table["threshold"].iloc[best]),
-            "threshold_averaged_dice": float(table["dice"].mean()),
-            "dice_at_05": float(at_05["dice"]),
-            "dice_per_image": float(table["dice_per_image"].iloc[best]),
-            "dice_per_image_at_05": float(at_05["dice_per_image"]),
-            "nll": nll_total / n_pixels,
-            "ece": self._expected_calibration_error(prob_sum, per_image.sum(axis=0), n_pixels),
-            "n_images": int(per_image.shape[0]),
-            "n_pixels": n_pixels,
+            schema.BEST_DICE: float(table["dice"].iloc[best]),
+            schema.BEST_THRESHOLD: float(table["threshold"].iloc[best]),
+            schema.THRESHOLD_AVERAGED_DICE: float(table["dice"].mean()),
+            schema.DICE_AT_05: float(at_05["dice"]),
+            schema.DICE_PER_IMAGE: float(per_image_dice.iloc[best]),
+            schema.DICE_PER_IMAGE_AT_05: float(at_05[schema.DICE_PER_IMAGE]),
+            schema.NLL: nll_total / n_pixels,
+            schema.ECE: self._expected_calibration_error(prob_sum, per_image.sum(axis=0), n_pixels),
+            schema.N_IMAGES: int(per_image.shape[0]),
+            schema.N_PIXELS: n_pixels,
         }
         return SweepResult(table=table, metrics=metrics)
 
@@ -314,7 +316,7 @@ class ThresholdSweep:
                 "fn": fn,
                 "tn": tn,
                 "dice": dice_from_counts(tp, fp, fn),
-                "dice_per_image": dice_from_counts(tp_i, fp_i, fn_i).mean(axis=0),
+                schema.DICE_PER_IMAGE: dice_from_counts(tp_i, fp_i, fn_i).mean(axis=0),
             }
         )
 
@@ -330,9 +332,10 @@ class ThresholdSweep:
         total = nll.sum(axis=0)
         sums = {"tn": below[:, 0], "fn": below[:, 1]}
         sums["fp"], sums["tp"] = total[0] - sums["tn"], total[1] - sums["fn"]
-        categories = ("tp", "fp", "tn", "fn")
-        columns = {f"mean_nll_{k}": _mean_or_nan(sums[k], counts[k].to_numpy()) for k in categories}
-        columns |= {f"paper_nll_{k}": sums[k] / max(n_pixels, 1) for k in categories}
+        columns = {
+            schema.mean_nll(k): _mean_or_nan(sums[k], counts[k].to_numpy()) for k in schema.CELLS
+        }
+        columns |= {schema.paper_nll(k): sums[k] / max(n_pixels, 1) for k in schema.CELLS}
         return pd.DataFrame(columns, index=counts.index)
 
     def _expected_calibration_error(

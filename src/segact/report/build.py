@@ -1,6 +1,6 @@
 """A report of one or more sweeps: select the folds (``select``), then write every section's
-files and report.md into a staging folder beside ``--out`` and publish them into it at once
-(``publish``); returns the main table."""
+files, report.md and report.html (``html``) into a staging folder beside ``--out`` and publish
+them into it at once (``publish``); returns the main table."""
 
 from __future__ import annotations
 
@@ -18,18 +18,21 @@ import pandas as pd
 
 from segact.errors import ReportError
 from segact.io import read_json, write_csv, write_json, write_text
-from segact.report import confounds, learned, meta, paired, sections, tables
+from segact.report import confounds, learned, paired, sections, tables
 from segact.report.claims import MarginRule
 from segact.report.compare import compare_sections
 from segact.report.figures import figure_sections
+from segact.report.html import REPORT_HTML, render_html
 from segact.report.scale import scale_sentence
 from segact.report.select import (
-    choose_pairs,
+    choose_comparisons,
     common_seed_folds,
     headline_scope,
+    paper_claims_default,
     pool_settings,
     used_folds,
 )
+from segact.report.stats import Comparison
 from segact.report.threshold_choice import threshold_choice_sections
 from segact.runs import results
 from segact.runs.folder import THRESHOLDS_CSV, ResultEdits
@@ -54,8 +57,11 @@ PUBLISH_WAIT_S = 600.0
 class ReportOptions:
     """What ``segact-report``'s options choose (``cli.py`` says what each means)."""
 
-    pairs: Sequence[tuple[str, str]] | None = None  # None: sigmoid vs arctan where both ran
-    compare: Path | None = None
+    pairs: Sequence[tuple[str, str]] | None = None  # levels; alone: activations
+    factors: Sequence[str] = ()  # --compare KEY; none: every factor the runs vary
+    baseline: str | None = None
+    paper_claims: bool | None = None  # None: only for runs of the paper's experiments
+    diff_results: Path | None = None
     aggregate: str = "selected"
     exclude_degenerate: bool = False
     figures: bool = True
@@ -77,7 +83,7 @@ class Selection:
     other_sizes: pd.DataFrame
     replicates: pd.DataFrame  # the same configurations on a second device
     keys: list[str]
-    pairs: list[tuple[str, str]]
+    comparisons: list[Comparison]
     epochs: pd.DataFrame  # epochs.csv rows of ``used``: the stopping confound and the figures
     notes: list[str] = field(default_factory=list)
 
@@ -89,17 +95,19 @@ def select(sources: Sequence[Path], options: ReportOptions) -> Selection:
     folds, thresholds = results.load_results(sources, metrics, notes, edits)
     folds = pool_settings(folds, options.pool, notes)
     ok, replicates = confounds.split_device_replicates(folds[folds["status"] == "ok"], notes)
-    ok, other = headline_scope(ok, notes)
+    ok, other = headline_scope(ok, notes, options.factors)
     keys = [k for k in row_keys(ok) if k != "dataset"]
     if options.common_seeds:
         ok = common_seed_folds(ok, keys, notes)
-    pairs = choose_pairs(ok, options.pairs, notes)
+    comparisons = choose_comparisons(ok, options.factors, options.pairs, options.baseline, notes)
     used = used_folds(ok, options.exclude_degenerate, notes)
     notes += sections.zero_gradient_notes(ok, keys)
     notes += _hardware_note(ok)
     epochs = results.load_epochs(used, edits)  # read once, for the two sections that need it
     notes[:0] = edits.notes()  # refuses edited files unless trusted; then first among the notes
-    return Selection(folds, thresholds, ok, used, other, replicates, keys, pairs, epochs, notes)
+    return Selection(
+        folds, thresholds, ok, used, other, replicates, keys, comparisons, epochs, notes
+    )
 
 
 def _hardware_note(ok: pd.DataFrame) -> list[str]:
@@ -124,28 +132,27 @@ def _write_tidy(chosen: Selection, out: Path) -> None:
         write_csv(thresholds, out / THRESHOLDS_CSV)
 
 
-def _comparison_lines(chosen: Selection, options: ReportOptions, out: Path) -> list[str]:
-    """Learned or not, the paired tests, the pooled estimates, the claims, the confounds."""
-    rule = options.margin
-    metric = "paper_best_dice" if options.aggregate == "paper" else "best_dice"
+def _comparison_lines(
+    chosen: Selection, options: ReportOptions, out: Path
+) -> tuple[list[str], list[str]]:
+    """(report.md's opening sentences, its sections: learned or not, the paired tests, the
+    pooled estimates, the claims, the confounds)."""
+    claims_on = options.paper_claims
+    claims_on = paper_claims_default(chosen.ok) if claims_on is None else claims_on
+    framing = paired.Framing(options.aggregate, options.margin, claims_on)
     cells = learned.learned_table(
-        chosen.used, chosen.thresholds, chosen.keys, metric,
-        options.min_gain,
-    )  # fmt: skip
+        chosen.used, chosen.thresholds, chosen.keys, framing.primary, options.min_gain
+    )
     if not cells.empty:
         write_csv(cells, out / LEARNED_CSV)
-    summary, paired_lines = paired.paired_sections(
-        chosen.used, chosen.pairs, options.aggregate, rule, out
-    )
-    unlearned = meta.unlearned_rows(summary, cells[cells["not_learned"]])
-    pooled, meta_lines = paired.meta_sections(summary, unlearned, rule, out)
-    return [
+    compared = paired.compare(chosen.used, chosen.comparisons, cells[cells["not_learned"]], framing)
+    summary = paired.summary_of(compared)
+    return paired.opening_lines(compared, chosen.used, framing), [
         *learned.learned_sections(cells, options.min_gain),
-        *paired_lines,
-        *meta_lines,
-        *paired.claims_sections(pooled, summary, out),
-        *paired.forest_sections(summary, pooled, unlearned, out),
-        *confounds.stopping_sections(chosen.used, chosen.epochs, chosen.pairs, chosen.keys, out),
+        *paired.comparison_sections(compared, chosen.used, framing, out),
+        *confounds.stopping_sections(
+            chosen.used, chosen.epochs, chosen.comparisons, chosen.keys, out
+        ),
         *confounds.device_sections(chosen.ok, chosen.replicates, summary, out),
     ]
 
@@ -153,7 +160,8 @@ def _comparison_lines(chosen: Selection, options: ReportOptions, out: Path) -> l
 def _overlay_lines(chosen: Selection, out: Path) -> list[str]:
     from segact.report import overlays  # torch and the models only when a report is drawn
 
-    return overlays.overlay_sections(chosen.used, chosen.pairs, out)
+    pairs = [(c.a, c.b) for c in chosen.comparisons if c.column == "activation"]
+    return overlays.overlay_sections(chosen.used, pairs, out)
 
 
 def build_report(sources: Sequence[Path], out: Path, options: ReportOptions) -> str:
@@ -180,16 +188,18 @@ def _write_report(
     table_lines, main_table = sections.table_sections(
         chosen.ok, chosen.used, chosen.keys, options.aggregate, out, shown
     )
+    opening, comparison_lines = _comparison_lines(chosen, options, out)
     lines = [
         f"# Report of {', '.join(map(str, sources))}",
         "",
+        *opening,
         scale_sentence(shown),
         "",
         *(f"- {note}" for note in chosen.notes),
         "",
         *table_lines,
         *sections.other_sizes_sections(chosen.other_sizes, chosen.keys, options.aggregate, shown),
-        *_comparison_lines(chosen, options, out),
+        *comparison_lines,
         *threshold_choice_sections(chosen.used, chosen.keys, out),
         *sections.argmax_sections(chosen.ok, out),
         *sections.flag_sections(chosen.ok, chosen.keys, out),
@@ -197,9 +207,12 @@ def _write_report(
         *(figure_sections(chosen.used, chosen.thresholds, chosen.epochs, chosen.keys, out)
           if options.figures else []),
         *(_overlay_lines(chosen, out) if options.figures else []),
-        *(compare_sections(chosen.folds, options.compare, out) if options.compare else []),
+        *(compare_sections(chosen.folds, options.diff_results, out)
+          if options.diff_results else []),
     ]  # fmt: skip
-    write_text("\n".join(lines), out / REPORT_MD)
+    text = "\n".join(lines)
+    write_text(text, out / REPORT_MD)
+    write_text(render_html(text, out), out / REPORT_HTML)
     return main_table
 
 

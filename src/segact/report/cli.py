@@ -33,22 +33,18 @@ def parser() -> argparse.ArgumentParser:
         "report's files there as a whole and leaves anything else in it alone",
     )
     parser.add_argument(
-        "--pair",
-        nargs=2,
-        action="append",
-        metavar=("A", "B"),
-        help="activations to compare per loss (repeatable; default: sigmoid arctan if both ran)",
-    )
-    parser.add_argument(
         "--aggregate",
         choices=tuple(tables.AGGREGATIONS),
         default="selected",
         help="what fills the paper-style table: each fold's selected epoch (default) or the "
         "paper's own max/min over epochs (paper_* columns)",
     )
+    add_comparison_options(parser)
     add_selection_options(parser)
     add_statistics_options(parser)
-    parser.add_argument("--compare", type=Path, help="another results.csv to diff against")
+    parser.add_argument(
+        "--diff-results", type=Path, metavar="CSV", help="another results.csv to diff against"
+    )
     parser.add_argument(
         "--no-figures",
         action="store_true",
@@ -62,6 +58,40 @@ def parser() -> argparse.ArgumentParser:
         "summary.json recorded when the run finished (edited since); report.md names them",
     )
     return parser
+
+
+def add_comparison_options(parser: argparse.ArgumentParser) -> None:
+    """Which factors and levels the paired statistics compare."""
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a factor to compare: a choice or setting the runs vary (loss, activation, head, "
+        "model.encoder, trainer.lr, ...), its levels over runs equal in everything else, per "
+        "dataset (repeatable; default: every factor the runs vary)",
+    )
+    parser.add_argument(
+        "--pair",
+        nargs=2,
+        action="append",
+        metavar=("A", "B"),
+        help="two levels to compare, a - b (repeatable); without --compare they are "
+        "activations; default: every two levels of each factor",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="LEVEL",
+        help="compare every level of each factor with this one (b in a - b)",
+    )
+    parser.add_argument(
+        "--paper-claims",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="frame the comparisons by the paper's claims (claimed sizes, verdicts against "
+        "them, the 'paper' line of forest.png); default: on only when every run is of one of "
+        "the paper's experiments (experiment=sigmoid_vs_arctan, paper_grid)",
+    )
 
 
 def add_selection_options(parser: argparse.ArgumentParser) -> None:
@@ -92,9 +122,9 @@ def add_statistics_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--margin",
         metavar="M",
-        help="equivalence margin of a - b: a percentage of the baseline activation's mean (2%%) "
-        "or an absolute difference (0.01); default: the paper's claimed size where it made a "
-        f"claim, else {DEFAULT_MARGIN_PERCENT:g}%% of the baseline's mean",
+        help="the smallest difference a - b that matters (the equivalence margin): a percentage "
+        "of the baseline's (b's) mean (2%%) or an absolute difference (0.01); default: "
+        f"{DEFAULT_MARGIN_PERCENT:g}%% of the baseline's mean",
     )
     parser.add_argument(
         "--min-gain",
@@ -135,14 +165,28 @@ def check_out(out: Path, sources: Sequence[Path]) -> None:
         )
 
 
+def _check_compare(keys: Sequence[str]) -> None:
+    """``--compare`` names factors; it once took a results CSV (now ``--diff-results``)."""
+    for key in keys:
+        if key.endswith(".csv") or Path(key).is_file():
+            raise ReportError(
+                f"--compare {key}: --compare names a factor (loss, model.encoder, ...); to diff "
+                "against another results CSV use --diff-results"
+            )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     out = args.out or Path("results") / args.sources[0].resolve().name
     pairs = [tuple(p) for p in args.pair] if args.pair else None
     try:
+        _check_compare(args.compare)
         options = ReportOptions(
             pairs=pairs,
-            compare=args.compare,
+            factors=args.compare,
+            baseline=args.baseline,
+            paper_claims=args.paper_claims,
+            diff_results=args.diff_results,
             aggregate=args.aggregate,
             exclude_degenerate=args.exclude_degenerate,
             figures=not args.no_figures,

@@ -1,4 +1,4 @@
-"""``segact-report --compare other.csv``: row-by-row differences of two results files."""
+"""``segact-report --diff-results other.csv``: row-by-row differences of two results files."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pandas as pd
 
 from segact.io import write_csv
 from segact.report.sections import as_markdown
-from segact.runs import results
+from segact.runs import results, schema
 from segact.runs.identity import ROW_IDENTITY, setting_columns, sort_keys
 
-TIMING = ("train_seconds", "wall_seconds", "run_dir", "run_path", "config_hash")
+TIMING = (*schema.FOLDS.names(schema.Kind.TIMING), "run_dir", "run_path", "config_hash")
 """Columns that differ between two machines' identical runs: never compared."""
 
 
@@ -56,4 +56,4 @@ def compare_sections(folds: pd.DataFrame, other: Path, out: Path) -> list[str]:
         if count:
             lines.append(f"{count} rows only in {side}")
     lines.append(as_markdown(largest.rename(columns={"index": "metric"})))
-    return ["## Comparison", "", "\n".join(lines), ""]
+    return ["## Differences from another results file", "", "\n".join(lines), ""]

@@ -26,14 +26,16 @@ from segact.errors import ReportError
 from segact.io import write_csv
 from segact.report import stats
 from segact.report.sections import as_markdown, drop_constant
+from segact.report.stats import COMPARISON, Comparison
+from segact.runs import schema
 from segact.runs.folder import column_or_nan
-from segact.runs.identity import CHOICES, pair_keys, row_keys, setting_columns
+from segact.runs.identity import CHOICES, row_keys, setting_columns
 
 BUDGETS: tuple[int, ...] = (10, 20, 40)
 LAST_COMMON = "last common"
 SELECTED = "selected"
 RESOLVED = "resolved."
-DEVICE_METRICS: tuple[str, ...] = ("best_dice", "threshold_averaged_dice")
+DEVICE_METRICS: tuple[str, ...] = (schema.BEST_DICE, schema.THRESHOLD_AVERAGED_DICE)
 RUN_FOLD = ["run_path", "fold"]
 T_COLUMNS: tuple[str, ...] = ("mean_difference", "ci_low", "ci_high", "t_test_p")
 MATCHED_COLUMNS: tuple[str, ...] = (
@@ -49,9 +51,9 @@ MATCHED_COLUMNS: tuple[str, ...] = (
     "epoch_a_median",
     "epoch_b_median",
 )
-"""matched_epochs.csv after the pair and its keys. budget_epoch_median: the median epoch training
-stops at (the budget; the pairs' last common epoch), epoch_*_median: the median epoch each side
-selects within it."""
+"""matched_epochs.csv after the comparison and its keys. budget_epoch_median: the median epoch
+training stops at (the budget; the pairs' last common epoch), epoch_*_median: the median epoch
+each side selects within it."""
 
 
 def _ok(frame: pd.DataFrame) -> pd.DataFrame:
@@ -86,7 +88,7 @@ def selected_epochs(folds: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     selected epoch and of the epochs trained."""
     ok = _ok(folds)
     by = [k for k in dict.fromkeys(["dataset", *keys]) if k in ok.columns]
-    columns = [c for c in ("epoch_selected", "epochs_run") if c in ok.columns]
+    columns = [c for c in (schema.EPOCH_SELECTED, schema.EPOCHS_RUN) if c in ok.columns]
     values = ok[by].join(ok[columns].apply(pd.to_numeric, errors="coerce"))
     grouped = values.groupby(by, sort=True, dropna=False)
     table = grouped.size().rename("n_folds").to_frame()
@@ -102,19 +104,17 @@ def _running_selection(epochs: pd.DataFrame) -> pd.DataFrame:
     one (the highest ``val_threshold_averaged_dice`` so far, ties: the earliest) and that epoch's
     ``val_best_dice``, the Dice it would report."""
     frame = epochs[[*RUN_FOLD, "epoch"]].copy()
-    for column in ("epoch", "val_threshold_averaged_dice", "val_best_dice"):
+    for column in ("epoch", schema.VAL_THRESHOLD_AVERAGED_DICE, schema.VAL_BEST_DICE):
         frame[column] = pd.to_numeric(epochs[column], errors="coerce").astype(float)
     frame = frame.dropna(subset=["epoch"]).sort_values([*RUN_FOLD, "epoch"], ignore_index=True)
-    score = frame["val_threshold_averaged_dice"].fillna(
-        -np.inf
-    )  # an epoch without a score never wins
+    score = frame[schema.VAL_THRESHOLD_AVERAGED_DICE].fillna(-np.inf)  # unscored: never wins
     group = [frame["run_path"], frame["fold"]]
     best_before = score.groupby(group).cummax().groupby(group).shift()
     improved = best_before.isna() | (score > best_before)
     chosen = pd.Series(np.where(improved, frame.index, np.nan)).groupby(group).ffill()
     chosen = chosen.astype(int).to_numpy()
     frame["selected_epoch"] = frame["epoch"].to_numpy()[chosen]
-    frame["reported"] = frame["val_best_dice"].to_numpy()[chosen]
+    frame["reported"] = frame[schema.VAL_BEST_DICE].to_numpy()[chosen]
     return frame[[*RUN_FOLD, "epoch", "selected_epoch", "reported"]]
 
 
@@ -140,27 +140,31 @@ def _read_at(curves: pd.DataFrame, pairs: pd.DataFrame, side: str) -> pd.DataFra
     )
 
 
-def _runs(epochs: pd.DataFrame, activation: str, index: list[str]) -> pd.DataFrame:
-    """One row per run x fold of ``activation``: its pair index, run_path and last epoch."""
-    rows = epochs[epochs["activation"] == activation]
+def _runs(
+    epochs: pd.DataFrame, comparison: Comparison, level: str, index: list[str]
+) -> pd.DataFrame:
+    """One row per run x fold at ``level`` of the factor: its pair index, run_path, last epoch."""
+    rows = epochs[stats.level_mask(epochs[comparison.column], level)]
     last = rows.groupby([*index, "run_path"], sort=False, dropna=False)["epoch"].max()
     runs = last.rename("last").reset_index()
     repeated = int(runs.duplicated(index).sum())
     if repeated:
         raise ReportError(
-            f"cannot pair {activation}: {repeated} fold(s) equal another in {', '.join(index)}"
+            f"cannot pair {comparison.factor} {level}: {repeated} fold(s) equal another in "
+            f"{', '.join(index)}"
         )
     return runs
 
 
 def budget_values(
-    epochs: pd.DataFrame, pair: tuple[str, str], keys: Sequence[str], budgets: Sequence[int]
+    epochs: pd.DataFrame, comparison: Comparison, keys: Sequence[str], budgets: Sequence[int]
 ) -> pd.DataFrame:
     """One row per pair of run x folds (equal in ``keys``, seed and fold) and budget that both
     runs reached: ``value_a``, ``value_b`` (the Dice each would report), ``difference``."""
-    a, b = pair
     index = [*keys, "seed", "fold"]
-    pairs = _runs(epochs, a, index).merge(_runs(epochs, b, index), on=index, suffixes=("_a", "_b"))
+    side_a = _runs(epochs, comparison, comparison.a, index)
+    side_b = _runs(epochs, comparison, comparison.b, index)
+    pairs = side_a.merge(side_b, on=index, suffixes=("_a", "_b"))
     common = pairs[["last_a", "last_b"]].min(axis=1)
     reads = [(str(e), e, e) for e in budgets]
     reads += [(LAST_COMMON, common, common), (SELECTED, pairs["last_a"], pairs["last_b"])]
@@ -173,23 +177,23 @@ def budget_values(
     out = pd.concat(frames, ignore_index=True)
     out["difference"] = out["value_a"] - out["value_b"]
     out["budget_epoch"] = out["at_a"].where(out["budget"] != SELECTED)  # none: each its own
-    out.insert(0, "activation_a", a)
-    out.insert(1, "activation_b", b)
+    for position, (name, value) in enumerate(comparison.labels().items()):
+        out.insert(position, name, value)
     return out
 
 
 def matched_epochs(
     epochs: pd.DataFrame,
-    pair: tuple[str, str],
+    comparison: Comparison,
     keys: Sequence[str],
     budgets: Sequence[int] = BUDGETS,
 ) -> pd.DataFrame:
     """Per ``keys`` and budget ("10", ..., "last common": the smaller of the pair's last epochs,
     "selected": each run's own selection, the reported values): n pairs, the mean Dice of a
     and b, the mean difference a - b with its 95% t-interval, the paired t-test p, and the
-    median epoch each side is read at. ``keys``: ``pair_keys(folds)``."""
-    by = ["activation_a", "activation_b", *keys, "budget"]
-    values = budget_values(epochs, pair, keys, budgets)
+    median epoch each side is read at. ``keys``: ``stats.comparison_keys``."""
+    by = [*COMPARISON, *keys, "budget"]
+    values = budget_values(epochs, comparison, keys, budgets)
     if values.empty:
         return pd.DataFrame(columns=[*by[:-1], *MATCHED_COLUMNS])
     order = [*(str(e) for e in budgets), LAST_COMMON, SELECTED]
@@ -236,15 +240,17 @@ def survival(reported: pd.Series, matched: pd.Series | None) -> str:
 
 
 def _stopping_words(matched: pd.DataFrame, keys: Sequence[str]) -> list[str]:
-    """One sentence per pair x ``keys`` (dataset, loss, ...): reported vs last common epoch."""
-    by = ["activation_a", "activation_b", *keys]
+    """One sentence per comparison x ``keys`` (dataset, loss, ...): reported vs last common
+    epoch."""
+    by = [*COMPARISON, *keys]
     lines = []
     for key, group in matched.groupby(by, sort=True, dropna=False):
         rows = group.set_index("budget")
         reported = rows.loc[SELECTED]
         common = rows.loc[LAST_COMMON] if LAST_COMMON in rows.index else None
         text = (
-            f"{key[0]} - {key[1]}, {_where(keys, key[2:])}: reported {_ci_text(reported)} "
+            f"{key[0]}: {key[1]} - {key[2]}, {_where(keys, key[3:])}: reported "
+            f"{_ci_text(reported)} "
             f"(n = {reported['n']}, median selected epoch {reported['epoch_a_median']:g} vs "
             f"{reported['epoch_b_median']:g})"
         )
@@ -261,7 +267,7 @@ def _stopping_words(matched: pd.DataFrame, keys: Sequence[str]) -> list[str]:
 def stopping_sections(
     used: pd.DataFrame,
     epochs: pd.DataFrame,
-    pairs: Sequence[tuple[str, str]],
+    comparisons: Sequence[Comparison],
     keys_rows: Sequence[str],
     out: Path,
 ) -> list[str]:
@@ -272,23 +278,27 @@ def stopping_sections(
     ok = _ok(used)
     if "run_path" in ok.columns:  # the used folds' epochs only
         epochs = epochs.merge(ok[RUN_FOLD].drop_duplicates(), on=RUN_FOLD)
-    keys = pair_keys(ok)
     selected = selected_epochs(ok, keys_rows)
-    tables = [matched_epochs(epochs, pair, keys) for pair in pairs]
-    tables = [t for t in tables if not t.empty] or [matched_epochs(epochs.iloc[:0], ("", ""), keys)]
-    matched = pd.concat(tables, ignore_index=True)
+    keyed = [(c, stats.comparison_keys(ok, c.column)) for c in comparisons]
+    tables = [(matched_epochs(epochs, c, keys), keys) for c, keys in keyed]
+    tables = [(t, keys) for t, keys in tables if not t.empty]
+    none = Comparison("activation", "", "")
+    matched = stats.stack([t for t, _ in tables], [k for _, keys in tables for k in keys])
+    if matched.empty:
+        matched = matched_epochs(epochs.iloc[:0], none, ["dataset"])
     write_csv(selected, out / "selected_epochs.csv")
     write_csv(matched, out / "matched_epochs.csv")
     lines = [
         "## The stopping confound",
         "",
         "A fold stops when its selection metric (validation threshold-averaged Dice) has not "
-        "improved for a while and reports the best Dice of its best epoch, so an activation that "
+        "improved for a while and reports the best Dice of its best epoch, so a level that "
         "trains longer is also read later. Below: the epochs selected and trained, then each "
-        "pair's difference a - b had both runs stopped after the same number of epochs (10, 20, "
-        "40, the last epoch both reached, and as reported: each at its own selected epoch), with "
-        "a 95% t-interval and the paired t-test p; epoch_*_median: the median epoch each side is "
-        "read at.",
+        "comparison's difference a - b had both runs stopped after the same number of epochs "
+        "(10, 20, 40, the last epoch both reached, and as reported: each at its own selected "
+        "epoch), with the plain paired t's 95% interval and p (to compare the rows with each "
+        "other; the corrected intervals above are wider); epoch_*_median: the median epoch "
+        "each side is read at.",
         "",
         as_markdown(drop_constant(selected)),
         "",
@@ -296,7 +306,8 @@ def stopping_sections(
     if matched.empty:
         return [*lines, "No run pairs with epochs found.", ""]
     shown = drop_constant(matched, keep=("dataset", "loss"))
-    return [*lines, as_markdown(shown), "", *_stopping_words(matched, keys), ""]
+    words = [line for table, keys in tables for line in _stopping_words(table, keys)]
+    return [*lines, as_markdown(shown), "", *words, ""]
 
 
 # --- device as a replicate ---------------------------------------------------------------------
@@ -440,55 +451,62 @@ def device_differences(
 def device_effects(
     kept: pd.DataFrame,
     replicates: pd.DataFrame,
-    pairs: Sequence[tuple[str, str]],
+    comparisons: Sequence[Comparison],
     metrics: Sequence[str] = DEVICE_METRICS,
 ) -> pd.DataFrame:
-    """Per pair, its keys, metric and device: the paired effect a - b measured on that device
-    alone (n, mean, 95% t-interval, t-test p), over the seeds and folds both activations have
+    """Per comparison, its keys, metric and device: the paired effect a - b measured on that
+    device alone (n, mean, 95% t-interval, t-test p), over the seeds and folds both levels have
     on more than one device, so every device's effect is over the same pairs."""
     both = pd.concat([_ok(kept), _ok(replicates)], ignore_index=True)
     both["device"] = device_names(both)
-    keys = pair_keys(both.drop(columns=[c for c in both.columns if c.startswith(RESOLVED)]))
-    frames = [
-        stats.paired_differences(rows, a, b, keys, metrics).assign(device=device)
-        for a, b in pairs
-        for device, rows in both.groupby("device", sort=True)
-    ]
-    index = ["activation_a", "activation_b", *keys, "seed", "fold", "metric"]
-    if not frames:
-        return pd.DataFrame(columns=[*index[:-3], "metric", "device", "n", *T_COLUMNS])
-    differences = pd.concat(frames, ignore_index=True)
-    devices = differences.groupby(index, dropna=False)["device"].transform("nunique")
-    differences = differences[devices > 1]
-    by = [*index[:-3], "metric", "device"]
-    rows = [
-        {
-            **dict(zip(by, key, strict=True)),
-            "n": len(group),
-            **_t_summary(group["difference"].to_numpy(dtype=float)),
-        }
-        for key, group in differences.groupby(by, sort=True, dropna=False)
-    ]
-    return pd.DataFrame(rows, columns=[*by, "n", *T_COLUMNS])
+    plain = both.drop(columns=[c for c in both.columns if c.startswith(RESOLVED)])
+    frames, every_key = [], []
+    for comparison in comparisons:
+        keys = stats.comparison_keys(plain, comparison.column)
+        every_key += keys
+        differences = pd.concat(
+            [
+                stats.paired_differences(rows, comparison, keys, metrics).assign(device=device)
+                for device, rows in both.groupby("device", sort=True)
+            ],
+            ignore_index=True,
+        )
+        index = [*COMPARISON, *keys, "seed", "fold", "metric"]
+        devices = differences.groupby(index, dropna=False)["device"].transform("nunique")
+        by = [*COMPARISON, *keys, "metric", "device"]
+        rows = [
+            {
+                **dict(zip(by, key, strict=True)),
+                "n": len(group),
+                **_t_summary(group["difference"].to_numpy(dtype=float)),
+            }
+            for key, group in differences[devices > 1].groupby(by, sort=True, dropna=False)
+        ]
+        frames.append(pd.DataFrame(rows, columns=[*by, "n", *T_COLUMNS]))
+    effects = stats.stack(frames, every_key)
+    if effects.empty:
+        return pd.DataFrame(columns=[*COMPARISON, "dataset", "metric", "device", "n", *T_COLUMNS])
+    return effects
 
 
 def _metric_words(metric: str) -> str:
-    return metric.replace("_", " ").replace("dice", "Dice").replace("nll", "NLL")
+    return metric.replace("_", " ").replace("dice", "Dice").replace(schema.NLL, "NLL")
 
 
 def _matching(summary: pd.DataFrame, keys: Sequence[str], values: Sequence[object]) -> pd.DataFrame:
-    """The summary rows of these key values (keys the summary lacks are not compared)."""
+    """The summary rows of these key values (keys a row does not pair on are not compared: the
+    summary lacks them, or has none for that row's comparison, e.g. its own factor)."""
     match = pd.Series(True, index=summary.index)
     for key, value in zip(keys, values, strict=True):
         if key in summary.columns:
-            match &= summary[key].astype(str) == str(value)
+            match &= (summary[key].astype(str) == str(value)) | summary[key].isna()
     return summary[match]
 
 
 def _device_words(per_fold: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
-    """Per metric x dataset x loss (x setting) x device pair: the mean |difference| per fold
-    next to every paired effect of those keys in ``summary``."""
-    keys = [k for k in _keys_of(per_fold) if k != "activation"]
+    """Per metric x dataset x loss x activation (x setting) x device pair: the mean
+    |difference| per fold next to every paired effect of those keys in ``summary``."""
+    keys = _keys_of(per_fold)
     by = ["metric", *keys, "other_device", "kept_device"]
     if "metric" not in summary.columns:
         summary = pd.DataFrame(columns=["metric"])
@@ -503,7 +521,7 @@ def _device_words(per_fold: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
         effects = _matching(summary[summary["metric"] == key[0]], keys, key[1 : len(keys) + 1])
         for _, effect in effects.iterrows():
             text += (
-                f"; the {effect['activation_a']} - {effect['activation_b']} effect is "
+                f"; the {effect['factor']} {effect['a']} - {effect['b']} effect is "
                 f"{_ci_text(effect)} (n = {effect['n']})"
             )
         lines.append(f"- {text}.")
@@ -525,9 +543,12 @@ def device_sections(
     paired = list(dict.fromkeys(summary["metric"])) if "metric" in summary.columns else []
     metrics = list(metrics or [m for m in paired if m in kept.columns] or DEVICE_METRICS)
     table = device_differences(kept, replicates, metrics)
-    named = summary[["activation_a", "activation_b"]] if paired else pd.DataFrame()
-    pairs = list(dict.fromkeys(named.itertuples(index=False, name=None)))
-    effects = device_effects(kept, replicates, pairs, metrics)
+    named = summary[list(COMPARISON)] if paired else pd.DataFrame(columns=list(COMPARISON))
+    comparisons = [
+        Comparison(stats.factor_column(kept, factor) or factor, str(a), str(b))
+        for factor, a, b in dict.fromkeys(named.itertuples(index=False, name=None))
+    ]
+    effects = device_effects(kept, replicates, comparisons, metrics)
     write_csv(table, out / "device_differences.csv")
     write_csv(effects, out / "device_effects.csv")
     lines = [
@@ -546,8 +567,8 @@ def device_sections(
         return lines
     return [
         *lines,
-        "The paired effect on each device alone, over the seeds and folds both activations have "
-        "on every device shown (95% t-interval, paired t-test p):",
+        "The paired effect on each device alone, over the seeds and folds both levels have "
+        "on every device shown (plain paired t: 95% interval and p):",
         "",
         as_markdown(drop_constant(effects, keep=("dataset", "loss"))),
         "",

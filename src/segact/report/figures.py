@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from segact.runs import schema
+
 DICE_VS_THRESHOLD = "dice_vs_threshold.png"
 RELIABILITY = "reliability.png"
 ACTIVATIONS = "activations.png"
@@ -20,7 +22,7 @@ CUT = (
     "a curve is drawn only at epochs where at least half of its folds still train (o: cut "
     "there); lower rows: the folds still training"
 )
-SELECTED = "best_threshold"
+SELECTED = schema.BEST_THRESHOLD
 
 
 def _n(frame: pd.DataFrame, by: Sequence[str]) -> str:
@@ -76,7 +78,7 @@ def epoch_figures(
     n = _n(epochs, [*panel_keys, "activation", *style_keys])
     figures = (
         (
-            "val_threshold_averaged_dice",
+            schema.VAL_THRESHOLD_AVERAGED_DICE,
             "validation threshold-averaged Dice",
             DICE_VS_EPOCH,
             False,
@@ -84,7 +86,7 @@ def epoch_figures(
             f"selection metric) after each epoch: mean over folds, band ± 1 std over folds ({n}); ",
         ),
         (
-            "grad_norm",
+            schema.GRAD_NORM,
             "gradient norm (first batch)",
             GRAD_NORM_VS_EPOCH,
             True,

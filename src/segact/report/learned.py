@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from segact.evaluation.aggregation import all_foreground_dice
+from segact.runs import schema
 
 DEFAULT_MIN_GAIN = 0.10
 LEARNED_COLUMNS = ("n", "median_dice", "median_trivial_dice", "median_gain", "not_learned")
@@ -43,7 +44,7 @@ def learned_table(
     folds: pd.DataFrame,
     thresholds: pd.DataFrame,
     keys: Sequence[str],
-    metric: str = "best_dice",
+    metric: str = schema.BEST_DICE,
     min_gain: float = DEFAULT_MIN_GAIN,
 ) -> pd.DataFrame:
     """Per dataset x ``keys``: folds, median Dice (``metric``), median trivial Dice, median gain

@@ -1,16 +1,20 @@
 """A paired comparison judged per dataset and pooled over datasets: equivalence (TOST) against a
-margin, the smallest effect the design detects at 80 % power, a meta-analysis across datasets
-(statsmodels' ``combine_effects``: fixed effect and DerSimonian-Laird random effects), and the
-verdict each row earns (``claims.VERDICT_RULE``).
+margin, the smallest effect the design detects at 80 % power, the seeds that would settle an
+inconclusive comparison, a meta-analysis across the real datasets, and the verdict each row
+earns (``claims.VERDICT_RULE``).
 
-Each dataset's effect is its mean paired difference with variance sd^2 / n (n pairs over seeds
-and folds). DerSimonian-Laird's tau^2 is max(0, (Q - (k - 1)) / C); statsmodels 0.15 leaves it
-negative when Q < k - 1, so there the random-effects row is the fixed one (tau^2 = 0, as DL
-defines it), and I^2 = max(0, (Q - (k - 1)) / Q). Written by hand, because statsmodels has
-neither: the 95 % prediction interval of
-the random-effects model (Higgins, Thompson and Spiegelhalter 2009: mu +- t_{k-2} sqrt(tau^2 +
-se^2), for k >= 3 datasets) and the pooled TOST and power, which use the pooled estimate's
-normal approximation like ``combine_effects``' own intervals.
+Each dataset's effect is its mean paired difference with the corrected resampled t's variance
+(``stats.CorrectedT``). Pooled with statsmodels' ``combine_effects`` (``method_re="dl"``,
+``use_t=True``): ``fixed`` (inverse variance, normal interval), ``random_dl`` (DerSimonian-Laird,
+normal interval) and ``random_hksj`` (its "random effect wls" row: DerSimonian-Laird weights
+1 / (v_i + tau^2), the variance scaled by q = sum w (y - mu)^2 / (k - 1), on t with k - 1
+degrees of freedom: Hartung-Knapp-Sidik-Jonkman, the headline below 10 datasets); ``equal``:
+the plain mean of the datasets' effects. statsmodels 0.15 leaves tau^2 negative when
+Q < k - 1; DerSimonian-Laird truncates it at 0, so there the random-effects rows are the fixed
+ones. Not in statsmodels, so written here: the random-effects 95 % prediction interval (Higgins,
+Thompson and Spiegelhalter 2009: mu +- t_{k-2} sqrt(tau^2 + se^2), from 3 datasets), and the
+pooled TOST and power on the pooled estimate's normal (or t) approximation. One dataset is not
+pooled.
 """
 
 from __future__ import annotations
@@ -24,17 +28,38 @@ from statsmodels.stats.meta_analysis import combine_effects
 from statsmodels.stats.power import NormalIndPower
 
 from segact.report import tables
-from segact.report.claims import LEFT_OUT, MarginRule, find_claim, verdict
-from segact.report.stats import ALPHA, FAMILY, POWER, SUMMARY_COLUMNS, minimum_detectable, tost_p
+from segact.report.claims import SENSITIVITY_PERCENT, MarginRule, claimed_difference, verdict
+from segact.report.stats import (
+    ALPHA,
+    COMPARISON,
+    LEFT_OUT,
+    POWER,
+    RATIO,
+    CorrectedT,
+    family_keys,
+    minimum_detectable,
+    seeds_needed,
+)
 
-JUDGEMENT_COLUMNS: tuple[str, ...] = ("margin", "claimed", "tost_p", "mde_80", "verdict")
-METHODS: dict[str, str] = {"fixed": "fixed effect", "random_dl": "random effect"}
-"""``method`` column -> the row of statsmodels' ``summary_frame``; besides these, ``equal``: the
-plain mean of the datasets' effects, each dataset one unit (a sensitivity analysis: inverse
-variance weights let the datasets with the tightest differences decide the pooled estimate)."""
+JUDGEMENT_COLUMNS: tuple[str, ...] = (
+    "margin",
+    "claimed",
+    "tost_p",
+    "mde_80",
+    "seeds_needed",
+    "verdict",
+)
+"""Added to each paired_summary row; ``claimed`` only with ``--paper-claims``."""
+HKSJ = "random_hksj"
+T_METHODS: tuple[str, ...] = (HKSJ, "equal")
+"""Methods whose interval, TOST and power are on Student's t with k - 1 degrees of freedom."""
+METHODS: tuple[str, ...] = (HKSJ, "random_dl", "fixed", "equal")
+HKSJ_BELOW = 10
+"""Below this many datasets the headline is ``random_hksj``, else ``random_dl``."""
 META_COLUMNS: tuple[str, ...] = (
     "scope",
     "method",
+    "headline",
     "k",
     "datasets",
     "estimate",
@@ -49,44 +74,44 @@ META_COLUMNS: tuple[str, ...] = (
     "relative_percent",
     "relative_ci_low",
     "relative_ci_high",
-    *JUDGEMENT_COLUMNS,
+    "margin",
+    "claimed",
+    "tost_p",
+    "mde_80",
+    "verdict",
 )
 SCOPES = ("learned", "all")
-"""Pooled over the datasets where both activations learned (verdicts), and over all of them."""
+"""Pooled over the datasets where both levels learned (verdicts), and over all of them."""
 
 
-def family_keys(summary: pd.DataFrame) -> list[str]:
-    """What one claim is: the pair, the loss, any other pair key (e.g. a differing
-    ``trainer.lr``) and the metric; the datasets are its rows."""
-    fixed = {*FAMILY, *SUMMARY_COLUMNS, *JUDGEMENT_COLUMNS, "dataset"}
-    extra = [c for c in summary.columns if c not in fixed]
-    return [*FAMILY[:3], *extra, FAMILY[3]]
+def _claimed(row: dict, paper_claims: bool) -> float:
+    if not paper_claims:
+        return np.nan
+    return claimed_difference(
+        row["factor"], row["a"], row["b"], row.get("loss"), row["metric"],
+        row["mean_a"], row["mean_b"],
+    )  # fmt: skip
 
 
-def _claim_and_margin(row: pd.Series, baseline: float, rule: MarginRule) -> tuple:
-    claim = find_claim(row["activation_a"], row["activation_b"], row["loss"], row["metric"])
-    claimed = claim.claimed_difference(baseline) if claim else np.nan
-    return claim, claimed, rule.margin(claim, baseline)
-
-
-def judge_datasets(
-    summary: pd.DataFrame, differences: pd.DataFrame, rule: MarginRule
-) -> pd.DataFrame:
-    """``summary`` plus, per dataset row, the margin, the paper's claimed difference (where it
-    made a claim), the paired TOST p, the 80 %-power minimum detectable effect and a verdict."""
-    if summary.empty:
-        return summary.assign(**dict.fromkeys(JUDGEMENT_COLUMNS, np.nan))
-    by = [c for c in summary.columns if c not in (*SUMMARY_COLUMNS, *JUDGEMENT_COLUMNS)]
-    groups = dict(list(differences.groupby(by, sort=False, dropna=False)))
+def judge_datasets(summary: pd.DataFrame, rule: MarginRule, paper_claims: bool) -> pd.DataFrame:
+    """``summary`` plus, per dataset row, the margin (of b's mean), the paper's claimed
+    difference (``--paper-claims`` only), the corrected TOST p, the 80 %-power minimum
+    detectable effect, the seeds an inconclusive row would need, and a verdict."""
+    columns = [c for c in JUDGEMENT_COLUMNS if paper_claims or c != "claimed"]
     rows = []
-    for _, row in summary.iterrows():
-        d = groups[tuple(row[by])]["difference"].to_numpy(dtype=float)
-        claim, claimed, margin = _claim_and_margin(row, row["mean_a"], rule)
-        judged = {"margin": margin, "claimed": claimed, "tost_p": tost_p(d, margin)}
-        judged["mde_80"] = minimum_detectable(len(d), float(row["sd_difference"]))
-        judged["verdict"] = verdict({**row.to_dict(), **judged}, claim, claimed)
-        rows.append({**row.to_dict(), **judged})
-    return pd.DataFrame(rows, columns=[*summary.columns, *JUDGEMENT_COLUMNS])
+    for row in summary.to_dict("records"):
+        test = CorrectedT(row["mean_difference"], row["sd_difference"], row["n"], row[RATIO])
+        margin = rule.margin(row["mean_b"])
+        claimed = _claimed(row, paper_claims)
+        tost = test.tost_p(margin)
+        words = verdict(row["ci_low"], row["ci_high"], tost, margin, row["metric"], claimed)
+        needed = np.nan
+        if words == "inconclusive":
+            needed = seeds_needed(margin, test.sd, int(row["folds"]), row[RATIO])
+        judged = {"margin": margin, "claimed": claimed, "tost_p": tost, "mde_80": test.mde()}
+        judged |= {"seeds_needed": needed, "verdict": words}
+        rows.append({**row, **{c: judged[c] for c in columns}})
+    return pd.DataFrame(rows, columns=[*summary.columns, *columns])
 
 
 def prediction_interval(mu: float, se: float, tau2: float, k: int) -> tuple[float, float]:
@@ -99,7 +124,7 @@ def prediction_interval(mu: float, se: float, tau2: float, k: int) -> tuple[floa
 
 def pooled_tost_p(estimate: float, se: float, margin: float, df: float = np.inf) -> float:
     """TOST of a pooled estimate against +-margin: on its normal approximation, or on Student's
-    t with ``df`` degrees of freedom (the equal-weights mean over datasets)."""
+    t with ``df`` degrees of freedom."""
     if not (np.isfinite(se) and se > 0 and np.isfinite(margin) and margin > 0):
         return np.nan
     above = scipy_stats.t.sf((estimate + margin) / se, df)
@@ -109,7 +134,7 @@ def pooled_tost_p(estimate: float, se: float, margin: float, df: float = np.inf)
 
 def pooled_mde(se: float, k: int | None = None) -> float:
     """The smallest pooled effect a two-sided test at 0.05 detects with 80 % power: a z-test on
-    the pooled estimate, or (``k`` datasets, equal weights) a one-sample t-test over them."""
+    the pooled estimate, or (``k`` datasets) a t-test on k - 1 degrees of freedom."""
     if not (np.isfinite(se) and se > 0):
         return np.nan
     if k is not None:
@@ -118,48 +143,44 @@ def pooled_mde(se: float, k: int | None = None) -> float:
     return float(effect * se)
 
 
-def _normal_ci(estimate: float, se: float) -> dict[str, float]:
-    z = scipy_stats.norm.ppf(1 - ALPHA / 2)
+def _pooled(estimate: float, se: float, interval: np.ndarray) -> dict[str, float]:
     return {
-        "estimate": estimate,
-        "se": se,
-        "ci_low": estimate - z * se,
-        "ci_high": estimate + z * se,
+        "estimate": float(estimate),
+        "se": float(se),
+        "ci_low": float(interval[0]),
+        "ci_high": float(interval[1]),
     }
 
 
-def _inverse_variance(effects: np.ndarray, variances: np.ndarray) -> dict[str, dict]:
-    """``fixed`` and ``random_dl`` (one dataset: the dataset itself, no tau^2)."""
-    if len(effects) == 1:
-        one = _normal_ci(float(effects[0]), float(np.sqrt(variances[0])))
-        return {method: {**one, "tau2": np.nan, "i2": np.nan} for method in METHODS}
+def inverse_variance(effects: np.ndarray, variances: np.ndarray) -> dict[str, dict]:
+    """``fixed``, ``random_dl`` and ``random_hksj`` from statsmodels' ``combine_effects`` (its
+    "fixed effect", "random effect" and, on t, "random effect wls" rows), with tau^2
+    (DerSimonian-Laird, truncated at 0) and I^2 = max(0, (Q - (k - 1)) / Q)."""
     with np.errstate(divide="ignore", invalid="ignore"):  # Q = 0: I^2 is computed below
-        result = combine_effects(effects, variances, method_re="dl", alpha=ALPHA)
-    frame = result.summary_frame()
-    tau2 = float(result.tau2)
-    homogeneous = tau2 <= 0  # DL truncates tau^2 at 0; statsmodels 0.15 does not
+        result = combine_effects(effects, variances, method_re="dl", use_t=True, alpha=ALPHA)
+    fixed, random, *_ = result.conf_int(alpha=ALPHA, use_t=False)
+    *_, fixed_hksj, random_hksj = result.conf_int(alpha=ALPHA, use_t=True)
+    homogeneous = result.tau2 <= 0  # DL truncates tau^2 at 0; statsmodels 0.15 does not
+    tau2 = max(float(result.tau2), 0.0)
     df = len(effects) - 1
     i2 = max(0.0, (result.q - df) / result.q) if result.q > 0 else 0.0
-    out = {}
-    for method, name in METHODS.items():
-        row = frame.loc[METHODS["fixed"] if homogeneous else name]
-        out[method] = {
-            "estimate": float(row["eff"]),
-            "se": float(row["sd_eff"]),
-            "ci_low": float(row["ci_low"]),
-            "ci_high": float(row["ci_upp"]),
-            "tau2": max(tau2, 0.0) if method == "random_dl" else 0.0,
-            "i2": i2,
-        }
-    return out
+    fe = _pooled(result.mean_effect_fe, result.sd_eff_w_fe, fixed)
+    re = _pooled(result.mean_effect_re, result.sd_eff_w_re, random)
+    hksj = _pooled(result.mean_effect_re, result.sd_eff_w_re_hksj, random_hksj)
+    if homogeneous:  # tau^2 = 0: the random-effects rows are the fixed ones
+        re = fe
+        hksj = _pooled(result.mean_effect_fe, result.sd_eff_w_fe_hksj, fixed_hksj)
+    return {
+        "fixed": {**fe, "tau2": 0.0, "i2": i2},
+        "random_dl": {**re, "tau2": tau2, "i2": i2},
+        HKSJ: {**hksj, "tau2": tau2, "i2": i2},
+    }
 
 
-def _equal_weights(effects: np.ndarray) -> dict[str, float] | None:
+def equal_weights(effects: np.ndarray) -> dict[str, float]:
     """Each dataset's effect counts the same: their mean, a t-interval over the k datasets, and
-    the interval a new dataset's effect falls in (t_{k-1} sd sqrt(1 + 1/k)); from 2 datasets."""
+    the interval a new dataset's effect falls in (t_{k-1} sd sqrt(1 + 1/k))."""
     k = len(effects)
-    if k < 2:
-        return None
     sd = float(np.std(effects, ddof=1))
     mean, se = float(effects.mean()), sd / np.sqrt(k)
     t = scipy_stats.t.ppf(1 - ALPHA / 2, k - 1)
@@ -170,98 +191,160 @@ def _equal_weights(effects: np.ndarray) -> dict[str, float] | None:
     }  # fmt: skip
 
 
-def _pooled_rows(rows: pd.DataFrame, rule: MarginRule) -> list[dict]:
-    """The rows of one claim over ``rows`` (one per dataset), one per method."""
+def judge_pooled(row: dict, margin: float, claimed: float = np.nan) -> dict[str, object]:
+    """TOST p, power and verdict of a pooled ``row`` (``method``, ``k``, ``estimate``, ``se``,
+    ``ci_low``, ``ci_high``, ``metric``) against ``margin``."""
+    t = row["method"] in T_METHODS
+    tost = pooled_tost_p(row["estimate"], row["se"], margin, row["k"] - 1 if t else np.inf)
+    words = verdict(row["ci_low"], row["ci_high"], tost, margin, row["metric"], claimed)
+    return {
+        "tost_p": tost,
+        "mde_80": pooled_mde(row["se"], row["k"] if t else None),
+        "verdict": words,
+    }
+
+
+def _pooled_rows(rows: pd.DataFrame, rule: MarginRule, paper_claims: bool) -> list[dict]:
+    """The rows of one family over ``rows`` (one per dataset, at least 2), one per method."""
     effects = rows["mean_difference"].to_numpy(dtype=float)
-    variances = (rows["sd_difference"].to_numpy(dtype=float) ** 2) / rows["n"].to_numpy()
+    variances = rows["se_corrected"].to_numpy(dtype=float) ** 2
     variances = np.where(variances > 0, variances, np.finfo(float).tiny)  # no spread: exact
-    baseline = float(rows["mean_a"].mean())
-    claim, claimed, margin = _claim_and_margin(rows.iloc[0], baseline, rule)
+    first = rows.iloc[0].to_dict()
+    means = {"mean_a": float(rows["mean_a"].mean()), "mean_b": float(rows["mean_b"].mean())}
+    baseline = means["mean_b"]
+    margin = rule.margin(baseline)
+    claimed = _claimed({**first, **means}, paper_claims)
     k = len(rows)
-    methods = _inverse_variance(effects, variances)
-    for method in methods.values():
+    methods = {**inverse_variance(effects, variances), "equal": equal_weights(effects)}
+    for name in ("random_dl", HKSJ):
+        method = methods[name]
         pi = prediction_interval(method["estimate"], method["se"], method["tau2"], k)
         method |= {"pi_low": pi[0], "pi_high": pi[1]}
-    if (equal := _equal_weights(effects)) is not None:
-        methods["equal"] = equal
-    keys = rows.iloc[0][["activation_a", "activation_b", "metric"]].to_dict()
+    headline = HKSJ if k < HKSJ_BELOW else "random_dl"
     out = []
-    for method, pooled in methods.items():
-        df = k - 1 if method == "equal" else np.inf
-        row = {**pooled, "method": method, "k": k, **_relative(pooled, baseline)}
-        row |= {"margin": margin, "claimed": claimed}
-        row["tost_p"] = pooled_tost_p(row["estimate"], row["se"], margin, df)
-        row["mde_80"] = pooled_mde(row["se"], k if method == "equal" else None)
-        row["verdict"] = verdict({**keys, **row}, claim, claimed)
+    for name in METHODS:
+        row = {"method": name, "headline": name == headline, "k": k, **methods[name]}
+        row |= {"metric": first["metric"], "margin": margin, "claimed": claimed}
+        row |= judge_pooled(row, margin, claimed) | relative(row, baseline)
         row["datasets"] = ", ".join(rows["dataset"].astype(str))
         out.append(row)
     return out
 
 
-def _relative(row: dict, baseline: float) -> dict[str, float]:
-    """b over a in % of a's mean: -(a - b) / mean_a."""
-    scale = -100 / baseline if baseline else np.nan
+def relative(row: dict, baseline: float) -> dict[str, float]:
+    """a - b in % of b's (the baseline's) mean, with its CI."""
+    scale = 100 / baseline if baseline else np.nan
     return {
         "baseline_mean": baseline,
         "relative_percent": row["estimate"] * scale,
-        "relative_ci_low": row["ci_high"] * scale,
-        "relative_ci_high": row["ci_low"] * scale,
+        "relative_ci_low": row["ci_low"] * scale,
+        "relative_ci_high": row["ci_high"] * scale,
     }
 
 
-def meta_analysis(summary: pd.DataFrame, unlearned: pd.Series, rule: MarginRule) -> pd.DataFrame:
-    """Per claim (``family_keys``) and scope: the fixed and random-effects pooled difference over
-    the real datasets (``LEFT_OUT`` excepted), with heterogeneity, prediction interval,
-    equivalence, power and verdict. ``unlearned``: per ``summary`` row, whether either
-    activation did not learn there (left out of the ``learned`` scope)."""
-    keys = family_keys(summary)
-    real = ~summary["dataset"].isin(LEFT_OUT)
+def _family(summary: pd.DataFrame) -> list[str]:
+    return [k for k in family_keys(summary) if k not in JUDGEMENT_COLUMNS]
+
+
+def meta_analysis(
+    summary: pd.DataFrame, unlearned: pd.Series, rule: MarginRule, paper_claims: bool = False
+) -> pd.DataFrame:
+    """Per family (a comparison, its other keys and a metric) and scope, over 2 or more real
+    datasets (``LEFT_OUT`` never counts): ``METHODS`` with heterogeneity, prediction interval,
+    equivalence, power and verdict. ``unlearned``: per ``summary`` row, whether either level
+    did not learn there (left out of the ``learned`` scope)."""
+    keys = _family(summary)
+    columns = [*keys, *(c for c in META_COLUMNS if paper_claims or c != "claimed")]
+    real = ~summary["dataset"].astype(str).isin(LEFT_OUT)
     rows = []
     for scope in SCOPES:
         chosen = summary[real & (~unlearned if scope == "learned" else True)]
         for values, group in chosen.groupby(keys, sort=True, dropna=False):
+            if len(group) < 2:
+                continue
             named = dict(zip(keys, values, strict=True))
-            rows += [{**named, "scope": scope, **r} for r in _pooled_rows(group, rule)]
-    return pd.DataFrame(rows, columns=[*keys, *META_COLUMNS])
+            rows += [
+                {**named, "scope": scope, **r} for r in _pooled_rows(group, rule, paper_claims)
+            ]
+    return pd.DataFrame(rows, columns=columns)
 
 
-def unlearned_rows(summary: pd.DataFrame, unlearned_cells: pd.DataFrame) -> pd.Series:
-    """Per ``summary`` row: whether activation a or b did not learn on that dataset (cells:
-    dataset, the row keys and the activation, of ``learned.not_learned`` rows)."""
+def margin_sensitivity(pooled: pd.DataFrame) -> pd.DataFrame:
+    """Under each headline pooled result of scope ``learned``: its TOST p and verdict at margins
+    of ``SENSITIVITY_PERCENT`` % of the baseline's mean."""
+    chosen = pooled[(pooled["scope"] == "learned") & pooled["headline"].astype(bool)]
+    keys = [c for c in pooled.columns if c not in META_COLUMNS]
+    rows = []
+    for row in chosen.to_dict("records"):
+        for percent in SENSITIVITY_PERCENT:
+            margin = MarginRule(f"{percent:g}%").margin(row["baseline_mean"])
+            judged = judge_pooled(row, margin, row.get("claimed", np.nan))
+            rows.append(
+                {
+                    **{k: row[k] for k in keys},
+                    "method": row["method"],
+                    "margin_percent": percent,
+                    "margin": margin,
+                    "tost_p": judged["tost_p"],
+                    "verdict": judged["verdict"],
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=[*keys, "method", "margin_percent", "margin", "tost_p", "verdict"]
+    )
+
+
+def unlearned_rows(summary: pd.DataFrame, unlearned_cells: pd.DataFrame, column: str) -> pd.Series:
+    """Per ``summary`` row (one comparison of the factor in ``column``): whether level a or b
+    did not learn on that dataset (cells: dataset, the row keys and ``column``, of
+    ``learned.not_learned`` rows; compared as text)."""
     flags = pd.Series(False, index=summary.index)
-    if unlearned_cells.empty:
+    if unlearned_cells.empty or summary.empty:
         return flags
-    shared = [c for c in unlearned_cells.columns if c in summary.columns and c != "activation"]
-    cells = {tuple(map(str, r)) for r in unlearned_cells[[*shared, "activation"]].to_numpy()}
-    for side in ("activation_a", "activation_b"):
-        keys = summary[[*shared, side]].astype(str).itertuples(index=False, name=None)
-        flags |= pd.Series([k in cells for k in keys], index=summary.index)
+    shared = [
+        c for c in unlearned_cells.columns
+        if c in summary.columns and c != column and c not in (*COMPARISON, "n")
+    ]  # fmt: skip
+    own = [column] if column in unlearned_cells.columns else []
+    cells = {tuple(map(str, r)) for r in unlearned_cells[[*shared, *own]].to_numpy()}
+    for side in ("a", "b"):
+        keys = summary[shared].astype(str)
+        if own:
+            keys = keys.assign(_level=summary[side].astype(str))
+        rows = keys.itertuples(index=False, name=None)
+        flags |= pd.Series([r in cells for r in rows], index=summary.index)
     return flags
+
+
+def panel_names(frame: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
+    """``loss: dice - bce, activation sigmoid: best Dice (a - b)``: a forest panel's title."""
+    parts = frame[["factor", "a", "b"]].astype(str)
+    title = parts["factor"] + ": " + parts["a"] + " - " + parts["b"]
+    for key in keys:
+        values = frame[key].astype(str)
+        shown = values.map(tables.loss_label) if key == "loss" else key + " " + values
+        title = title + ", " + shown
+    metrics = frame["metric"].map(lambda m: tables.METRIC_NAMES.get(m, m))
+    return title + ": " + metrics + " (a - b)"
 
 
 def forest_frames(
     summary: pd.DataFrame, meta: pd.DataFrame, metrics: Sequence[str], unlearned: pd.Series
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(studies, pooled) for ``plots.forest``: the real datasets (those where an activation did
-    not learn marked: they are not pooled) and the ``learned`` pooled rows of each claim, in the
-    ``metrics`` (e.g. best Dice), one panel per claim."""
-    keys = family_keys(summary)
-
-    def panel(frame: pd.DataFrame) -> pd.Series:
-        parts = frame[keys].astype(str)
-        losses = parts["loss"].map(tables.loss_label)
-        metrics = parts["metric"].map(lambda m: tables.METRIC_NAMES.get(m, m))
-        pair = parts["activation_a"] + " - " + parts["activation_b"]
-        return pair + ", " + losses + ": " + metrics + " (a - b)"
-
-    chosen = ~summary["dataset"].isin(LEFT_OUT) & summary["metric"].isin(metrics)
+    """(studies, pooled) for ``plots.forest``: the real datasets of one comparison (those where
+    a level did not learn marked: they are not pooled), and each family's headline and fixed
+    pooled rows of scope ``learned``, in the ``metrics`` (e.g. best Dice), a panel per family."""
+    keys = [k for k in _family(summary) if k not in (*COMPARISON, "metric")]
+    chosen = ~summary["dataset"].astype(str).isin(LEFT_OUT) & summary["metric"].isin(metrics)
     label = summary["dataset"].astype(str).where(~unlearned, summary["dataset"] + " (not learned)")
-    studies = summary[chosen].assign(panel=panel(summary[chosen]), label=label[chosen])
+    studies = summary[chosen].assign(panel=panel_names(summary[chosen], keys), label=label[chosen])
     studies = studies.rename(columns={"mean_difference": "estimate"})
-    pooled = meta[(meta["scope"] == "learned") & meta["metric"].isin(metrics)]
-    pooled = pooled.assign(panel=panel(pooled))
+    marks = [c for c in ("margin", "claimed") if c in summary.columns]
     columns = ["panel", "method", "estimate", "ci_low", "ci_high", "pi_low", "pi_high"]
-    return (
-        studies[["panel", "label", "estimate", "ci_low", "ci_high"]],
-        pooled[[*columns, "margin", "claimed"]],
-    )
+    if meta.empty:
+        pooled = pd.DataFrame(columns=[*columns, *marks])
+    else:
+        shown = meta["headline"].astype(bool) | (meta["method"] == "fixed")
+        pooled = meta[(meta["scope"] == "learned") & meta["metric"].isin(metrics) & shown]
+        pooled = pooled.assign(panel=panel_names(pooled, keys))[[*columns, *marks]]
+    return studies[["panel", "label", "estimate", "ci_low", "ci_high", *marks]], pooled

@@ -31,6 +31,7 @@ from segact.errors import ConfigError, ModelError
 from segact.io import write_figure
 from segact.nn.activations import EPS
 from segact.report.plots import DPI, activation_color
+from segact.runs import schema
 from segact.runs.folder import RunFolder
 from segact.runs.identity import CHOICES, DATA_FINGERPRINT, REPLICATES, setting_columns
 from segact.runs.models import Ensemble, load_ensemble
@@ -213,7 +214,7 @@ def build_block(rows: Pair, device: torch.device) -> Block:
     data, val = validation_data(rows[0])
     ensembles = [load_ensemble(Path(r["run_path"]), FOLD, device) for r in rows]
     a, b = rows
-    thresholds = (float(a["best_threshold"]), float(b["best_threshold"]))
+    thresholds = (float(a[schema.BEST_THRESHOLD]), float(b[schema.BEST_THRESHOLD]))
     counts, dices = scan(data, val, ensembles, thresholds)
     activations = (str(a["activation"]), str(b["activation"]))
     block = Block(str(a["dataset"]), str(a["loss"]), int(a["seed"]), activations, thresholds)

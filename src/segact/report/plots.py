@@ -32,6 +32,7 @@ from matplotlib.transforms import blended_transform_factory
 from segact.io import write_figure
 from segact.nn import activations
 from segact.report.tables import loss_label
+from segact.runs import schema
 
 PANEL_INCHES = 3.6
 COUNT_HEIGHT = 0.3
@@ -67,9 +68,10 @@ ZERO_FLOOR = 1e-12
 POOLED_LABELS = {
     "fixed": "fixed effect",
     "random_dl": "random effects (DL)",
+    "random_hksj": "random effects (HKSJ)",
     "equal": "equal weights",
 }
-POOLED_COLORS = {"fixed": "#555555", "random_dl": "#1f77b4"}
+POOLED_COLORS = {"fixed": "#555555", "random_dl": "#1f77b4", "random_hksj": "#9467bd"}
 CUT_HANDLE = Line2D(
     [], [], color="grey", marker="o", markerfacecolor="white", linestyle="", label="curve cut"
 )
@@ -266,7 +268,7 @@ def dice_curves(thresholds: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     return groups.agg(["mean", "std"]).reset_index()
 
 
-SELECTED = "best_threshold"
+SELECTED = schema.BEST_THRESHOLD
 """A threshold row's copy of its fold's selected (best) threshold, where the report adds it."""
 THRESHOLD_MARKS = (
     Line2D([], [], color="grey", linestyle=":", linewidth=1, label="t = 0.5"),
@@ -576,6 +578,12 @@ def _first(frame: pd.DataFrame, column: str) -> float:
     return found[0] if found else float("nan")
 
 
+def _mark(studies: pd.DataFrame, pooled: pd.DataFrame, column: str) -> float:
+    """A panel's margin or claimed difference: its pooled rows', else its studies'."""
+    value = _first(pooled, column)
+    return value if np.isfinite(value) else _first(studies, column)
+
+
 def _diamond(ax: Axes, y: float, row: dict, color: str) -> None:
     """A pooled estimate: a diamond spanning its CI, a point where the CI is not known."""
     low, mid, high = row.get("ci_low"), row.get("estimate"), row.get("ci_high")
@@ -598,7 +606,7 @@ def _forest_panel(ax: Axes, studies: pd.DataFrame, pooled: pd.DataFrame) -> None
         ax.plot([row["estimate"]], [y], marker="s", color="black", linestyle="", gid="study")
         labels.append(str(row.get("label", "")))
     start = len(labels) + 0.5 if labels else 0
-    order = {"fixed": 0, "random_dl": 1}
+    order = {method: i for i, method in enumerate(POOLED_COLORS)}
     if not pooled.empty:
         pooled = pooled.sort_values("method", key=lambda m: m.map(order).fillna(2))
     for i, row in enumerate(pooled.to_dict("records")):
@@ -609,7 +617,7 @@ def _forest_panel(ax: Axes, studies: pd.DataFrame, pooled: pd.DataFrame) -> None
     ax.set_yticks(positions, labels, fontsize="small")
     ax.set_ylim(max(positions, default=0) + 0.7, -0.7)
     ax.axvline(0, color="black", linewidth=0.8)
-    margin, claimed = _first(pooled, "margin"), _first(pooled, "claimed")
+    margin, claimed = _mark(studies, pooled, "margin"), _mark(studies, pooled, "claimed")
     if np.isfinite(margin) and margin > 0:
         ax.axvspan(-margin, margin, color="#2ca02c", alpha=0.12, linewidth=0)
     if np.isfinite(claimed):
@@ -634,16 +642,16 @@ def _span(studies: pd.DataFrame, pooled: pd.DataFrame) -> float:
     columns = ("estimate", "ci_low", "ci_high", "pi_low", "pi_high", "claimed")
     values = [v for f in (studies, pooled) for c in columns if c in f for v in _finite(f[c])]
     values.append(0.0)
-    margin = _first(pooled, "margin")
+    margin = _mark(studies, pooled, "margin")
     values += [-margin, margin] if np.isfinite(margin) else []
     return max(values) - min(values)
 
 
-def _forest_handles(pooled: pd.DataFrame) -> list:
+def _forest_handles(studies: pd.DataFrame, pooled: pd.DataFrame) -> list:
     """Legend entries for what a forest figure shows."""
     handles: list = [Line2D([], [], color="black", marker="s", label="study (CI)")]
     methods = set(pooled["method"]) if "method" in pooled.columns else set()
-    for method in ("fixed", "random_dl"):
+    for method in POOLED_COLORS:
         if method in methods:
             handles.append(
                 Line2D(
@@ -656,14 +664,10 @@ def _forest_handles(pooled: pd.DataFrame) -> list:
                 )
             )
     if "pi_low" in pooled.columns and _finite(pooled["pi_low"]):
-        handles.append(
-            Line2D(
-                [], [], color=POOLED_COLORS["random_dl"], linewidth=0.8, label="prediction interval"
-            )
-        )
-    if "margin" in pooled.columns and _finite(pooled["margin"]):
+        handles.append(Line2D([], [], color="#7f7f7f", linewidth=0.8, label="prediction interval"))
+    if np.isfinite(_mark(studies, pooled, "margin")):
         handles.append(Patch(color="#2ca02c", alpha=0.12, label="equivalence margin"))
-    if "claimed" in pooled.columns and _finite(pooled["claimed"]):
+    if np.isfinite(_mark(studies, pooled, "claimed")):
         handles.append(Line2D([], [], color="#d62728", linestyle="--", label="paper"))
     return handles
 
@@ -671,10 +675,11 @@ def _forest_handles(pooled: pd.DataFrame) -> list:
 def forest(studies: pd.DataFrame, pooled: pd.DataFrame, path: Path) -> Figure:
     """Forest plot, a panel per distinct ``panel`` (stacked): each study (``label``,
     ``estimate``, ``ci_low``, ``ci_high``) a square on its CI; the pooled estimates (``method``
-    fixed / random_dl) diamonds spanning their CI, the random-effects prediction interval
-    (``pi_low``, ``pi_high``) a thin line; zero, the equivalence band [-margin, margin] and the
-    paper's ``claimed`` difference (dashed). The x axis is shared where the panels' spans are
-    within a factor 5 of each other (spans of what they show, zero and margin included)."""
+    fixed / random_dl / random_hksj) diamonds spanning their CI, the random-effects prediction
+    interval (``pi_low``, ``pi_high``) a thin line; zero, the equivalence band [-margin, margin]
+    and the paper's ``claimed`` difference (dashed), from the pooled rows or else the studies'.
+    The x axis is shared where the panels' spans are within a factor 5 of each other (spans of
+    what they show, zero and margin included)."""
     names = [str(p) for f in (studies, pooled) if "panel" in f.columns for p in f["panel"]]
     names = list(dict.fromkeys(names)) or [""]
     parts = [(_panel_rows(studies, n), _panel_rows(pooled, n)) for n in names]
@@ -691,6 +696,9 @@ def forest(studies: pd.DataFrame, pooled: pd.DataFrame, path: Path) -> Figure:
         ax.grid(axis="x", linewidth=0.3, alpha=0.5)
     axes[-1].set_xlabel("difference (estimate and CI)")
     fig.legend(
-        handles=_forest_handles(pooled), loc="outside lower center", ncols=3, fontsize="small"
+        handles=_forest_handles(studies, pooled),
+        loc="outside lower center",
+        ncols=3,
+        fontsize="small",
     )
     return _save(fig, path)

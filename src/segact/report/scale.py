@@ -9,6 +9,7 @@ from collections.abc import Iterable
 import pandas as pd
 
 from segact.report.select import SIZE
+from segact.runs import schema
 
 LISTED = 4
 """Up to this many distinct values are listed; more are given as a range."""
@@ -69,7 +70,7 @@ def _epochs(folds: pd.DataFrame) -> str:
     parts = (
         [f"epoch cap (max_epochs) {spread(folds['max_epochs'])}"] if "max_epochs" in folds else []
     )
-    run = pd.to_numeric(folds.get("epochs_run", pd.Series()), errors="coerce").dropna()
+    run = pd.to_numeric(folds.get(schema.EPOCHS_RUN, pd.Series()), errors="coerce").dropna()
     if not run.empty:
         ran = spread([run.min(), run.max()]).replace(", ", "–")
         parts.append(f"epochs as run {ran} (median {_number(run.median())})")

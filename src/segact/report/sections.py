@@ -12,7 +12,7 @@ import pandas as pd
 from segact.io import write_csv, write_text
 from segact.report import tables
 from segact.report.select import SIZE, row_set
-from segact.runs import results
+from segact.runs import results, schema
 from segact.runs.identity import ROW_IDENTITY, setting_columns
 
 SHOWN_ALWAYS = ("dataset", "loss", "activation")
@@ -89,7 +89,7 @@ def table_sections(
         write_text(latex, out / f"table_{name}.tex")
         sections += [f"## Table: {title}", "", markdown, ""]
     main_table = sections[-2]
-    degenerate = results.flag(ok, "degenerate")
+    degenerate = results.flag(ok, schema.DEGENERATE)
     if degenerate.any():
         other, what = (ok, "with") if len(used) < len(ok) else (ok[~degenerate], "without")
         sections += [f"## Tables {what} the {int(degenerate.sum())} degenerate fold(s)", ""]
@@ -130,12 +130,13 @@ def argmax_agreement_table(ok: pd.DataFrame) -> pd.DataFrame:
     image once per run), pixels where argmax differs from p >= 0.5, and exact ties z0 == z1
     (argmax gives a tie to background, p = 0.5 >= 0.5 to foreground: each tie is one
     disagreement, so the disagreements that are not ties must be 0)."""
-    counted = ok.dropna(subset=["argmax_disagreements"]) if "argmax_disagreements" in ok else ok[:0]
+    disagreements, ties = schema.ARGMAX_DISAGREEMENTS, schema.ARGMAX_TIES
+    counted = ok.dropna(subset=[disagreements]) if disagreements in ok else ok[:0]
     if counted.empty:
         return pd.DataFrame()
-    columns = ["n_pixels", "argmax_disagreements", "argmax_ties"]
+    columns = [schema.N_PIXELS, disagreements, ties]
     table = counted.groupby(["dataset", "loss"], sort=True)[columns].sum().astype("int64")
-    table["disagreements_not_ties"] = table["argmax_disagreements"] - table["argmax_ties"]
+    table["disagreements_not_ties"] = table[disagreements] - table[ties]
     return table.reset_index()
 
 
@@ -144,12 +145,13 @@ def argmax_sections(ok: pd.DataFrame, out: Path) -> list[str]:
     if table.empty:
         return []
     write_csv(table, out / "argmax_agreement.csv")
-    total = table[["n_pixels", "disagreements_not_ties", "argmax_ties"]].sum()
+    total = table[[schema.N_PIXELS, "disagreements_not_ties", schema.ARGMAX_TIES]].sum()
+    pixels, not_ties, ties = total.tolist()
     return [
         "## Argmax of the 2-channel head vs p >= 0.5",
         "",
-        f"Over {total['n_pixels']:,} validation pixels: {total['disagreements_not_ties']:,} "
-        f"disagreements that are not exact ties, and {total['argmax_ties']:,} exact ties "
+        f"Over {pixels:,} validation pixels: {not_ties:,} disagreements that are not exact "
+        f"ties, and {ties:,} exact ties "
         "(z0 == z1; argmax gives them to background, p = 0.5 >= 0.5 to foreground).",
         "",
         as_markdown(table),
@@ -240,14 +242,14 @@ def failed_sections(folds: pd.DataFrame, out: Path) -> list[str]:
     failed = folds[folds["status"] != "ok"]
     if failed.empty:
         return []
-    columns = [c for c in (*ROW_IDENTITY, "failed_epoch", "error", "run_dir") if c in failed]
+    columns = [c for c in (*ROW_IDENTITY, schema.FAILED_EPOCH, "error", "run_dir") if c in failed]
     write_csv(failed[columns], out / "failed.csv")
     return ["## Failed runs", "", as_markdown(failed[columns]), ""]
 
 
 def zero_gradient_notes(ok: pd.DataFrame, keys: Sequence[str]) -> list[str]:
     """The report's words for folds whose gradient was exactly zero in every epoch."""
-    zero = results.flag(ok, "zero_gradient")
+    zero = results.flag(ok, schema.ZERO_GRADIENT)
     if not zero.any():
         return []
     runs = ok.loc[zero, [k for k in ("dataset", *keys) if k in ok]].drop_duplicates()

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from segact.io import write_csv
 from segact.report import tables
 from segact.runs import results
-from segact.runs.folder import SWEEP_FOLDS_CSV, run_folders
+from segact.runs.folder import MODELS_DIR, SWEEP_FOLDS_CSV, run_folders
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ INPUT_EXIT_CODE = 2
 CRASH_EXIT_CODE = 1
 ADVICE = {
     "input": "fix the config key or the data it names, then run the same command again",
-    "crash": "run the same command again to retry (finished runs are skipped)",
+    "crash": "run the same command again to retry (finished runs are kept)",
 }
 
 
@@ -44,6 +44,13 @@ def failed_runs(sweep_dir: Path) -> pd.DataFrame:
         rows.append(row.assign(run_dir=label, kind=summary.get("error_kind", "crash")))
     columns = ["run_dir", "error", "kind"]
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
+
+
+def saved_models(sweep_dir: Path) -> tuple[int, int]:
+    """How many fold models the sweep's runs keep (``runtime.save_models``), and the bytes of
+    their files (weights and cards)."""
+    files = [p for run in run_folders(sweep_dir) for p in run.path.glob(f"{MODELS_DIR}/fold*")]
+    return sum(p.suffix == ".safetensors" for p in files), sum(p.stat().st_size for p in files)
 
 
 class SweepEnd(Callback):
@@ -66,6 +73,13 @@ class SweepEnd(Callback):
         )  # fmt: skip
         if not ok.empty:
             log.info("\n%s", tables.format_table(tables.dice_table(ok)))
+        n_models, size = saved_models(sweep_dir)
+        if n_models:
+            log.info(
+                "saved models: %d folds, %.1f MB (runtime.save_models=false: none)",
+                n_models,
+                size / 1e6,
+            )
         if failed.empty:
             return
         for kind, runs in failed.groupby("kind"):

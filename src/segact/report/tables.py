@@ -16,22 +16,17 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from segact.evaluation.aggregation import LOWER_IS_BETTER as SWEEP_LOWER_IS_BETTER
-from segact.runs.folder import PAPER_METRICS, SELECTED_METRICS
+from segact.runs import schema
 from segact.runs.identity import ROW_ORDER, row_keys, setting_columns, varies_within
 
+_HEADERS: dict[str, str] = {
+    schema.NLL: "NLL",
+    schema.BEST_DICE: "best Dice",
+    schema.THRESHOLD_AVERAGED_DICE: "threshold-averaged Dice",
+}
 AGGREGATIONS: dict[str, dict[str, str]] = {
-    "selected": {
-        "best_threshold": "threshold",
-        "nll": "NLL",
-        "best_dice": "best Dice",
-        "threshold_averaged_dice": "threshold-averaged Dice",
-    },
-    "paper": {
-        "paper_nll": "NLL",
-        "paper_best_dice": "best Dice",
-        "paper_threshold_averaged_dice": "threshold-averaged Dice",
-    },
+    "selected": {schema.BEST_THRESHOLD: "threshold", **_HEADERS},
+    "paper": {schema.paper(metric): header for metric, header in _HEADERS.items()},
 }
 """The paper-style table per ``--aggregate``: folds.csv column -> header."""
 CAPTIONS: dict[str, str] = {
@@ -66,13 +61,6 @@ def loss_label(name: object) -> str:
     return f"{LOSS_NAMES.get(str(name), str(name))} loss"
 
 
-LOWER_IS_BETTER = frozenset(
-    m
-    for m in (*SELECTED_METRICS, *PAPER_METRICS)
-    if m.removeprefix("paper_") in SWEEP_LOWER_IS_BETTER
-)
-"""The folds.csv numbers where lower is better: the sweep's, under either aggregation."""
-NOT_RANKED = frozenset({"best_threshold"})
 NAN_NOTE = "(n=k): only k of the row's n folds have a value (the others are NaN, left out)."
 STYLES: dict[str, tuple[str, str, str]] = {
     "plain": ("{}", " ± ", "—"),
@@ -185,8 +173,8 @@ def metric_table(folds: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str
 
 def _best_rows(table: pd.DataFrame, metric: str) -> np.ndarray:
     means = table[(metric, "mean")]
-    best = means.min() if metric in LOWER_IS_BETTER else means.max()
-    return np.isclose(means, best) & (metric not in NOT_RANKED)
+    best = means.min() if schema.lower_is_better(metric) else means.max()
+    return np.isclose(means, best) & schema.ranked(metric)
 
 
 def _cell_texts(table: pd.DataFrame, metric: str, style: str, rank: bool) -> Iterator[str]:
@@ -256,7 +244,9 @@ def format_paper_table(
     )
 
 
-def dice_table(folds: pd.DataFrame, metrics: Sequence[str] = SELECTED_METRICS) -> pd.DataFrame:
+def dice_table(
+    folds: pd.DataFrame, metrics: Sequence[str] = schema.SELECTED_METRICS
+) -> pd.DataFrame:
     """Rows: the choices and settings that vary (e.g. loss x activation, or the dataset alone),
     with a column for each other setting that differs (it follows the rows: no row splits);
     cells: mean ± std over folds, ``(n=k)`` where some are NaN; ``folds``: rows averaged."""

@@ -12,6 +12,7 @@ import pandas as pd
 
 from segact.io import write_csv
 from segact.report.sections import as_markdown
+from segact.runs.schema import BEST_DICE, ORACLE_BEST_DICE
 
 THRESHOLD_CHOICE_CSV = "threshold_choice.csv"
 
@@ -20,18 +21,17 @@ def threshold_choice_table(ok: pd.DataFrame, keys: Sequence[str]) -> pd.DataFram
     """Per row of the tables, over the holdout folds: the Dice at the inner split's threshold,
     at the fold's own best threshold, and their difference (mean, std, max); empty without
     holdout folds."""
-    if "oracle_best_dice" not in ok.columns or "protocol" not in ok.columns:
+    if ORACLE_BEST_DICE not in ok.columns or "protocol" not in ok.columns:
         return pd.DataFrame()
-    holdout = ok[(ok["protocol"] == "holdout") & ok["oracle_best_dice"].notna()]
+    holdout = ok[(ok["protocol"] == "holdout") & ok[ORACLE_BEST_DICE].notna()]
     if holdout.empty:
         return pd.DataFrame()
-    holdout = holdout.assign(gain=holdout["oracle_best_dice"] - holdout["best_dice"])
+    holdout = holdout.assign(gain=holdout[ORACLE_BEST_DICE] - holdout[BEST_DICE])
     by = [k for k in dict.fromkeys(("dataset", *keys)) if k in holdout.columns]
     grouped = holdout.groupby(by, dropna=False, sort=True)
     table = grouped.agg(
         folds=("gain", "size"),
-        best_dice=("best_dice", "mean"),
-        oracle_best_dice=("oracle_best_dice", "mean"),
+        **{metric: (metric, "mean") for metric in (BEST_DICE, ORACLE_BEST_DICE)},
         difference=("gain", "mean"),
         difference_std=("gain", "std"),
         difference_max=("gain", "max"),
@@ -44,7 +44,7 @@ def threshold_choice_sections(ok: pd.DataFrame, keys: Sequence[str], out: Path) 
     if table.empty:
         return []
     write_csv(table, out / THRESHOLD_CHOICE_CSV)
-    gain = ok.loc[ok["protocol"] == "holdout", "oracle_best_dice"] - ok["best_dice"]
+    gain = ok.loc[ok["protocol"] == "holdout", ORACLE_BEST_DICE] - ok[BEST_DICE]
     gain = gain.dropna()
     return [
         "## The threshold chosen on an inner split (eval.protocol=holdout)",

@@ -1,6 +1,6 @@
-"""A run folder, writer and reader side by side: every file name and file-level column of a run
-lives here, so whoever changes the layout changes both sides in one place (as nnU-Net keeps its
-output folder's builder next to its parser).
+"""A run folder, writer and reader side by side: every file name of a run lives here (the result
+files' columns in ``segact.runs.schema``), so whoever changes the layout changes both sides in
+one place (as nnU-Net keeps its output folder's builder next to its parser).
 
 ```
 <run_dir>/epochs.csv       one row per fold x epoch
@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 
 from segact.errors import ReportError
-from segact.evaluation.aggregation import RENAMED_METRICS
 from segact.io import read_json, remove_temporaries_of, write_csv, write_json
-from segact.runs.identity import CHOICES, predates
+from segact.runs import schema
+from segact.runs.identity import predates
 
 log = logging.getLogger(__name__)
 
@@ -53,36 +53,13 @@ LOCKS_DIR = "locks"
 SWEEP_FOLDS_CSV = "sweep_folds.csv"
 """In the sweep folder: every run's folds.csv rows, written when a multirun ends."""
 
-SELECTED_METRICS: tuple[str, ...] = (
-    "best_dice",
-    "threshold_averaged_dice",
-    "dice_at_05",
-    "best_threshold",
-    "nll",
-)
-"""folds.csv's numbers at the fold's selected epoch."""
-PAPER_METRICS: tuple[str, ...] = ("paper_best_dice", "paper_threshold_averaged_dice", "paper_nll")
-"""folds.csv's numbers under the paper's aggregation over epochs."""
-FLAGS: tuple[str, ...] = ("hit_max_epochs", "degenerate", "zero_gradient")
-"""folds.csv's boolean flags of a fold."""
-LEGACY_NAMES: dict[str, str] = {
-    "dice_per_image": "dice_per_image_at_best_threshold",
-    **{
-        f"{prefix}{old}": f"{prefix}{new}"
-        for old, new in RENAMED_METRICS.items()
-        for prefix in ("", "val_", "paper_")
-    },
-    **{f"nll_{c}": f"mean_nll_{c}" for c in ("tp", "fp", "tn", "fn")},
-}
-"""Columns older segact versions wrote under another name: renamed on reading."""
-
 
 def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def summary_numbers(
-    folds: pd.DataFrame, metrics: Sequence[str] = (*SELECTED_METRICS, *PAPER_METRICS)
+    folds: pd.DataFrame, metrics: Sequence[str] = (*schema.SELECTED_METRICS, *schema.PAPER_METRICS)
 ) -> dict[str, float]:
     """Mean and std over folds of each metric (NaN values left out), for summary.json."""
     present = [m for m in metrics if m in folds.columns]
@@ -95,46 +72,15 @@ def summary_numbers(
     return out
 
 
-TEXT_COLUMNS: tuple[str, ...] = (
-    "experiment", *CHOICES, "run_dir", "run_path", "config_hash", "status", "error", "hardware",
-)  # fmt: skip
-"""Columns read as text, as written (a hash of digits stays a hash), like every dotted identity
-column (``trainer.lr``): the report groups and pairs runs by them."""
-_CELLS = ("tp", "fp", "tn", "fn")
-_VAL_UNIT = ("best_dice", "best_threshold", "threshold_averaged_dice", "mean_dice",
-             "dice_at_05", "dice_per_image", "dice_per_image_at_05", "ece")  # fmt: skip
-_UNIT_COLUMNS = (
-    "best_dice", "threshold_averaged_dice", "mean_dice", "dice_at_05", "oracle_best_dice",
-    "paper_best_dice", "paper_threshold_averaged_dice", "paper_mean_dice", "dice_per_image",
-    "dice_per_image_at_05",
-    "dice_per_image_at_best_threshold", "dice", "best_threshold", "threshold", "ece",
-    *(f"val_{name}" for name in _VAL_UNIT),
-)  # fmt: skip
-_NONNEGATIVE_COLUMNS = (
-    "nll", "paper_nll", "val_nll", "grad_norm", "lr", "train_seconds", "epoch_seconds",
-    "wall_seconds",
-    *(f"{kind}_{cell}" for kind in ("mean_nll", "paper_nll", "nll") for cell in _CELLS),
-)  # fmt: skip
-COUNT_COLUMNS: tuple[str, ...] = (
-    "seed", "fold", "epoch", "epoch_selected", "epochs_run", "failed_epoch", "max_epochs",
-    "batch_size", "n_images", "n_pixels", "n_train", "n_select", "n_report", "tp", "fp", "fn",
-    "tn", "argmax_disagreements", "argmax_ties", "val_argmax_disagreements", "val_argmax_ties",
-    "val_n_images",
-)  # fmt: skip
-"""Counts and indices: integers as written (int64, float64 where a row has none), >= 0."""
-NUMBER_RANGES: dict[str, tuple[float, float, str]] = {
-    **dict.fromkeys(_UNIT_COLUMNS, (0.0, 1.0, "a Dice score, threshold or ECE lies in [0, 1]")),
-    **dict.fromkeys(_NONNEGATIVE_COLUMNS, (0.0, np.inf, "an NLL, norm, rate or time is >= 0")),
-    **dict.fromkeys(COUNT_COLUMNS, (0.0, np.inf, "a count or index is >= 0")),
-    "train_loss": (-np.inf, np.inf, "a loss is a number"),  # a boundary loss may be negative
-}
-"""Every numeric column a result file may have (legacy names too), with its range: a value
-outside it, or text, is an error naming file, row and column, never a silent NaN or a bold
-best Dice of 7.5. An empty cell (NaN) is allowed: a failed fold has no numbers."""
+def summary_mean(summary: dict[str, Any], metric: str) -> Any:
+    """A summary.json's mean of ``metric`` over folds (``summary_numbers``), under its former
+    name (``schema.RENAMED_METRICS``) where an older run recorded that; None without either."""
+    former = [old for old, new in schema.RENAMED_METRICS.items() if new == metric]
+    return next((summary[f"{m}_mean"] for m in (metric, *former) if f"{m}_mean" in summary), None)
+
+
 FLAG_SPELLINGS = frozenset({"true", "false", "1", "0", "1.0", "0.0"})
-"""How a flag (``FLAGS``) may be written; an empty cell is False."""
-STATUSES = frozenset({"ok", "failed", "inconsistent"})
-"""A fold row's status: finished, failed, or left out by a report (summary.json disagrees)."""
+"""How a flag (``schema.Dtype.FLAG``) may be written; an empty cell is False."""
 READ_CHUNK_ROWS = 20_000
 """Rows parsed and checked at a time: a file of junk fails at its first chunk, not after all
 of it is in memory."""
@@ -143,9 +89,31 @@ MAX_RESULT_ROWS = 200_000
 folds x epochs; a results.csv: runs x folds): beyond, the file is refused as not one."""
 
 
+def _declared(column: str) -> schema.Column | None:
+    """How the readers type ``column`` (``schema.read_as``); None: it is not read."""
+    return None if "." in column else schema.read_as(column)
+
+
 def _is_read(column: str) -> bool:
-    """The columns the report reads; any other column is skipped, never parsed or kept."""
-    return "." in column or column in NUMBER_RANGES or column in TEXT_COLUMNS or column in FLAGS
+    """The columns the report reads: every declared one, and the dotted identity columns
+    (``trainer.lr``), as text."""
+    return "." in column or _declared(column) is not None
+
+
+_NOT_READ: set[tuple[str, ...]] = set()
+"""The sets of unknown columns a warning named already (once each, not once per run folder)."""
+
+
+def _not_read(columns: tuple[str, ...], path: Path) -> None:
+    """Says which columns of a result file are not read (no segact version wrote them)."""
+    if columns not in _NOT_READ:
+        _NOT_READ.add(columns)
+        log.warning(
+            "%s: column(s) %s are not in segact's result schema (segact.runs.schema): not read "
+            "(here or in any other file)",
+            path,
+            ", ".join(columns),
+        )
 
 
 def _where(path: Path, chunk: pd.DataFrame, bad: pd.Series, column: str) -> str:
@@ -156,8 +124,10 @@ def _where(path: Path, chunk: pd.DataFrame, bad: pd.Series, column: str) -> str:
     return f"{path}, row {row} (line {row + 1}), column {column}: {shown}"
 
 
-def _checked_number(path: Path, chunk: pd.DataFrame, column: str) -> pd.Series:
-    """``chunk[column]`` as numbers (floats unless a count), or a ReportError naming the first
+def _checked_number(
+    path: Path, chunk: pd.DataFrame, column: str, declared: schema.Column
+) -> pd.Series:
+    """``chunk[column]`` as numbers (floats unless integers), or a ReportError naming the first
     value that is text or out of range."""
     values = chunk[column]
     numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
@@ -166,29 +136,33 @@ def _checked_number(path: Path, chunk: pd.DataFrame, column: str) -> pd.Series:
     if text.any():
         where = _where(path, chunk, text, column)
         raise ReportError(f"{where} is not a number; correct or delete that row")
-    low, high, rule = NUMBER_RANGES[column]
-    outside = (numbers < low) | (numbers > high)
+    assert declared.range is not None
+    outside = (numbers < declared.range.low) | (numbers > declared.range.high)
     if outside.any():
         where = _where(path, chunk, outside, column)
+        rule = declared.range.rule
         raise ReportError(f"{where} is out of range ({rule}); correct or delete that row")
-    return numbers if column in COUNT_COLUMNS else numbers.astype("float64")
+    return numbers if declared.dtype is schema.Dtype.INT else numbers.astype("float64")
 
 
 def _checked_chunk(path: Path, chunk: pd.DataFrame) -> pd.DataFrame:
-    """The chunk with typed numbers; a ReportError at its first unusable value."""
-    for column in chunk.columns.intersection(list(NUMBER_RANGES)):
-        chunk[column] = _checked_number(path, chunk, column)
-    for column in chunk.columns.intersection(list(FLAGS)):
+    """The chunk with typed numbers (each column as ``schema`` declares it); a ReportError at
+    its first unusable value: numbers first, then flags, then closed vocabularies."""
+    declared = {c: d for c in chunk.columns if (d := _declared(c)) is not None}
+    for column, how in declared.items():
+        if how.range is not None:
+            chunk[column] = _checked_number(path, chunk, column, how)
+    for column in (c for c, how in declared.items() if how.dtype is schema.Dtype.FLAG):
         spelled = chunk[column].astype("string").str.lower()
         bad = spelled.notna() & ~spelled.isin(FLAG_SPELLINGS)
         if bad.any():
             where = _where(path, chunk, bad, column)
             raise ReportError(f"{where} is no flag (True or False); correct or delete that row")
-    if "status" in chunk.columns:
-        bad = chunk["status"].notna() & ~chunk["status"].isin(STATUSES)
+    for column, values in ((c, how.values) for c, how in declared.items() if how.values):
+        bad = chunk[column].notna() & ~chunk[column].isin(values)
         if bad.any():
-            where = _where(path, chunk, bad, "status")
-            raise ReportError(f"{where} is no status ({', '.join(sorted(STATUSES))})")
+            where = _where(path, chunk, bad, column)
+            raise ReportError(f"{where} is no {column} ({', '.join(sorted(values))})")
     return chunk
 
 
@@ -211,10 +185,10 @@ class _HashingReader(io.RawIOBase):
 
 
 def read_result_csv(path: Path) -> pd.DataFrame:
-    """A result CSV, only the columns the report reads (``_is_read``), text columns as written,
-    numbers typed and checked chunk by chunk (``NUMBER_RANGES``), so that a file of junk fails
-    fast with one line naming its row and column; the columns of older versions under today's
-    names."""
+    """A result CSV, only the columns ``segact.runs.schema`` declares (and the dotted identity
+    columns; any other is named in a warning), text columns as written, numbers typed and
+    checked chunk by chunk, so that a file of junk fails fast with one line naming its row and
+    column; the columns of older versions under today's names (``schema.LEGACY_NAMES``)."""
     return read_hashed_result_csv(path)[0]
 
 
@@ -223,7 +197,9 @@ def read_hashed_result_csv(path: Path) -> tuple[pd.DataFrame, str]:
     try:
         header = pd.read_csv(path, nrows=0).columns
         read = [c for c in header if _is_read(c)]
-        text = {c: str for c in read if c in TEXT_COLUMNS or "." in c}
+        if len(read) < len(header):
+            _not_read(tuple(c for c in header if not _is_read(c)), Path(path))
+        text = {c: str for c in read if (d := _declared(c)) is None or d.dtype is schema.Dtype.TEXT}
         chunks = []
         with open(path, "rb") as raw:
             hashing = _HashingReader(raw)
@@ -240,7 +216,7 @@ def read_hashed_result_csv(path: Path) -> tuple[pd.DataFrame, str]:
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise ReportError(f"cannot read {path}: {error}") from None
     frame = pd.concat(chunks) if len(chunks) > 1 else chunks[0]
-    return frame.rename(columns=LEGACY_NAMES), hashing.sha256.hexdigest()
+    return frame.rename(columns=schema.LEGACY_NAMES), hashing.sha256.hexdigest()
 
 
 def recorded_sha256(summary: dict[str, Any], name: str) -> str | None:
@@ -420,7 +396,7 @@ class RunFolder:
         if "status" in previous.columns:
             previous = previous[previous["status"] == "ok"]
         row = {**keys, "fold": len(previous), "status": "failed", "error": summary["error"]}
-        row["failed_epoch"] = summary["epoch"]
+        row[schema.FAILED_EPOCH] = summary["epoch"]
         write_csv(pd.concat([previous, pd.DataFrame([row])], ignore_index=True), self.folds_csv)
 
     def remove_lock_folder(self) -> None:

@@ -24,6 +24,8 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from segact.choices import plain
+from segact.runs.schema import MOVED_MODULES, RENAMED_VALUES
+from segact.training.memory_format import uses_channels_last
 
 RUNTIME_NODE = "runtime"
 NOT_IN_IDENTITY: tuple[str, ...] = (
@@ -45,19 +47,13 @@ NOT_IN_IDENTITY: tuple[str, ...] = (
     "logger",  # experiment tracker (configs/logger/): writes beside the run, changes no number
 )
 """Dotted keys (or whole nodes) that change no number; every other key is part of a run."""
+CHANNELS_LAST = "trainer.channels_last"
+"""In the identity as the format it resolves to on the run's device (``auto``: true on CUDA,
+false on a CPU), as runs recorded it before ``auto`` existed (true or false): the memory format
+changes a CPU's float sums, and ``auto`` on CUDA is the very run ``true`` is."""
 DATA_FINGERPRINT = "dataset.fingerprint"
 """The identity key of the dataset files' content hash (``segact.data.fingerprint``): changed
 data is another run. Runs that predate it stay finished (``predates``)."""
-MOVED_MODULES: dict[str, str] = {"segact.nn.losses.": "segact.losses."}
-"""Modules that moved since runs recorded a ``_target_`` in them (the package layout of
-2026-11-30): the identity spells such a target by its former path, so that a move, which changes
-no number, leaves every finished run finished and its ``config_hash`` as it was."""
-RENAMED_VALUES: dict[tuple[str, str], str] = {
-    ("eval.select_metric", "threshold_averaged_dice"): "mean_dice",
-}
-"""Values renamed since runs recorded them (``mean_dice`` became ``threshold_averaged_dice`` on
-2026-12-01): the identity spells them by their former name, for the same reason."""
-
 CHOICES: tuple[str, ...] = (
     "dataset",
     "arch",
@@ -161,7 +157,10 @@ def identity(
     """Flat {dotted key: value} of every setting that changes the run's numbers, the content of
     the dataset's files included (``dataset.fingerprint``; none for generated data)."""
     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    flat = {k: _as_recorded(k, v) for k, v in _flatten(container).items() if not _excluded(k)}
+    flat = {k: v for k, v in _flatten(container).items() if not _excluded(k)}
+    if CHANNELS_LAST in flat:
+        flat[CHANNELS_LAST] = uses_channels_last(flat[CHANNELS_LAST], device_type)
+    flat = {k: _as_recorded(k, v) for k, v in flat.items()}
     if data_fingerprint is not None:
         flat[DATA_FINGERPRINT] = data_fingerprint
     flat["resolved.device"] = device_type

@@ -26,10 +26,12 @@ from segact.data.normalize import STATS_SHAPE, Normalization
 from segact.errors import ModelError
 from segact.io import atomic_path, read_json, write_json
 from segact.nn.heads import Head, build_head
+from segact.nn.prune import without_dropped
 from segact.runs.folder import FoldRecords, RunFolder, file_digest
 from segact.training.engine import FoldSetup
 from segact.training.fitting import build_model
 from segact.training.forward import Forward
+from segact.training.memory_format import uses_channels_last
 
 CARD_VERSION = 1
 SHOWN = 3  # tensor names listed in an error, per kind of difference
@@ -89,7 +91,7 @@ def model_card(setup: FoldSetup, fold: int, threshold: float) -> dict[str, Any]:
         "threshold": float(threshold),
         "eval_batch_size": int(cfg.eval.batch_size),  # CPU kernels' sums vary with the batch
         "forward": {
-            "channels_last": bool(cfg.trainer.channels_last),
+            "channels_last": uses_channels_last(cfg.trainer.channels_last, setup.device.type),
             "precision": plain(cfg.trainer.precision),
         },
     }
@@ -206,7 +208,8 @@ def load_fold(
     run: RunFolder, fold: int, config_hash: str, saved_hash: str | None = None
 ) -> tuple[dict[str, Any], nn.Module]:
     """Fold ``fold``'s card and model (checked by ``read_card``), its tensors checked against a
-    freshly built model."""
+    freshly built model; a file saved with the modules the model never runs (before segact
+    removed them: ``segact.nn.prune``) loads without them."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -216,6 +219,7 @@ def load_fold(
         state = load_file(run.model_weights(fold))
     except (OSError, SafetensorError) as error:
         raise ModelError(f"{run.model_weights(fold)} cannot be read ({error})") from None
+    state = without_dropped(state, model)
     check_tensors(state, model.state_dict(), run.model_weights(fold))
     model.load_state_dict(state)
     return card, model.eval()

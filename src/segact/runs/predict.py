@@ -13,6 +13,7 @@ manifest, ``.segact-predict.json``) and it is unchanged since: predicting never 
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import shutil
 import tempfile
@@ -36,6 +37,8 @@ from segact.io import atomic_path, read_json, write_json
 from segact.runs.folder import file_digest
 from segact.runs.models import Ensemble, load_ensemble
 from segact.training.engine import resolve_device
+
+log = logging.getLogger(__name__)
 
 MSD_IMAGES = "imagesTr"
 PROBABILITY_SUFFIX = "_probability"
@@ -316,6 +319,22 @@ def resolved_device(name: str) -> torch.device:
         raise ModelError(f"--device {name}: {error}") from None
 
 
+def applied(ensemble: Ensemble, options: PredictOptions) -> str:
+    """What a prediction applies, in one line: which folds' models, and the threshold."""
+    folds = [int(card["fold"]) for card in ensemble.cards]
+    if len(folds) == 1:
+        models = f"fold {folds[0]}'s model"
+    else:
+        models = f"the models of folds {', '.join(map(str, folds))} (probabilities averaged)"
+    if options.argmax:
+        return f"applying {models}, foreground where it is the more probable class (--argmax)"
+    if options.threshold is not None:
+        return f"applying {models} at threshold {options.threshold:g} (--threshold)"
+    own = ", ".join(f"{card['threshold']:.2f}" for card in ensemble.cards)
+    why = f"the mean of the folds' thresholds {own}" if len(folds) > 1 else "the fold's threshold"
+    return f"applying {models} at threshold {ensemble.threshold:.4g} ({why})"
+
+
 def predict(run_dir: Path, source: Path, out: Path, options: PredictOptions) -> list[Path]:
     """Predict every input under ``source`` with the run's models; returns the files written."""
     ensemble = load_ensemble(run_dir, options.fold, resolved_device(options.device))
@@ -328,6 +347,7 @@ def predict(run_dir: Path, source: Path, out: Path, options: PredictOptions) -> 
     check_outputs(inputs, out, options, before)
     threshold = ensemble.threshold if options.threshold is None else options.threshold
     batch_size = options.batch_size or int(ensemble.card.get("eval_batch_size", 16))
+    log.info("%s", applied(ensemble, options))
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".segact-predict-", suffix=".tmp", dir=out))

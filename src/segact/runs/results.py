@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from segact.errors import ReportError
+from segact.runs import schema
 from segact.runs.folder import (
-    FLAGS,
     FOLDS_CSV,
     ResultEdits,
     RunFolder,
@@ -32,15 +32,9 @@ from segact.runs.identity import CHOICES, sort_keys
 
 REQUIRED: tuple[str, ...] = (*CHOICES, "seed", "fold", "status")
 """The columns without which a file is no segact results file."""
-SELECTED_METRICS: tuple[str, ...] = (
-    "best_threshold",
-    "nll",
-    "best_dice",
-    "threshold_averaged_dice",
-)
-"""What the tables read of a fold unless told otherwise."""
-FOLD_FLAGS: tuple[str, ...] = (*FLAGS, "best_at_first_epoch")
-"""``FLAGS`` as folds.csv records them, then the ones derived from its columns (``fold_flags``)."""
+FOLD_FLAGS: tuple[str, ...] = (*schema.FLAGS, "best_at_first_epoch")
+"""``schema.FLAGS`` as folds.csv records them, then the ones derived from its columns
+(``fold_flags``)."""
 INCONSISTENT = "inconsistent"
 """The status of ok rows whose run's summary.json says otherwise: they are left out."""
 SUMMARY_STATUS = "summary_status"
@@ -71,16 +65,16 @@ def best_at_first_epoch(folds: pd.DataFrame) -> pd.Series:
     """Folds that trained past epoch 1 but kept epoch 1 as their best: early stopping ended them
     before any improvement, so their numbers are the barely trained network's (under the paper's
     rule, 11 epochs without a better total Dice, this is where BCE on thin structures stops)."""
-    if not {"epoch_selected", "epochs_run"} <= set(folds.columns):
+    if not {schema.EPOCH_SELECTED, schema.EPOCHS_RUN} <= set(folds.columns):
         return pd.Series(False, index=folds.index)
-    selected = pd.to_numeric(folds["epoch_selected"], errors="coerce")
-    trained = pd.to_numeric(folds["epochs_run"], errors="coerce")
+    selected = pd.to_numeric(folds[schema.EPOCH_SELECTED], errors="coerce")
+    trained = pd.to_numeric(folds[schema.EPOCHS_RUN], errors="coerce")
     return ((selected <= 1) & (trained > 1)).fillna(False).astype(bool)
 
 
 def fold_flags(folds: pd.DataFrame) -> pd.DataFrame:
-    """Every flag of every fold: the recorded ones (``FLAGS``), then the derived ones."""
-    flags = {name: flag(folds, name) for name in FLAGS}
+    """Every flag of every fold: the recorded ones (``schema.FLAGS``), then the derived ones."""
+    flags = {name: flag(folds, name) for name in schema.FLAGS}
     flags["best_at_first_epoch"] = best_at_first_epoch(folds)
     return pd.DataFrame(flags, columns=list(FOLD_FLAGS))
 
@@ -259,7 +253,7 @@ def _with_keys(thresholds: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
 
 def load_results(
     sources: Sequence[Path],
-    metrics: Sequence[str] = SELECTED_METRICS,
+    metrics: Sequence[str] = (),
     notes: list[str] | None = None,
     edits: ResultEdits | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -269,7 +263,8 @@ def load_results(
     saying how many repeats were dropped). ``notes`` also names the runs with only some of their
     folds, the runs whose summary.json disagrees with their rows (left out: ``INCONSISTENT``),
     and run folders a results CSV names outside the sources (never read). Raises ReportError,
-    naming the file, for missing columns (``metrics`` too, where a file has finished rows),
+    naming the file, for missing columns (``metrics``: those the caller's tables need, where a
+    file has finished rows),
     unusable values, finished rows without a name, or when no run finished. With ``edits``,
     each run's files are checked against the digests its summary.json recorded, and the edited
     ones collected there (the caller decides: ``ResultEdits.notes``).

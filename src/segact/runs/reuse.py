@@ -27,10 +27,14 @@ from segact.runs.folder import (
     RunFolder,
     read_result_csv,
 )
+from segact.runs.models import SUMMARY_MODELS
 
 log = logging.getLogger(__name__)
 
 INDEX_DIR = ".segact-index"
+ROOT_NAMES = frozenset({"multirun", "outputs", "runs"})
+"""Output roots a run cache is kept in (Hydra's defaults and ``results/runs``): never a folder
+such as ``/tmp`` that a sweep folder merely lies in, which would be scanned and shared."""
 NOT_COPIED = frozenset({".hydra", CHECKPOINTS_DIR, LOCKS_DIR, FOLDS_CSV, SUMMARY_JSON})
 """The new run keeps its own Hydra files; folds.csv and summary.json are written anew (the run's
 own folder name in them)."""
@@ -43,7 +47,8 @@ def output_root(run_dir: Path, label: str) -> Path | None:
     folder = Path(os.path.abspath(run_dir))
     if len(parts) < 2 or folder.parts[-len(parts) :] != parts or len(folder.parts) <= len(parts):
         return None  # also a hydra.run.dir that does not end in the label
-    return folder.parents[len(parts)]
+    root = folder.parents[len(parts)]
+    return root if root.name in ROOT_NAMES or (root / INDEX_DIR).is_dir() else None
 
 
 def _entry(root: Path, config_hash: str) -> Path:
@@ -70,9 +75,14 @@ def _build_index(root: Path) -> None:
 
 
 def finished_elsewhere(
-    root: Path | None, run: RunFolder, config_hash: str, identity: dict[str, Any]
+    root: Path | None,
+    run: RunFolder,
+    config_hash: str,
+    identity: dict[str, Any],
+    with_models: bool,
 ) -> RunFolder | None:
-    """The finished, intact run of this identity in another folder of ``root``, if any."""
+    """The finished, intact run of this identity in another folder of ``root``, if any (with
+    its saved models when ``with_models``: runtime.save_models asks for them)."""
     if root is None:
         return None
     if not (root / INDEX_DIR).is_dir():
@@ -83,7 +93,10 @@ def finished_elsewhere(
         return None
     if Path(os.path.abspath(source.path)) == Path(os.path.abspath(run.path)):
         return None
-    return source if source.finished_summary(config_hash, identity) is not None else None
+    summary = source.finished_summary(config_hash, identity)
+    if summary is None or (with_models and not summary.get(SUMMARY_MODELS)):
+        return None
+    return source
 
 
 def copy_run(source: RunFolder, target: RunFolder, label: str) -> dict[str, Any]:

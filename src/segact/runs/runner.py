@@ -29,7 +29,7 @@ from segact.data.splits import Fold, case_folds
 from segact.errors import DatasetError
 from segact.nn.heads import build_head
 from segact.runs import identity as run_identity
-from segact.runs import models, monitor, reuse
+from segact.runs import models, monitor, reuse, schema
 from segact.runs.folder import FoldRecords, RunFolder, summary_numbers
 from segact.runs.locks import Lock, acquire, holding
 from segact.runs.provenance import hardware, provenance
@@ -37,6 +37,7 @@ from segact.training import checkpoint
 from segact.training.engine import FoldResult, FoldSetup, fit_fold, resolve_device
 from segact.training.fitting import Augment
 from segact.training.group import fit_group
+from segact.training.memory_format import uses_channels_last
 
 log = logging.getLogger("segact")
 
@@ -85,6 +86,7 @@ class RunContext:
     keys: dict[str, Any]
     device: torch.device
     data_error: DatasetError | None = None  # the dataset could not be read (to fingerprint)
+    resolved: dict[str, Any] = dataclasses.field(default_factory=dict)  # provenance: auto's pick
 
     @property
     def columns(self) -> dict[str, Any]:
@@ -108,6 +110,7 @@ def run_context(
         run_identity.run_keys(cfg),
         device,
         missing,
+        {"resolved.channels_last": uses_channels_last(cfg.trainer.channels_last, device.type)},
     )
 
 
@@ -133,17 +136,17 @@ def record_fold(
     row |= {"status": "ok", "error": ""}
     saved: dict[str, str] = {}
     if setup.cfg.runtime.save_models and result.state is not None:  # before the fold's record
-        card = models.model_card(setup, fold.index, row["best_threshold"])
+        card = models.model_card(setup, fold.index, row[schema.BEST_THRESHOLD])
         saved[models.MODEL_HASH] = models.save_fold(ctx.folder, fold.index, result.state, card)
     records.save(fold.index, (result.epochs, result.thresholds), row, result.notes, saved)
     checkpoint.remove(ctx.folder.checkpoint(fold.index))
     log.info(
         "fold %d: best Dice %.4f at t=%.2f, threshold-averaged Dice %.4f (epoch %d)",
         fold.index,
-        row["best_dice"],
-        row["best_threshold"],
-        row["threshold_averaged_dice"],
-        row["epoch_selected"],
+        row[schema.BEST_DICE],
+        row[schema.BEST_THRESHOLD],
+        row[schema.THRESHOLD_AVERAGED_DICE],
+        row[schema.EPOCH_SELECTED],
     )
 
 
@@ -220,12 +223,12 @@ def assemble(ctx: RunContext, records: FoldRecords, n_folds: int, stale_s: float
             "status": "ok" if len(finished) == n_folds else "incomplete",
             "error": "",
             "folds": len(finished),
-            "zero_gradient": bool(fold_frame["zero_gradient"].all()),
+            schema.ZERO_GRADIENT: bool(fold_frame[schema.ZERO_GRADIENT].all()),
             "notes": sorted({note for r in finished.values() for note in r["notes"]}),
             **summary_numbers(fold_frame),
             **models.recorded_hashes(finished),
             "identity": ctx.identity,
-            "provenance": provenance(ctx.device),
+            "provenance": {**provenance(ctx.device), **ctx.resolved},
             "fold_hardware": sorted(set(fold_frame.get("hardware", pd.Series()).dropna())),
         }
         if summary["status"] == "ok":
@@ -244,9 +247,12 @@ def train(cfg: DictConfig, run_dir: Path, label: str | None = None) -> dict[str,
     if finished is not None:
         log.info("skipped %s: finished already (summary.json says ok)", ctx.folder.path)
         return finished
-    root = reuse.output_root(run_dir, ctx.label)
-    if cfg.runtime.get("reuse", True):
-        source = reuse.finished_elsewhere(root, ctx.folder, ctx.config_hash, ctx.identity)
+    root = reuse.output_root(run_dir, ctx.label) if cfg.runtime.get("reuse", True) else None
+    if root is not None:
+        with_models = bool(cfg.runtime.save_models)
+        source = reuse.finished_elsewhere(
+            root, ctx.folder, ctx.config_hash, ctx.identity, with_models
+        )
         if source is not None:
             log.info("%s: reused the same run, finished in %s (runtime.reuse=false retrains)",
                      ctx.label, source.path)  # fmt: skip
@@ -338,7 +344,7 @@ def run(
         if raise_errors:
             raise ConfigError(message)
         log.error("run refused: %s", message)
-        return {"status": "refused", "error": message, "wall_seconds": 0.0}
+        return {"status": "refused", "error": message, schema.WALL_SECONDS: 0.0}
     try:
         summary = train(cfg, run_dir, label)
     except Exception as error:
@@ -351,5 +357,5 @@ def run(
         if raise_errors:
             raise  # the caller reports it, once
         log.error("run failed: %s", summary["error"])
-    summary["wall_seconds"] = time.perf_counter() - started
+    summary[schema.WALL_SECONDS] = time.perf_counter() - started
     return summary

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from segact.evaluation.aggregation import RENAMED_METRICS
 from segact.io import atomic_path, remove_temporaries_of
+from segact.runs.schema import RENAMED_METRICS, validation
 from segact.training.fitting import Augment, FoldProgress, Trainable
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,8 @@ def renamed_metrics(progress: FoldProgress) -> FoldProgress:
     current names, so its epoch rows and best sweep join the new ones."""
     for old, new in RENAMED_METRICS.items():
         for row in progress.rows:
-            if f"val_{old}" in row:
-                row[f"val_{new}"] = row.pop(f"val_{old}")
+            if validation(old) in row:
+                row[validation(new)] = row.pop(validation(old))
         if progress.best_sweep is not None and old in progress.best_sweep.metrics:
             progress.best_sweep.metrics[new] = progress.best_sweep.metrics.pop(old)
     return progress
@@ -119,6 +119,15 @@ class Saver:
         """Restore ``trainable`` from the checkpoint and return its progress (else ``fresh``)."""
         state = load(self.path, self.config_hash) if self.path is not None else None
         if state is None:
+            return fresh
+        if set(state["model"]) != set(trainable.model.state_dict()):
+            log.warning(
+                "ignoring checkpoint %s: it holds other tensors than the model (saved by a segact "
+                "that kept the modules the model never runs); fold %d starts again, to the same "
+                "numbers",
+                self.path,
+                fold,
+            )
             return fresh
         trainable.model.load_state_dict(state["model"])
         trainable.optimizer.load_state_dict(state["optimizer"])

@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from segact.data.splits import Fold
 from segact.evaluation import aggregation
 from segact.evaluation.sweep import SweepResult
 from segact.nn.heads import Head
+from segact.runs import schema
 from segact.training import checkpoint
 from segact.training.fitting import (
     Augment,
@@ -124,10 +126,11 @@ def fit_fold(
     """Train one fold; with ``checkpoint_path``, save now and then and resume from it."""
     run = FoldRun.start(setup, fold, checkpoint_path, heartbeat)
     progress = run.progress
+    # a bar only on a terminal: a log file (2>&1 > run.log, SLURM, nohup) gets the epoch lines
     bar = tqdm(
         range(progress.epoch + 1, setup.cfg.trainer.max_epochs + 1),
         desc=f"fold {fold.index}",
-        disable=not setup.cfg.runtime.progress or progress.stopped,
+        disable=not (setup.cfg.runtime.progress and sys.stderr.isatty()) or progress.stopped,
         leave=False,
         dynamic_ncols=True,
     )
@@ -137,7 +140,7 @@ def fit_fold(
             if progress.stopped:
                 break
             run_epoch(run.setup, run.trainable, progress, fold.index, epoch, *run.split)
-            bar.set_postfix(loss=f"{progress.rows[-1]['train_loss']:.4f}")
+            bar.set_postfix(loss=f"{progress.rows[-1][schema.TRAIN_LOSS]:.4f}")
             run.after_epoch(force_save=stop.requested)
             if stop.requested:
                 raise Interrupted(f"fold {fold.index} stopped after epoch {epoch}")
@@ -326,21 +329,21 @@ def finish_fold(
     trainable.model.load_state_dict(progress.best_state)
     reported = protocol.report(fold, progress.best_sweep, lambda i: sweep_of(setup, trainable, i))
     epochs = pd.DataFrame(progress.rows)
-    threshold = reported.metrics["best_threshold"]
+    threshold = reported.metrics[schema.BEST_THRESHOLD]
     row = {
-        "epoch_selected": progress.stopping.best_epoch,
-        "epochs_run": len(progress.rows),
+        schema.EPOCH_SELECTED: progress.stopping.best_epoch,
+        schema.EPOCHS_RUN: len(progress.rows),
         **reported.metrics,
         **aggregation.paper_aggregates(epochs),
-        "hit_max_epochs": not progress.stopped,
-        "degenerate": aggregation.is_degenerate(reported.sweep.table, threshold),
-        "n_train": len(split[0]),
-        "n_select": len(split[1]),
-        "n_report": len(fold.val),
-        "train_seconds": progress.seconds,
-        "zero_gradient": progress.zero_gradient,
+        schema.HIT_MAX_EPOCHS: not progress.stopped,
+        schema.DEGENERATE: aggregation.is_degenerate(reported.sweep.table, threshold),
+        schema.N_TRAIN: len(split[0]),
+        schema.N_SELECT: len(split[1]),
+        schema.N_REPORT: len(fold.val),
+        schema.TRAIN_SECONDS: progress.seconds,
+        schema.ZERO_GRADIENT: progress.zero_gradient,
     }
-    row["dice_per_image_at_best_threshold"] = row.pop("dice_per_image")
+    row[schema.DICE_PER_IMAGE_AT_BEST_THRESHOLD] = row.pop(schema.DICE_PER_IMAGE)
     table = reported.sweep.table.copy()
     table.insert(0, "fold", fold.index)
     return FoldResult(

@@ -19,10 +19,11 @@ from torch import Tensor, nn
 
 from segact.choices import Choice
 from segact.data.base import SegmentationData
-from segact.evaluation.aggregation import LOWER_IS_BETTER
 from segact.evaluation.sweep import SweepResult, ThresholdSweep
 from segact.nn.activations import EPS
 from segact.nn.heads import Head, argmax_counts
+from segact.nn.prune import drop_unused_modules
+from segact.runs import schema
 from segact.training.forward import Forward
 from segact.training.graphs import EvalGraph, TrainGraph, capturable_optimizer
 
@@ -44,20 +45,22 @@ class SelectMetric(Choice):
     stopping and the LR schedule follow."""
 
     # the Dice averaged over the threshold grid (the paper's "total dice")
-    threshold_averaged_dice = "threshold_averaged_dice"
-    mean_dice = "threshold_averaged_dice"  # its former name, still accepted
-    best_dice = "best_dice"
-    dice_at_05 = "dice_at_05"
-    nll = "nll"
+    threshold_averaged_dice = schema.THRESHOLD_AVERAGED_DICE
+    mean_dice = schema.THRESHOLD_AVERAGED_DICE  # its former name (schema.RENAMED_METRICS)
+    best_dice = schema.BEST_DICE
+    dice_at_05 = schema.DICE_AT_05
+    nll = schema.NLL
 
 
 def build_model(model_cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module:
+    """The smp model, without the modules it never runs (``segact.nn.prune``: an encoder's
+    stages beyond ``encoder_depth``), removed after every random draw of its initialisation."""
     # Imported here: smp pulls in timm, torchvision and torch._dynamo (~150 MB, 2-3 s), which
     # config errors, --help and the report never need.
     import segmentation_models_pytorch as smp
 
     kwargs = OmegaConf.to_container(model_cfg.kwargs, resolve=True) if model_cfg.kwargs else {}
-    return smp.create_model(
+    model = smp.create_model(
         model_cfg.arch,
         encoder_name=model_cfg.encoder,
         encoder_weights=model_cfg.encoder_weights,
@@ -65,6 +68,8 @@ def build_model(model_cfg: DictConfig, in_channels: int, out_channels: int) -> n
         classes=out_channels,
         **kwargs,
     )
+    drop_unused_modules(model, in_channels)
+    return model
 
 
 @dataclass
@@ -239,7 +244,9 @@ class PendingSweep:
         result = self.sweep.result()
         if self.argmax_totals is not None:
             _, disagreements, ties = self.argmax_totals.tolist()
-            result.metrics.update(argmax_disagreements=disagreements, argmax_ties=ties)
+            result.metrics.update(
+                {schema.ARGMAX_DISAGREEMENTS: disagreements, schema.ARGMAX_TIES: ties}
+            )
         return result
 
 
@@ -297,7 +304,7 @@ class EarlyStopping:
 def selection_score(sweep: SweepResult, metric: str) -> float:
     """The epoch's score for early stopping and the LR schedule: higher is better."""
     value = sweep.metrics[metric]
-    return -value if metric in LOWER_IS_BETTER else value
+    return -value if schema.lower_is_better(metric) else value
 
 
 @dataclass
@@ -332,9 +339,12 @@ class FoldProgress:
         elif epoch == 1:
             log.warning("fold %d: %s", fold, ZERO_GRADIENT_MESSAGE)
             self.notes.append(ZERO_GRADIENT_MESSAGE)
-        validation = {f"val_{k}": v for k, v in sweep.metrics.items() if k != "n_pixels"}
-        row = {"fold": fold, "epoch": epoch, "train_loss": stats.train_loss}
-        row.update(grad_norm=stats.grad_norm, lr=lr, **validation, epoch_seconds=seconds)
+        validation = {
+            schema.validation(k): v for k, v in sweep.metrics.items() if k != schema.N_PIXELS
+        }
+        row = {schema.FOLD: fold, schema.EPOCH: epoch, schema.TRAIN_LOSS: stats.train_loss}
+        row.update({schema.GRAD_NORM: stats.grad_norm, schema.LR: lr})
+        row.update({**validation, schema.EPOCH_SECONDS: seconds})
         self.rows.append(row)
         self.epoch = epoch
 

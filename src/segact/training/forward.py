@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from segact.choices import Choice, plain
+from segact.training.memory_format import uses_channels_last
 
 
 class Precision(Choice):
@@ -38,9 +39,8 @@ class Forward:
     def __init__(self, model: nn.Module, trainer: DictConfig, device: torch.device) -> None:
         self.device = device
         self.model = model
-        self.memory_format = (
-            torch.channels_last if trainer.get("channels_last", False) else torch.contiguous_format
-        )
+        channels_last = uses_channels_last(trainer.get("channels_last", False), device.type)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model.to(memory_format=self.memory_format)
         self._call: Callable[[Tensor], Tensor] = (
             torch.compile(model) if trainer.get("compile", False) else model

@@ -18,6 +18,7 @@ import numpy as np
 from segact.choices import Choice
 from segact.data.splits import Fold, inner_split
 from segact.evaluation.sweep import SweepResult
+from segact.runs import schema
 
 Evaluate = Callable[[np.ndarray], SweepResult]
 """Sweep of the current model over the given image indices."""
@@ -53,7 +54,7 @@ class PaperProtocol(ReportProtocol):
         return fold.train, fold.val
 
     def report(self, fold: Fold, best: SweepResult, evaluate: Evaluate) -> Reported:
-        metrics = {**best.metrics, "oracle_best_dice": best.metrics["best_dice"]}
+        metrics = {**best.metrics, schema.ORACLE_BEST_DICE: best.metrics[schema.BEST_DICE]}
         return Reported(metrics, best)
 
 
@@ -66,15 +67,15 @@ class HoldoutProtocol(ReportProtocol):
 
     def report(self, fold: Fold, best: SweepResult, evaluate: Evaluate) -> Reported:
         reported = evaluate(fold.val)
-        chosen = best.metrics["best_threshold"]
+        chosen = best.metrics[schema.BEST_THRESHOLD]
         table = reported.table
         at_chosen = table.loc[np.isclose(table["threshold"], chosen)].iloc[0]
         metrics = {
             **reported.metrics,
-            "best_threshold": chosen,
-            "best_dice": float(at_chosen["dice"]),
-            "dice_per_image": float(at_chosen["dice_per_image"]),
-            "oracle_best_dice": reported.metrics["best_dice"],
+            schema.BEST_THRESHOLD: chosen,
+            schema.BEST_DICE: float(at_chosen["dice"]),
+            schema.DICE_PER_IMAGE: float(at_chosen[schema.DICE_PER_IMAGE]),
+            schema.ORACLE_BEST_DICE: reported.metrics[schema.BEST_DICE],
         }
         return Reported(metrics, reported)
 
