@@ -120,6 +120,15 @@ def write_bytes(self, data):
 pathlib.Path.write_bytes = write_bytes
 """
 DISK_FULL_ON_CHECKPOINT = DISK_FULL_ON_WRITE_BYTES.format(marker=".pt.")
+DISK_FULL_BEFORE_HYDRA = DISK_FULL_ON_WRITE_BYTES.format(marker=".segact-probe-")
+DISK_FULL_ON_LOCK = """
+real = pathlib.Path.write_text
+def write_text(self, data, *args, **kwargs):
+    if ".lock." in self.name:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real(self, data, *args, **kwargs)
+pathlib.Path.write_text = write_text
+"""
 DISK_FULL_ON_MODEL = DISK_FULL_ON_WRITE_BYTES.format(marker=".safetensors.")  # issue 30, item 11
 
 
@@ -136,6 +145,8 @@ def _faulty_train(patch: str, *overrides: str) -> subprocess.CompletedProcess:
         (DISK_FULL_ON_REPLACE, "fold0.json"),
         (DISK_FULL_ON_CHECKPOINT, "fold0.pt"),
         (DISK_FULL_ON_MODEL, "fold0.safetensors"),
+        (DISK_FULL_BEFORE_HYDRA, ".segact-probe-"),  # a 4 KB tmpfs: before Hydra's own files
+        (DISK_FULL_ON_LOCK, "fold0.lock"),
     ],
 )
 def test_a_full_disk_is_one_line_and_the_run_resumes_after(tmp_path, patch, names):

@@ -48,6 +48,9 @@ SEGMENT_KEYS = (
     "activation.name", "loss.name", "loss.binarize",
 )  # fmt: skip
 """Keys whose values name folders of a run's path (configs/config.yaml ``hydra.sweep``)."""
+PROBE_BYTES = 256 * 1024
+"""What the folder check writes (and removes): a disk that cannot take it is one line before
+Hydra writes its .hydra/ files and job log there, which would fail with Hydra's traceback."""
 MADE_FOR_RUN: list[Path] = []
 """The folders ``RunDirGuard`` created (absolute, outermost first): a refused run removes them."""
 HIDDEN_GROUPS = frozenset({"hydra", "schema"})
@@ -101,10 +104,14 @@ class RunDirGuard(Callback):
                 MADE_FOR_RUN.extend(p for p in [*reversed(path.parents), path] if not p.exists())
                 path.mkdir(parents=True, exist_ok=True)
             probe = Path(folder) / f".segact-probe-{os.getpid()}.tmp"
-            with naming(probe):
-                probe.write_bytes(b"")
-                probe.unlink()
+            try:
+                with naming(probe):
+                    probe.write_bytes(bytes(PROBE_BYTES))  # room for Hydra's own files at least
+            finally:
+                probe.unlink(missing_ok=True)
         except OSError as error:
+            if key == "hydra.run.dir":
+                remove_refused_run(Path(folder))  # the folders made for it, empty again
             _refuse_os(error)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from segact.io import read_json
+from segact.io import naming, read_json
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ def acquire(path: Path, stale_after_s: float) -> Lock | None:
         path.parent.mkdir(parents=True, exist_ok=True)
         draft = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            draft.write_text(json.dumps(holder))
+            with naming(path):  # a full disk names the lock, not "(no file named)"
+                draft.write_text(json.dumps(holder))
             os.link(draft, path)
         except FileNotFoundError:  # another process removed the empty lock folder just now
             continue
