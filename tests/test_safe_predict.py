@@ -253,7 +253,13 @@ def test_sigint_while_predicting_is_one_line_130_and_writes_nothing(trained, tmp
     marker, out = tmp_path / "predicting", tmp_path / "out"
     args = [marker, trained[0], folder, "--out", out, "--no-progress"]
     command = [sys.executable, "-c", STALLED, *map(str, args)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(  # Ctrl-C as in a terminal: an xdist worker ignores SIGINT, and
+        command,  # a Python started with SIGINT ignored installs no KeyboardInterrupt for it
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 240
         while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
