@@ -30,12 +30,7 @@ SHOWN = (
     "ci_high",
     "p_holm",
     "wilcoxon_p_holm",
-    "margin",
-    "claimed",
-    "tost_p",
-    "mde_80",
-    "seeds_needed",
-    "verdict",
+    *meta.JUDGEMENT_COLUMNS,
 )
 """The paired summary's columns shown in report.md (paired_summary.csv has them all)."""
 POOLED_SHOWN = (
