@@ -510,3 +510,14 @@ def test_a_margin_that_is_no_number_is_one_clear_error(sweep, tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert error.startswith("segact-report: error: --margin two percent:") and "\n" not in error
     assert not (tmp_path / "x").exists()  # refused before anything is written
+
+
+def test_a_report_of_the_synthetic_set_alone_compares_without_a_forest(tmp_path):
+    """The synthetic set is never pooled or drawn in the forest: a report of only its runs (the
+    main job's) still writes the paired statistics, and no forest.png."""
+    for activation, dice in (("sigmoid", SIGMOID), ("arctan", ARCTAN)):
+        write_run(tmp_path / "sweep", activation, dice, keys={"dataset": "synthetic"})
+    out = _report(tmp_path / "report", tmp_path / "sweep", "--pair", "sigmoid", "arctan")
+    summary = pd.read_csv(out / "paired_summary.csv")
+    assert summary["dataset"].unique().tolist() == ["synthetic"]
+    assert not (out / "forest.png").exists()

@@ -381,11 +381,10 @@ def forest_sections(results: Sequence[Result], framing: Framing, out: Path) -> l
         for r in results
         if not r.summary.empty
     ]
-    studies = (
-        pd.concat([s for s, _ in frames if not s.empty], ignore_index=True) if frames else None
-    )
-    if studies is None or studies.empty:
+    shown = [studies for studies, _ in frames if not studies.empty]
+    if not shown:  # only synthetic or unlearned datasets: nothing to draw
         return []
+    studies = pd.concat(shown, ignore_index=True)
     from segact.report import plots  # matplotlib only when a report is drawn
 
     pooled = pd.concat([p for _, p in frames if not p.empty] or [pd.DataFrame()], ignore_index=True)
