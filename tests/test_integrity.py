@@ -96,6 +96,23 @@ def test_a_refused_folder_receives_nothing_not_even_hydras_files(tmp_path):
     assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
+def test_a_refused_folder_in_a_multirun_receives_nothing_and_no_job_starts(tmp_path):
+    """A multirun into an existing sweep folder where one run's folder holds someone else's
+    files: refused before the first job, whose .hydra/ and log Hydra would write first."""
+    sweep = tmp_path / "sweep"
+    segact_train("activation=sigmoid,arctan", f"hydra.sweep.dir={sweep}", multirun=True)
+    (theirs,) = {p.parents[1] for p in sweep.rglob(".hydra/config.yaml") if "arctan" in str(p)}
+    (theirs / ".hydra" / "config.yaml").write_text("their: config\n")
+    (theirs / "model.ckpt").write_bytes(b"their weights")
+    before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
+    done = segact_train(
+        "activation=sigmoid,arctan", f"hydra.sweep.dir={sweep}", multirun=True, check=False
+    )
+    assert done.returncode == 2
+    assert "holds files segact did not write (model.ckpt)" in done.stderr
+    assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before
+
+
 FAULT = """
 import errno, os, pathlib, sys
 {patch}
