@@ -132,7 +132,7 @@ class ModelConfig:
 
 @dataclass
 class HeadConfig:
-    name: str = HeadName.sigmoid1.value  # any registered head (segact.nn.heads.HEADS)
+    name: HeadName = HeadName.sigmoid1
 
 
 @dataclass
@@ -167,7 +167,7 @@ def options() -> dict[str, dict[str, Any]]:
     return {
         "activation": {name: ActivationConfig(name=name) for name in activations.names()},
         "loss": {name: schema() for name, schema in losses.LOSSES.items()},
-        "head": {name: HeadConfig(name=name) for name in heads.names()},
+        "head": {name: HeadConfig(name=HeadName(name)) for name in heads.names()},
     }
 
 

@@ -24,7 +24,9 @@ from segact.nn.activations import Activation, LogProbs
 
 
 class HeadName(Choice):
-    """The built-in heads' names (``head.name`` takes any name registered in ``HEADS``)."""
+    """``head.name``: how the model's output channels become a foreground probability (a closed
+    choice, checked while Hydra composes: a new head adds its member here and its ``HEADS``
+    entry below)."""
 
     sigmoid1 = "sigmoid1"
     softmax2 = "softmax2"

@@ -11,7 +11,7 @@ subclass whose ``_target_`` names the loss and whose ``name`` is the option): th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -231,6 +231,8 @@ def register(schema: type[LossConfig]) -> type[LossConfig]:
 
 @dataclass
 class LossConfig:
+    label: ClassVar[str] = ""  # how figures and headings name it ("Dice": "Dice loss"); "": name
+
     _target_: str = MISSING
     name: str = MISSING
     binarize: Binarize = Binarize.none  # threshold the probability before the loss
@@ -242,6 +244,7 @@ class LossConfig:
 class DiceLossConfig(LossConfig):
     _target_: str = "segact.nn.losses.DiceLoss"
     name: str = "dice"
+    label: ClassVar[str] = "Dice"
     smooth: float = 0.0
     eps: float = 1e-7
     per_image: bool = False  # false: one Dice over the whole batch, like the paper
@@ -252,6 +255,7 @@ class DiceLossConfig(LossConfig):
 class TverskyLossConfig(DiceLossConfig):
     _target_: str = "segact.nn.losses.TverskyLoss"
     name: str = "tversky"
+    label: ClassVar[str] = "Tversky"
     alpha: float = 0.3  # weight of false positives
     beta: float = 0.7  # weight of false negatives
 
@@ -261,6 +265,7 @@ class TverskyLossConfig(DiceLossConfig):
 class BCELossConfig(LossConfig):
     _target_: str = "segact.nn.losses.BCELoss"
     name: str = "bce"
+    label: ClassVar[str] = "BCE"
     eps: float = 1e-7
 
 
@@ -271,6 +276,7 @@ class BoundaryLossConfig(DiceLossConfig):
 
     _target_: str = "segact.nn.losses.BoundaryLoss"
     name: str = "boundary"
+    label: ClassVar[str] = "boundary"
     weight: float = 1.0  # weight of the boundary Dice term (0: plain Dice)
     width: int = 1  # boundary thickness in pixels on each side of the edge (kernel 2 width + 1)
 
@@ -282,6 +288,7 @@ class MSELossConfig(LossConfig):
 
     _target_: str = "segact.nn.losses.MSELoss"
     name: str = "mse"
+    label: ClassVar[str] = "MSE"
 
 
 @register
@@ -291,3 +298,4 @@ class CrossEntropyLossConfig(LossConfig):
 
     _target_: str = "segact.nn.losses.CrossEntropyLoss"
     name: str = "ce"
+    label: ClassVar[str] = "CE"
