@@ -19,6 +19,7 @@ from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig
 
 from segact.config import config_dir
+from segact.runs.registration import register
 
 TINY = (
     "model=tiny",
@@ -61,6 +62,7 @@ def composed(*overrides: str, return_hydra_config: bool = False) -> DictConfig:
     """Hydra's compose of the real config tree, cached: read it, never change it (the next
     caller gets the same object); ``compose_config`` gives copies. Hydra is initialized once
     per process (a quarter of a compose's time), again only if something cleared it."""
+    register()  # as the entry points do
     if not GlobalHydra.instance().is_initialized():
         initialize_config_dir(config_dir=str(config_dir()), version_base="1.3")
     return compose("config", list(overrides), return_hydra_config=return_hydra_config)

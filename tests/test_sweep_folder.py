@@ -59,8 +59,6 @@ def test_a_sweep_is_named_by_experiment_name_or_its_override():
     ],
 )
 def test_named_sweeps_keep_their_folders(overrides, folder):
-    import segact.runs.sweep_folder  # noqa: F401  (registers the resolver, as segact-train does)
-
     assert composed(*overrides, return_hydra_config=True).hydra.sweep.dir == folder
 
 

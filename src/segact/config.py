@@ -22,14 +22,11 @@ from hydra.utils import get_method, instantiate
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from segact.choices import plain
-from segact.data.nifti import VolumeNorm
-from segact.data.normalize import Normalize
-from segact.data.source import MAX_PIXELS
+from segact.data import formats
 from segact.errors import ConfigError
 from segact.evaluation.sweep import DEFAULT_THRESHOLDS
-from segact.nn import activations, heads
+from segact.nn import activations, heads, losses
 from segact.nn.heads import HeadName
-from segact.nn.losses import Binarize
 from segact.training.fitting import SelectMetric
 from segact.training.forward import Precision
 from segact.training.graphs import CudaGraphs
@@ -48,14 +45,23 @@ def repository_dir() -> str:
     return str(config_dir().parent)
 
 
+def config_groups() -> dict[str, list[str]]:
+    """Every config group and its options: the YAML files under configs/ and the options the
+    registries declare (``options``)."""
+    folders = [p for p in config_dir().iterdir() if p.is_dir()]
+    found = {p.name: [f.stem for f in p.glob("*.yaml")] for p in folders}
+    for group, declared in options().items():
+        found[group] = [*found.get(group, []), *declared]
+    return {group: sorted(set(found[group])) for group in sorted(found)}
+
+
 def config_groups_help() -> str:
     """``group: option, option, ...`` for every config group (schemas and launchers' internals
     excluded), for ``segact-train --help``."""
-    lines = []
-    for group in sorted(p for p in config_dir().iterdir() if p.is_dir()):
-        options = ", ".join(sorted(f.stem for f in group.glob("*.yaml")))
-        lines.append(f"{group.name}: {options}{GROUP_NOTES.get(group.name, '')}")
-    return "\n".join(lines)
+    return "\n".join(
+        f"{group}: {', '.join(names)}{GROUP_NOTES.get(group, '')}"
+        for group, names in config_groups().items()
+    )
 
 
 GROUP_NOTES: dict[str, str] = {
@@ -66,10 +72,6 @@ GROUP_NOTES: dict[str, str] = {
     ),
 }
 """A line under a group whose purpose its options do not tell, in ``--help``."""
-
-
-OmegaConf.register_new_resolver("segact_repository", repository_dir, replace=True)
-OmegaConf.register_new_resolver("segact_config_groups", config_groups_help, replace=True)
 
 
 @dataclass
@@ -142,151 +144,43 @@ class ActivationConfig:
     _partial_: bool = False
 
 
-@dataclass
-class LossConfig:
-    _target_: str = MISSING
-    name: str = MISSING
-    binarize: Binarize = Binarize.none  # threshold the probability before the loss
-    threshold: float = 0.5
+def schemas() -> dict[str, dict[str, type]]:
+    """ConfigStore ``schema/<group>/<name>``; a YAML option starts with
+    ``defaults: [/schema/<group>/<name>@_here_, _self_]``. Kept out of the groups themselves, so
+    ``--help`` lists only real choices. Losses and dataset formats: as registered."""
+    return {
+        "trainer": {"trainer": TrainerConfig},
+        "runtime": {"runtime": RuntimeConfig},
+        "eval": {"eval": EvalConfig},
+        "model": {"model": ModelConfig},
+        "head": {"head": HeadConfig},
+        "dataset": {name: fmt.schema for name, fmt in formats.FORMATS.items()},
+        "activation": {"activation": ActivationConfig},
+        "loss": {"loss": losses.LossConfig, **losses.LOSSES},
+        "logger": LOGGER_SCHEMAS,
+    }
 
 
-@dataclass
-class DiceLossConfig(LossConfig):
-    _target_: str = "segact.nn.losses.DiceLoss"
-    name: str = "dice"
-    smooth: float = 0.0
-    eps: float = 1e-7
-    per_image: bool = False  # false: one Dice over the whole batch, like the paper
-
-
-@dataclass
-class TverskyLossConfig(DiceLossConfig):
-    _target_: str = "segact.nn.losses.TverskyLoss"
-    name: str = "tversky"
-    alpha: float = 0.3  # weight of false positives
-    beta: float = 0.7  # weight of false negatives
-
-
-@dataclass
-class BCELossConfig(LossConfig):
-    _target_: str = "segact.nn.losses.BCELoss"
-    name: str = "bce"
-    eps: float = 1e-7
-
-
-@dataclass
-class BoundaryLossConfig(DiceLossConfig):
-    """Region Dice + weight x Dice of the boundary maps (segact.nn.losses.soft_boundary)."""
-
-    _target_: str = "segact.nn.losses.BoundaryLoss"
-    name: str = "boundary"
-    weight: float = 1.0  # weight of the boundary Dice term (0: plain Dice)
-    width: int = 1  # boundary thickness in pixels on each side of the edge (kernel 2 width + 1)
-
-
-@dataclass
-class DatasetConfig:
-    _target_: str = MISSING  # a loader returning segact.data.base.SegmentationData
-    name: str = MISSING  # the label in the result files
-
-
-@dataclass
-class SyntheticDatasetConfig(DatasetConfig):
-    """The embedded default: procedurally generated blobs on textured noise, no files."""
-
-    _target_: str = "segact.data.synthetic.make_synthetic"
-    name: str = "synthetic"
-    n_images: int = 200
-    image_size: int = 64
-    channels: int = 3
-    seed: int = 0
-    max_blobs: int = 3
-    blob_radius: list[float] = field(default_factory=lambda: [0.08, 0.22])
-    empty_fraction: float = 0.1
-    distractors: int = 2
-    contrast: list[float] = field(default_factory=lambda: [1.0, 2.2])
-    distractor_contrast: float = 0.4  # brightness of the unlabelled look-alikes
-    noise: float = 0.6
-
-
-@dataclass
-class FileDatasetConfig(DatasetConfig):
-    root: str | None = None  # required unless a preset sets default_root
-    default_root: str | None = None  # presets: ${paths.datasets}/<name>
-    image_size: Any = 256  # int (square) or [height, width]; images bilinear, masks nearest
-    normalize: Normalize = Normalize.dataset
-    cache: bool = True
-    cache_dir: str | None = None  # null: $SEGACT_CACHE, else ~/.cache/segact
-    max_pixels: int = MAX_PIXELS  # larger images (NIfTI: slices) are refused from their header
-
-
-@dataclass
-class FolderDatasetConfig(FileDatasetConfig):
-    """<root>/images/<name>.<png|jpg|tif|bmp> + <root>/masks/<mask_pattern>.<...>, paired by
-    name (mask_pattern '{stem}_mask': image a.jpg, mask a_mask.png)."""
-
-    _target_: str = "segact.data.folder.load_folder"
-    name: str = "folder"
-    images_dir: str = "images"
-    masks_dir: str = "masks"
-    mask_pattern: str = "{stem}"  # a mask's name without extension; {stem}: its image's name
-    mask_threshold: float | None = None  # foreground = value > this (e.g. 127, soft edges)
-    foreground_values: list[int] | None = None  # or: these values are foreground
-    mask_channel: Any = None  # null: brightest colour channel | alpha | a channel number
-    gray_to_rgb: bool = False  # repeat a gray channel 3 times (e.g. for normalize=imagenet)
-    case_regex: str | None = None  # the case is the regex's group 'case' (or 1) in the name
-    case_starts: list[int] | None = None  # with a number captured: first number of each case
-    workers: int = 0  # decoding threads; 0: one per core (at most 8)
-
-
-@dataclass
-class NiftiDatasetConfig(FileDatasetConfig):
-    """MSD layout <root>/imagesTr + <root>/labelsTr, cut into 2D slices by volume (case)."""
-
-    _target_: str = "segact.data.nifti.load_nifti"
-    name: str = "nifti"
-    images_dir: str = "imagesTr"
-    labels_dir: str = "labelsTr"
-    axis: int = 2  # the voxel axis the slices are cut along
-    modalities: list[int] | None = None  # null: every modality as an input channel
-    volume_norm: VolumeNorm = VolumeNorm.zscore  # per volume and channel
-    foreground_labels: list[int] | None = None  # null: labels must be binary
-    normalize: Normalize = Normalize.none  # after slicing
-
-
-SCHEMAS: dict[str, dict[str, type]] = {
-    "trainer": {"trainer": TrainerConfig},
-    "runtime": {"runtime": RuntimeConfig},
-    "eval": {"eval": EvalConfig},
-    "model": {"model": ModelConfig},
-    "head": {"head": HeadConfig},
-    "dataset": {
-        "synthetic": SyntheticDatasetConfig,
-        "folder": FolderDatasetConfig,
-        "nifti": NiftiDatasetConfig,
-    },
-    "activation": {"activation": ActivationConfig},
-    "loss": {
-        "loss": LossConfig,
-        "dice": DiceLossConfig,
-        "tversky": TverskyLossConfig,
-        "bce": BCELossConfig,
-        "boundary": BoundaryLossConfig,
-    },
-}
-"""ConfigStore ``schema/<group>/<name>``; a YAML option starts with
-``defaults: [/schema/<group>/<name>@_here_, _self_]``. Kept out of the groups themselves, so
-``--help`` lists only real choices."""
+def options() -> dict[str, dict[str, Any]]:
+    """The config groups' options that a registry declares (no YAML file): ``activation=<name>``
+    for each registered activation, ``loss=<name>`` for each loss, ``head=<name>``."""
+    return {
+        "activation": {name: ActivationConfig(name=name) for name in activations.names()},
+        "loss": {name: schema() for name, schema in losses.LOSSES.items()},
+        "head": {name: HeadConfig(name=HeadName(name)) for name in heads.names()},
+    }
 
 
 def register_schemas() -> None:
+    """Store the schemas and the registries' options in Hydra's ConfigStore (the entry points
+    call it, through ``segact.runs.registration``; again after a plugin registered more)."""
     store = ConfigStore.instance()
-    for group, schemas in SCHEMAS.items():
-        for name, node in schemas.items():
+    for group, found in schemas().items():
+        for name, node in found.items():
             store.store(group=f"schema/{group}", name=name, node=node)
-
-
-register_schemas()
+    for group, found in options().items():
+        for name, node in found.items():
+            store.store(group=group, name=name, node=node)
 
 
 def instantiate_named(cfg: DictConfig, **kwargs: Any) -> Any:
@@ -348,7 +242,7 @@ def check_head_and_activation(cfg: DictConfig) -> None:
     if (
         head == HeadName.sigmoid1
         and activation.get("_target_") is None
-        and activation.name not in activations.REGISTRY
+        and activation.name not in activations.names()
     ):
         _fail(
             "activation",
@@ -445,7 +339,7 @@ TOP_LEVEL_KEYS = frozenset({"experiment_name", "paths", "hydra"})
 
 def check_top_level_keys(cfg: DictConfig) -> None:
     """``+activaton=arctan`` is no group: Hydra adds it as a key of its own, which nothing reads."""
-    known = TOP_LEVEL_KEYS | {p.name for p in config_dir().iterdir() if p.is_dir()}
+    known = TOP_LEVEL_KEYS | set(config_groups())
     for key in cfg:
         if str(key) not in known:
             close = closest(str(key), known - {"hydra"})
@@ -571,6 +465,4 @@ LOGGER_SCHEMAS: dict[str, type] = {
     "tensorboard": TensorBoardLoggerConfig,
     "mlflow": MLflowLoggerConfig,
 }
-for _name, _node in LOGGER_SCHEMAS.items():
-    ConfigStore.instance().store(group="schema/logger", name=_name, node=_node)
 SCHEMA_GROUPS = (*SCHEMA_GROUPS, "logger")

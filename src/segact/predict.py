@@ -98,6 +98,9 @@ def parser() -> argparse.ArgumentParser:
 
 def _predict(args: argparse.Namespace) -> list[Path]:
     from segact.runs.predict import PredictOptions, predict  # torch: inside main's Ctrl-C guard
+    from segact.runs.registration import register
+
+    register()  # plugins: their dataset formats read their inputs
 
     options = PredictOptions(
         fold=args.fold,

@@ -38,10 +38,16 @@ from segact.report.tables import dice_table, format_table
 from segact.runs import schema
 from segact.runs.folder import RunFolder, read_result_csv, summary_mean, unusable_root
 from segact.runs.identity import segment
+from segact.runs.registration import register
 from segact.runs.runner import refused_folder, run
 from segact.training.interrupt import Interrupted, warned_before_training
 
 log = logging.getLogger("segact")
+
+# The entry point registers (plugins, resolvers, schemas) as it is imported: joblib's and
+# submitit's workers import this module to unpickle the job's function, then compose the job's
+# config, before any function of segact's runs there.
+register()
 
 
 SEGMENT_KEYS = (

@@ -15,16 +15,18 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from segact.data.base import Meta, SegmentationData, checked_dataset
 from segact.data.cache import Writer, cached
+from segact.data.format import FileDatasetConfig, Sample
 from segact.data.normalize import check_normalize
 from segact.data.pairs import (
     STEM,
@@ -44,6 +46,7 @@ from segact.data.preprocess import (
     parse_size,
     resize_image,
     resize_mask,
+    resize_plane,
     unit_scale,
 )
 from segact.data.source import MAX_PIXELS, MAX_PIXELS_KEY, Source
@@ -309,3 +312,29 @@ def load_folder(
     stored = cached(path, settings, pair_files(pairs), build, cache_dir, cache, source)
     cases = cases_from_names([str(n) for n in stored.meta["names"]], case_regex, case_starts)
     return checked_dataset(path.name, stored, cases, normalize, path)
+
+
+@dataclass
+class FolderDatasetConfig(FileDatasetConfig):
+    """<root>/images/<name>.<png|jpg|tif|bmp> + <root>/masks/<mask_pattern>.<...>, paired by
+    name (mask_pattern '{stem}_mask': image a.jpg, mask a_mask.png)."""
+
+    _target_: str = "segact.data.folder.load_folder"
+    name: str = "folder"
+    images_dir: str = "images"
+    masks_dir: str = "masks"
+    mask_pattern: str = "{stem}"  # a mask's name without extension; {stem}: its image's name
+    mask_threshold: float | None = None  # foreground = value > this (e.g. 127, soft edges)
+    foreground_values: list[int] | None = None  # or: these values are foreground
+    mask_channel: Any = None  # null: brightest colour channel | alpha | a channel number
+    gray_to_rgb: bool = False  # repeat a gray channel 3 times (e.g. for normalize=imagenet)
+    case_regex: str | None = None  # the case is the regex's group 'case' (or 1) in the name
+    case_starts: list[int] | None = None  # with a number captured: first number of each case
+    workers: int = 0  # decoding threads; 0: one per core (at most 8)
+
+
+def read_input(path: Path, settings: Mapping[str, Any], size: tuple[int, int]) -> Sample:
+    """An image for segact-predict, decoded and resized as the dataset stores it."""
+    image = read_image(path)
+    shape = image.shape[:2]
+    return Sample(stored_pixels(image, size)[None], lambda p: resize_plane(p[0], shape))

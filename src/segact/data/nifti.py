@@ -12,7 +12,8 @@ from __future__ import annotations
 import gzip
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ import numpy as np
 from segact.choices import Choice
 from segact.data.base import Meta, SegmentationData, checked_dataset
 from segact.data.cache import Writer, cached
-from segact.data.normalize import check_normalize
+from segact.data.format import FileDatasetConfig, Sample
+from segact.data.normalize import Normalize, check_normalize
 from segact.data.pairs import (
     list_named,
     match_pairs,
@@ -37,6 +39,7 @@ from segact.data.preprocess import (
     parse_size,
     resize_image,
     resize_mask,
+    resize_plane,
 )
 from segact.data.source import MAX_PIXELS, MAX_PIXELS_KEY, Source
 from segact.errors import DatasetError
@@ -270,3 +273,36 @@ def load_nifti(
     stored = cached(path, settings, pair_files(cases), build, cache_dir, cache, source)
     fix = "check the label volumes, or dataset.foreground_labels"
     return checked_dataset(path.name, stored, stored.meta["cases"], normalize, path, fix)
+
+
+@dataclass
+class NiftiDatasetConfig(FileDatasetConfig):
+    """MSD layout <root>/imagesTr + <root>/labelsTr, cut into 2D slices by volume (case)."""
+
+    _target_: str = "segact.data.nifti.load_nifti"
+    name: str = "nifti"
+    images_dir: str = "imagesTr"
+    labels_dir: str = "labelsTr"
+    axis: int = 2  # the voxel axis the slices are cut along
+    modalities: list[int] | None = None  # null: every modality as an input channel
+    volume_norm: VolumeNorm = VolumeNorm.zscore  # per volume and channel
+    foreground_labels: list[int] | None = None  # null: labels must be binary
+    normalize: Normalize = Normalize.none  # after slicing
+
+
+def read_input(path: Path, settings: Mapping[str, Any], size: tuple[int, int]) -> Sample:
+    """A volume for segact-predict, sliced and normalised as the dataset stores it; its slices'
+    probabilities go back in plane to the volume's shape."""
+    axis = int(settings["axis"])
+    volume = read_channels([path])
+    header = _nibabel().load(path)
+    slices = volume_slices(
+        volume, path, axis, size, settings["modalities"], settings["volume_norm"]
+    )
+    plane = tuple(s for i, s in enumerate(volume.shape[:3]) if i != axis)
+
+    def restore(probability: np.ndarray) -> np.ndarray:
+        stacked = np.stack([resize_plane(p, plane) for p in probability])
+        return np.moveaxis(stacked, 0, axis)
+
+    return Sample(slices, restore, header)

@@ -147,6 +147,11 @@ def resize_image(channels_last: np.ndarray, size: tuple[int, int]) -> np.ndarray
     )
 
 
+def resize_plane(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(h, w) float -> (H, W) float32 at ``shape``, bilinear (unchanged where it is the size)."""
+    return resize_image(plane[..., None], tuple(shape))[0]
+
+
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(H, W) bool -> (h, w) bool, nearest neighbour."""
     height, width = size

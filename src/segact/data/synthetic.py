@@ -7,10 +7,13 @@ make the task hard enough for the output activation to matter. Some images have 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 from scipy import ndimage
 
 from segact.data.base import SegmentationData, Stored, checked_dataset
+from segact.data.format import DatasetConfig
 from segact.data.preprocess import check_int, check_range
 from segact.data.rows import MemoryRows
 from segact.errors import DatasetError
@@ -133,3 +136,22 @@ def make_synthetic(
     stored = Stored(MemoryRows(images), MemoryRows(masks), {"names": names})
     fix = "lower dataset.empty_fraction or raise dataset.n_images"
     return checked_dataset("synthetic", stored, names, "dataset", "dataset=synthetic", fix)
+
+
+@dataclass
+class SyntheticDatasetConfig(DatasetConfig):
+    """The embedded default: procedurally generated blobs on textured noise, no files."""
+
+    _target_: str = "segact.data.synthetic.make_synthetic"
+    name: str = "synthetic"
+    n_images: int = 200
+    image_size: int = 64
+    channels: int = 3
+    seed: int = 0
+    max_blobs: int = 3
+    blob_radius: list[float] = field(default_factory=lambda: [0.08, 0.22])
+    empty_fraction: float = 0.1
+    distractors: int = 2
+    contrast: list[float] = field(default_factory=lambda: [1.0, 2.2])
+    distractor_contrast: float = 0.4  # brightness of the unlabelled look-alikes
+    noise: float = 0.6

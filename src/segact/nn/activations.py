@@ -1,8 +1,11 @@
 """Output activations: logits -> foreground probability in (0, 1).
 
-Each activation is registered by name. Some also have a closed-form, numerically stable
-``log_probs`` (log p, log(1 - p)) computed from the logits, which the BCE loss uses instead of
-taking the log of a probability that has rounded to 0 or 1.
+Each activation is registered by name, once (``register``; the table at the bottom, or a
+plugin module, docs/extending.md): the config option ``activation=<name>``, the checks, the
+report's curves and the result files' ``activation`` column all read ``REGISTRY``. Some also
+have a closed-form, numerically stable ``log_probs`` (log p, log(1 - p)) computed from the
+logits, which the BCE loss uses instead of taking the log of a probability that has rounded to
+0 or 1.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from segact.choices import Registry
 
 EPS = 1e-7
 """Distance the bounded activations keep from 0 and 1 (Nieradzik et al. 2021)."""
@@ -101,36 +106,37 @@ class Activation:
         return self.fn(x)
 
 
-REGISTRY: dict[str, Activation] = {
-    a.name: a
-    for a in (
-        Activation("sigmoid", sigmoid, sigmoid_log_probs),
-        Activation("arctan", arctan),
-        Activation("normal_cdf", normal_cdf),
-        Activation("softsign", softsign, softsign_log_probs),
-        Activation("inv_sqrt", inv_sqrt, inv_sqrt_log_probs),
-        Activation("hardtanh", hardtanh),
-        Activation("linear", linear),
-    )
-}
+REGISTRY = Registry("activation", ", or give your own callable through activation._target_")
+"""name -> Activation: every registered output activation."""
+
+
+def register(activation: Activation) -> Activation:
+    """Register ``activation`` under its name (``activation=<name>`` then composes)."""
+    return REGISTRY.register(activation.name, activation)
+
+
+for _builtin in (
+    Activation("sigmoid", sigmoid, sigmoid_log_probs),
+    Activation("arctan", arctan),
+    Activation("normal_cdf", normal_cdf),
+    Activation("softsign", softsign, softsign_log_probs),
+    Activation("inv_sqrt", inv_sqrt, inv_sqrt_log_probs),
+    Activation("hardtanh", hardtanh),
+    Activation("linear", linear),
+):
+    register(_builtin)
 
 SOFTMAX = "softmax"
 """The softmax2 head's 'activation': p = softmax(z)[:, 1]; not a 1-channel activation."""
 
 
 def names() -> list[str]:
-    return sorted(REGISTRY)
+    return REGISTRY.names()
 
 
 def get(name: str) -> Activation:
     """The registered activation ``name`` (callable: logits -> probabilities)."""
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown activation {name!r}; choose one of {', '.join(names())}, "
-            "or give your own callable through activation._target_"
-        ) from None
+    return REGISTRY.get_named(name)
 
 
 def custom(name: str, fn: Callable[[Tensor], Tensor]) -> Activation:

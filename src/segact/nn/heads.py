@@ -2,11 +2,13 @@
 
 ``sigmoid1``: 1 channel of logits z, p = f(z) for the chosen activation f.
 ``softmax2``: 2 channels, p = softmax(z)[:, 1] = sigmoid(z1 - z0); argmax == (p > 0.5).
+
+Each head is registered once (``HEADS``, at the bottom): the config option ``head=<name>``, its
+check and the result files' ``head`` column read it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -16,13 +18,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from segact.choices import Choice
+from segact.choices import Choice, Registry
 from segact.nn import activations
 from segact.nn.activations import Activation, LogProbs
 
 
 class HeadName(Choice):
-    """``head.name``: how the model's output channels become a foreground probability."""
+    """``head.name``: how the model's output channels become a foreground probability (a closed
+    choice, checked while Hydra composes: a new head adds its member here and its ``HEADS``
+    entry below)."""
 
     sigmoid1 = "sigmoid1"
     softmax2 = "softmax2"
@@ -106,19 +110,16 @@ def build_activation(cfg: DictConfig | dict[str, Any]) -> Activation:
     return activations.custom(cfg.name, fn)
 
 
-HEADS: dict[HeadName, Callable[[DictConfig], Head]] = {
-    HeadName.sigmoid1: lambda activation_cfg: Sigmoid1(build_activation(activation_cfg)),
-    HeadName.softmax2: lambda activation_cfg: Softmax2(),  # takes no output activation
-}
+HEADS = Registry("head")
+"""name -> a builder of the head from the activation's config (only sigmoid1 uses it)."""
+HEADS.register(HeadName.sigmoid1.value, lambda activation: Sigmoid1(build_activation(activation)))
+HEADS.register(HeadName.softmax2.value, lambda activation: Softmax2())  # takes no activation
 
 
 def names() -> list[str]:
-    return sorted(name.value for name in HEADS)
+    return HEADS.names()
 
 
 def build_head(head_cfg: DictConfig, activation_cfg: DictConfig) -> Head:
     """The head named by ``head.name``; only sigmoid1 takes an output activation."""
-    name = str(head_cfg.name)
-    if name not in names():
-        raise KeyError(f"unknown head {name!r}; choose one of {', '.join(names())}")
-    return HEADS[HeadName(name)](activation_cfg)
+    return HEADS.get_named(str(head_cfg.name))(activation_cfg)

@@ -1,6 +1,7 @@
 """A report of one or more sweeps: select the folds (``select``), then write every section's
 files, report.md and report.html (``html``) into a staging folder beside ``--out`` and publish
-them into it at once (``publish``); returns the main table."""
+them into it at once (``publish``); returns the main table. The sections are one explicit list
+(``SECTIONS``), each computed, written and put in words by one function, found by name."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,11 +133,48 @@ def _write_tidy(chosen: Selection, out: Path) -> None:
         write_csv(thresholds, out / THRESHOLDS_CSV)
 
 
-def _comparison_lines(
-    chosen: Selection, options: ReportOptions, out: Path
-) -> tuple[list[str], list[str]]:
-    """(report.md's opening sentences, its sections: learned or not, the paired tests, the
-    pooled estimates, the claims, the confounds)."""
+@dataclass
+class Written:
+    """What a section put in report.md, and what the rest of the report takes from it."""
+
+    lines: list[str]
+    opening: list[str] = field(default_factory=list)  # report.md's opening sentences
+    table: str = ""  # the main table (Markdown), which segact-report prints
+
+
+@dataclass(frozen=True)
+class Section:
+    """One section of the report: ``write`` computes it, writes its files into the folder and
+    returns its words; only where ``wanted`` by the options."""
+
+    name: str
+    write: Callable[[Selection, ReportOptions, Path], Written]
+    wanted: Callable[[ReportOptions], bool] = lambda options: True
+
+
+def _shown(chosen: Selection) -> pd.DataFrame:
+    """Every fold a table shows: the headline sizes' and the other sizes'."""
+    return pd.concat([chosen.ok, chosen.other_sizes])
+
+
+def _tables(chosen: Selection, options: ReportOptions, out: Path) -> Written:
+    lines, main_table = sections.table_sections(
+        chosen.ok, chosen.used, chosen.keys, options.aggregate, out, _shown(chosen)
+    )
+    return Written(lines, table=main_table)
+
+
+def _other_sizes(chosen: Selection, options: ReportOptions, out: Path) -> Written:
+    return Written(
+        sections.other_sizes_sections(
+            chosen.other_sizes, chosen.keys, options.aggregate, _shown(chosen)
+        )
+    )
+
+
+def _comparisons(chosen: Selection, options: ReportOptions, out: Path) -> Written:
+    """Learned or not, the paired tests, the pooled estimates, the claims, the confounds; and
+    report.md's opening sentences."""
     claims_on = options.paper_claims
     claims_on = paper_claims_default(chosen.ok) if claims_on is None else claims_on
     framing = paired.Framing(options.aggregate, options.margin, claims_on)
@@ -147,7 +185,7 @@ def _comparison_lines(
         write_csv(cells, out / LEARNED_CSV)
     compared = paired.compare(chosen.used, chosen.comparisons, cells[cells["not_learned"]], framing)
     summary = paired.summary_of(compared)
-    return paired.opening_lines(compared, chosen.used, framing), [
+    lines = [
         *learned.learned_sections(cells, options.min_gain),
         *paired.comparison_sections(compared, chosen.used, framing, out),
         *confounds.stopping_sections(
@@ -155,13 +193,61 @@ def _comparison_lines(
         ),
         *confounds.device_sections(chosen.ok, chosen.replicates, summary, out),
     ]
+    return Written(lines, opening=paired.opening_lines(compared, chosen.used, framing))
 
 
-def _overlay_lines(chosen: Selection, out: Path) -> list[str]:
+def _overlays(chosen: Selection, options: ReportOptions, out: Path) -> Written:
     from segact.report import overlays  # torch and the models only when a report is drawn
 
     pairs = [(c.a, c.b) for c in chosen.comparisons if c.column == "activation"]
-    return overlays.overlay_sections(chosen.used, pairs, out)
+    return Written(overlays.overlay_sections(chosen.used, pairs, out))
+
+
+def _figures_wanted(options: ReportOptions) -> bool:
+    return options.figures
+
+
+SECTIONS: tuple[Section, ...] = (
+    Section("tables", _tables),
+    Section("other_sizes", _other_sizes),
+    Section("comparisons", _comparisons),
+    Section(
+        "threshold_choice",
+        lambda chosen, options, out: Written(
+            threshold_choice_sections(chosen.used, chosen.keys, out)
+        ),
+    ),
+    Section(
+        "argmax", lambda chosen, options, out: Written(sections.argmax_sections(chosen.ok, out))
+    ),
+    Section(
+        "flags",
+        lambda chosen, options, out: Written(sections.flag_sections(chosen.ok, chosen.keys, out)),
+    ),
+    Section(
+        "failed", lambda chosen, options, out: Written(sections.failed_sections(chosen.folds, out))
+    ),
+    Section(
+        "figures",
+        lambda chosen, options, out: Written(
+            figure_sections(chosen.used, chosen.thresholds, chosen.epochs, chosen.keys, out)
+        ),
+        _figures_wanted,
+    ),
+    Section("overlays", _overlays, _figures_wanted),
+    Section(
+        "diff_results",
+        lambda chosen, options, out: Written(
+            compare_sections(chosen.folds, options.diff_results, out)
+        ),
+        lambda options: options.diff_results is not None,
+    ),
+)
+"""report.md's sections, in order (after its opening, the Scale line and the notes)."""
+MAIN_TABLE = "tables"
+"""The section whose main table segact-report prints."""
+OPENING = "comparisons"
+"""The section whose opening sentences head report.md."""
 
 
 def build_report(sources: Sequence[Path], out: Path, options: ReportOptions) -> str:
@@ -184,36 +270,21 @@ def _write_report(
     chosen: Selection, sources: Sequence[Path], out: Path, options: ReportOptions
 ) -> str:
     _write_tidy(chosen, out)
-    shown = pd.concat([chosen.ok, chosen.other_sizes])  # every fold a table shows
-    table_lines, main_table = sections.table_sections(
-        chosen.ok, chosen.used, chosen.keys, options.aggregate, out, shown
-    )
-    opening, comparison_lines = _comparison_lines(chosen, options, out)
+    written = {s.name: s.write(chosen, options, out) for s in SECTIONS if s.wanted(options)}
     lines = [
         f"# Report of {', '.join(map(str, sources))}",
         "",
-        *opening,
-        scale_sentence(shown),
+        *written[OPENING].opening,
+        scale_sentence(_shown(chosen)),
         "",
         *(f"- {note}" for note in chosen.notes),
         "",
-        *table_lines,
-        *sections.other_sizes_sections(chosen.other_sizes, chosen.keys, options.aggregate, shown),
-        *comparison_lines,
-        *threshold_choice_sections(chosen.used, chosen.keys, out),
-        *sections.argmax_sections(chosen.ok, out),
-        *sections.flag_sections(chosen.ok, chosen.keys, out),
-        *sections.failed_sections(chosen.folds, out),
-        *(figure_sections(chosen.used, chosen.thresholds, chosen.epochs, chosen.keys, out)
-          if options.figures else []),
-        *(_overlay_lines(chosen, out) if options.figures else []),
-        *(compare_sections(chosen.folds, options.diff_results, out)
-          if options.diff_results else []),
-    ]  # fmt: skip
+        *(line for section in written.values() for line in section.lines),
+    ]
     text = "\n".join(lines)
     write_text(text, out / REPORT_MD)
     write_text(render_html(text, out), out / REPORT_HTML)
-    return main_table
+    return written[MAIN_TABLE].table
 
 
 def _plain_name(name: object) -> bool:

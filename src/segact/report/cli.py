@@ -176,7 +176,10 @@ def _check_compare(keys: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from segact.runs.registration import register
+
     args = parser().parse_args(argv)
+    register()  # the resolvers a run's saved config uses (overlays read it), plugins' activations
     out = args.out or Path("results") / args.sources[0].resolve().name
     pairs = [tuple(p) for p in args.pair] if args.pair else None
     try:

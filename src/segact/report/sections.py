@@ -16,6 +16,8 @@ from segact.runs import results, schema
 from segact.runs.identity import ROW_IDENTITY, setting_columns
 
 SHOWN_ALWAYS = ("dataset", "loss", "activation")
+POOLED = "all_datasets"
+"""The table of the folds of every dataset with every row: the main table, where there is one."""
 
 
 def as_markdown(frame: pd.DataFrame, digits: int = 4) -> str:
@@ -44,7 +46,7 @@ def _dataset_frames(
             complete.append(str(name))
     if len(complete) > 1:
         title = f"all datasets with every row, folds pooled ({', '.join(complete)})"
-        frames["all_datasets"] = (title, folds[folds["dataset"].astype(str).isin(complete)])
+        frames[POOLED] = (title, folds[folds["dataset"].astype(str).isin(complete)])
     return frames
 
 
@@ -84,11 +86,12 @@ def table_sections(
     the other variant (report.md only); returns the sections and the main table.
     ``reference``: every fold the report's tables show (their settings are compared)."""
     sections = []
-    for name, (title, markdown, latex) in paper_tables(used, keys, aggregate, reference).items():
+    found = paper_tables(used, keys, aggregate, reference)
+    for name, (title, markdown, latex) in found.items():
         write_text(markdown + "\n", out / f"table_{name}.md")
         write_text(latex, out / f"table_{name}.tex")
         sections += [f"## Table: {title}", "", markdown, ""]
-    main_table = sections[-2]
+    main_table = found[main_table_name(found)][1]
     degenerate = results.flag(ok, schema.DEGENERATE)
     if degenerate.any():
         other, what = (ok, "with") if len(used) < len(ok) else (ok[~degenerate], "without")
@@ -101,6 +104,11 @@ def table_sections(
                 "",
             ]
     return sections, main_table
+
+
+def main_table_name(found: dict[str, tuple[str, str, str]]) -> str:
+    """The pooled table where there is one, else the (last) dataset's."""
+    return POOLED if POOLED in found else list(found)[-1]
 
 
 def other_sizes_sections(

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from segact.nn import losses
 from segact.runs import schema
 from segact.runs.identity import ROW_ORDER, row_keys, setting_columns, varies_within
 
@@ -42,15 +43,6 @@ CAPTIONS: dict[str, str] = {
         "threshold column)"
     ),
 }
-LOSS_NAMES: dict[str, str] = {
-    "dice": "Dice",
-    "bce": "BCE",
-    "ce": "CE",
-    "mse": "MSE",
-    "tversky": "Tversky",
-    "boundary": "boundary",
-}
-"""How a figure or heading names a loss (``loss_label``), apart from the Dice metric."""
 METRIC_NAMES: dict[str, str] = {
     metric: header for columns in AGGREGATIONS.values() for metric, header in columns.items()
 }
@@ -58,7 +50,8 @@ METRIC_NAMES: dict[str, str] = {
 
 def loss_label(name: object) -> str:
     """A loss by what it is, never a bare name that reads as a metric: "Dice loss"."""
-    return f"{LOSS_NAMES.get(str(name), str(name))} loss"
+    registered = losses.LOSSES.get(str(name))
+    return f"{(registered.label if registered is not None else '') or name} loss"
 
 
 NAN_NOTE = "(n=k): only k of the row's n folds have a value (the others are NaN, left out)."

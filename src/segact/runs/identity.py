@@ -219,9 +219,6 @@ def segment(key: str, value: object) -> object:
     return value
 
 
-OmegaConf.register_new_resolver("segact_segment", segment, replace=True)
-
-
 def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("~+")
 
@@ -283,11 +280,6 @@ def folder_suffix(overrides: Sequence[str]) -> str:
     if len(suffix) <= MAX_SUFFIX:
         return suffix
     return f"{suffix[: MAX_SUFFIX - 9]}-{_short_hash(suffix, 8)}"
-
-
-OmegaConf.register_new_resolver(
-    "segact_folder_suffix", lambda overrides: folder_suffix(list(overrides)), replace=True
-)
 
 
 # --- identity columns of result frames ----------------------------------------------------------

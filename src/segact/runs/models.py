@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from segact.choices import plain
+from segact.data import formats
 from segact.data.normalize import STATS_SHAPE, Normalization
 from segact.errors import ModelError
 from segact.io import atomic_path, read_json, write_json
@@ -58,10 +59,8 @@ def _numbers(stats: Tensor | None) -> list[float] | None:
 def input_card(dataset: DictConfig) -> dict[str, Any]:
     """What kind of input the model takes (2D images, or volumes cut into slices) and how the
     loader read it beyond the size."""
-    if str(dataset.get("_target_", "")).endswith("load_nifti"):
-        values = _plain(dataset)
-        return {"kind": "volumes", **{k: values[k] for k in ("axis", "modalities", "volume_norm")}}
-    return {"kind": "images", "gray_to_rgb": bool(dataset.get("gray_to_rgb", False))}
+    fmt = formats.by_loader(dataset.get("_target_")) or formats.FORMATS["folder"]
+    return fmt.card_input(_plain(dataset))
 
 
 def model_card(setup: FoldSetup, fold: int, threshold: float) -> dict[str, Any]:

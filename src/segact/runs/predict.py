@@ -27,11 +27,9 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from segact.data import formats
 from segact.data.cache import conform
-from segact.data.folder import IMAGE_SUFFIXES, read_image, stored_pixels
-from segact.data.nifti import SUFFIXES as VOLUME_SUFFIXES
-from segact.data.nifti import read_channels, volume_slices
-from segact.data.preprocess import resize_image
+from segact.data.format import DatasetFormat, Sample
 from segact.errors import DatasetError, ModelError
 from segact.io import atomic_path, read_json, write_json
 from segact.runs.folder import file_digest
@@ -61,12 +59,16 @@ class PredictOptions:
 @dataclass(frozen=True)
 class Input:
     path: Path
-    volume: bool
+    format: DatasetFormat  # the first registered format of its kind of input
+
+    @property
+    def volume(self) -> bool:
+        return self.format.volumes
 
     @property
     def name(self) -> str:
         lower = self.path.name.lower()
-        suffix = next((s for s in VOLUME_SUFFIXES if lower.endswith(s)), self.path.suffix)
+        suffix = next((s for s in self.format.suffixes if lower.endswith(s)), self.path.suffix)
         return self.path.name[: len(self.path.name) - len(suffix)]
 
 
@@ -74,45 +76,44 @@ class Input:
 class Prediction:
     input: Input
     probability: np.ndarray  # float32 at the input's resolution: (H, W), or the volume's shape
-    volume: Any = None  # the input's nibabel image (affine, header), for volumes
+    volume: Any = None  # what the outputs are written like (a NIfTI input's header); None: PNG
 
 
-def _kind(path: Path) -> bool | None:
-    """True for a NIfTI volume, False for an image, None for neither."""
+def _format(path: Path) -> DatasetFormat | None:
+    """The format whose reader takes ``path`` (by its suffix), None for none."""
     lower = path.name.lower()
-    if lower.endswith(VOLUME_SUFFIXES):
-        return True
-    return False if lower.endswith(IMAGE_SUFFIXES) else None
+    return next((f for f in formats.kinds() if lower.endswith(f.suffixes)), None)
+
+
+def _readable() -> str:
+    return " or ".join(f"{f.what} ({', '.join(f.suffixes)})" for f in formats.kinds())
 
 
 def find_inputs(source: Path) -> list[Input]:
-    """An image or volume file, or a folder of them (an MSD task: its ``imagesTr/``)."""
+    """An input file, or a folder of them (an MSD task: its ``imagesTr/``)."""
     if source.is_file():
-        if _kind(source) is None:
-            raise ModelError(
-                f"{source} is neither an image ({', '.join(IMAGE_SUFFIXES)}) nor a NIfTI "
-                "volume (.nii.gz, .nii)"
-            )
-        return [Input(source, bool(_kind(source)))]
+        fmt = _format(source)
+        if fmt is None:
+            raise ModelError(f"{source} is none of the inputs segact-predict reads: {_readable()}")
+        return [Input(source, fmt)]
     if not source.is_dir():
         raise ModelError(f"{source}: no such file or folder")
     folder = source / MSD_IMAGES if (source / MSD_IMAGES).is_dir() else source
     files = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".") and p.is_file()]
-    inputs = [Input(p, bool(_kind(p))) for p in files if _kind(p) is not None]
+    inputs = [Input(p, fmt) for p in files if (fmt := _format(p)) is not None]
     if not inputs:
-        raise ModelError(
-            f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}) or NIfTI volumes "
-            "(.nii.gz, .nii): give a folder of them, or one file"
-        )
+        raise ModelError(f"{folder} holds no {_readable()}: give a folder of them, or one file")
     return inputs
 
 
 def check_inputs(inputs: list[Input], card: dict[str, Any]) -> None:
-    volumes = card["input"]["kind"] == "volumes"
-    wrong = [i.path for i in inputs if i.volume != volumes]
+    trained = formats.by_kind(card["input"]["kind"])
+    wrong = [i for i in inputs if i.format.kind != trained.kind]
     if wrong:
-        kind, other = ("NIfTI volumes", "an image") if volumes else ("2D images", "a volume")
-        raise ModelError(f"{wrong[0]} is {other}, but the run's model was trained on {kind}")
+        raise ModelError(
+            f"{wrong[0].path} is one of {wrong[0].format.what}, but the run's model was trained "
+            f"on {trained.what}"
+        )
 
 
 def in_run_layout(pixels: np.ndarray, card: dict[str, Any], source: Path) -> np.ndarray:
@@ -136,65 +137,37 @@ def _unreadable(source: Path, error: DatasetError) -> ModelError:
     return ModelError(f"{source} cannot be read ({type(cause).__name__}: {cause})")
 
 
-def image_prediction(ensemble: Ensemble, items: list[Input], batch_size: int) -> list[Prediction]:
-    """Images preprocessed as the folder loader stores them, then predicted as one stack."""
-    card = ensemble.card
-    size = tuple(card["input_size"])
-    stacks, shapes = [], []
-    for item in items:
-        try:
-            image = read_image(item.path)
-        except DatasetError as error:
-            raise _unreadable(item.path, error) from None
-        stacks.append(in_run_layout(stored_pixels(image, size)[None], card, item.path))
-        shapes.append(image.shape[:2])
-    probability = ensemble.probabilities(np.concatenate(stacks), batch_size)
+def _read(item: Input, card: dict[str, Any]) -> Sample:
+    """The input as its format's reader preprocesses it, in the run's pixel layout."""
+    try:
+        sample = item.format.reader(item.path, card["input"], tuple(card["input_size"]))
+    except DatasetError as error:
+        raise _unreadable(item.path, error) from None
+    sample.pixels = in_run_layout(sample.pixels, card, item.path)
+    return sample
+
+
+def stack_prediction(ensemble: Ensemble, items: list[Input], batch_size: int) -> list[Prediction]:
+    """The inputs' slices predicted as one stack, each input's probabilities then restored to
+    its own resolution (images: resized back; volumes: resized in plane and stacked)."""
+    samples = [_read(item, ensemble.card) for item in items]
+    probability = ensemble.probabilities(np.concatenate([s.pixels for s in samples]), batch_size)
+    ends = np.cumsum([len(s.pixels) for s in samples])[:-1]
     return [
-        Prediction(item, resized(p, shape))
-        for item, p, shape in zip(items, probability, shapes, strict=True)
+        Prediction(item, sample.restore(part), sample.like)
+        for item, sample, part in zip(items, samples, np.split(probability, ends), strict=True)
     ]
 
 
-def resized(probability: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(h, w) probabilities at ``shape``, bilinear (unchanged where the size is already right)."""
-    return resize_image(probability[..., None], tuple(shape))[0]
-
-
-def volume_prediction(ensemble: Ensemble, item: Input, batch_size: int) -> Prediction:
-    """A volume sliced and normalised as the NIfTI loader stores it; the slices' probabilities
-    are resized back in plane and stacked into the volume's shape."""
-    import nibabel
-
-    settings = ensemble.card["input"]
-    axis = int(settings["axis"])
-    try:
-        volume = read_channels([item.path])
-        header = nibabel.load(item.path)
-        slices = volume_slices(
-            volume,
-            item.path,
-            axis,
-            tuple(ensemble.card["input_size"]),
-            settings["modalities"],
-            settings["volume_norm"],
-        )
-    except DatasetError as error:
-        raise _unreadable(item.path, error) from None
-    pixels = in_run_layout(slices, ensemble.card, item.path)
-    probability = ensemble.probabilities(pixels, batch_size)
-    plane = tuple(s for i, s in enumerate(volume.shape[:3]) if i != axis)
-    stacked = np.stack([resized(p, plane) for p in probability])
-    return Prediction(item, np.moveaxis(stacked, 0, axis), header)
-
-
 def predictions(ensemble: Ensemble, inputs: list[Input], batch_size: int) -> Iterator[Prediction]:
-    """Each input's probabilities at its own resolution, in order (images a batch at a time)."""
+    """Each input's probabilities at its own resolution, in order (images a batch at a time,
+    a volume's slices on their own)."""
     images = [item for item in inputs if not item.volume]
     for start in range(0, len(images), batch_size):
-        yield from image_prediction(ensemble, images[start : start + batch_size], batch_size)
+        yield from stack_prediction(ensemble, images[start : start + batch_size], batch_size)
     for item in inputs:
         if item.volume:
-            yield volume_prediction(ensemble, item, batch_size)
+            yield from stack_prediction(ensemble, [item], batch_size)
 
 
 def output_names(item: Input, probabilities: bool) -> list[str]:

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 import torch
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from segact.config import ConfigError, instantiate_named, validate, validate_against_data
 from segact.data.base import SegmentationData
@@ -45,9 +45,6 @@ log = logging.getLogger("segact")
 def threads_per_job(n_jobs: int) -> int:
     """Torch threads per job when ``n_jobs`` run side by side (joblib's n_jobs < 1: one each)."""
     return max(1, len(os.sched_getaffinity(0)) // n_jobs) if n_jobs > 0 else 1
-
-
-OmegaConf.register_new_resolver("threads_per_job", threads_per_job, replace=True)
 
 
 def configure_torch(cfg: DictConfig) -> tuple[torch.device, int]:

@@ -96,12 +96,6 @@ def sweep_folder(experiment_name: str, task: Any, params: Any = None) -> str:
     return unnamed_folder(task, plain)
 
 
-# use_cache: the cache is keyed by the arguments' text, and Hydra copies the sweep's cache into
-# every job's config (load_sweep_config), so each job gets the sweep's folder, computed once
-# from the sweep's overrides, not from its own (one value of each swept key).
-OmegaConf.register_new_resolver("segact_sweep_folder", sweep_folder, replace=True, use_cache=True)
-
-
 class SweepFolderLog(Callback):
     """Hydra's ``on_multirun_start``: one line saying where the sweep's runs go, and why."""
 
