@@ -1,8 +1,8 @@
-"""The package layout (DESIGN.md "Layout"): imports go one way, CLIs -> report -> runs -> config
--> training -> (evaluation, nn, data) -> base, with no cycle between modules or packages; no
-function over 60 lines; a run folder's file names spelled in runs/folder.py only, its result
-columns' names in runs/schema.py only. Read from the source (``ast``); only the schema is
-imported (for the names to look for)."""
+"""The package layout (docs/reference.md, "Code map"): imports go one way, CLIs -> report ->
+runs -> config -> training -> (evaluation, nn, data) -> base, with no cycle between modules or
+packages; no function over 60 lines; a run folder's file names spelled in runs/folder.py only,
+its result columns' names in runs/schema.py only. Read from the source (``ast``); only the
+schema is imported (for the names to look for)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ of its own layer where that makes no cycle."""
 LEAVES: dict[str, str] = {"segact.runs.schema": "schema"}
 """Modules of a package that belong to a lower layer than it (their own unit): the result
 columns' names, which every layer that writes or reads a column spells, importing nothing."""
-RUN_FOLDER_NAMES = {"folds.csv", "epochs.csv", "thresholds.csv", "summary.json", "sweep_folds.csv"}
+RUN_FOLDER_NAMES = {"folds.csv", "epochs.csv", "thresholds.csv", "summary.json", "splits.json",
+                    "sweep_folds.csv"}  # fmt: skip
 PLAIN_WORDS = frozenset({schema.TP, schema.FP, schema.FN, schema.TN, schema.DICE, schema.LR,
                          schema.N_IMAGES})  # fmt: skip
 """Column names that are also ordinary words of segact's code, free to spell: the confusion

@@ -7,6 +7,7 @@ one place (as nnU-Net keeps its output folder's builder next to its parser).
 <run_dir>/thresholds.csv   one row per fold x threshold at the selected epoch
 <run_dir>/folds.csv        one row per fold: its numbers, the run's keys, config_hash, status
 <run_dir>/summary.json     mean/std over folds, status (ok | failed), identity, files' digests
+<run_dir>/splits.json      the cases each fold held out, as the run split them
 <run_dir>/parts/           each finished fold's row and frames (joined into the files above)
 <run_dir>/models/          each finished fold's weights (fold<k>.safetensors) and card (.json)
 <run_dir>/checkpoints/     the fold in flight (removed when it finishes)
@@ -32,7 +33,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import pandas as pd
 
-from segact.errors import ReportError
+from segact.data.splits import Fold, case_folds
+from segact.errors import ModelError, ReportError
 from segact.io import read_json, remove_temporaries_of, write_csv, write_json
 from segact.runs import schema
 from segact.runs.identity import predates
@@ -43,6 +45,10 @@ FOLDS_CSV = "folds.csv"
 EPOCHS_CSV = "epochs.csv"
 THRESHOLDS_CSV = "thresholds.csv"
 SUMMARY_JSON = "summary.json"
+SPLITS_JSON = "splits.json"
+"""The case names each fold held out (validated on), as the run split them: the report's
+overlays and anything else that needs a fold's cases read them here instead of splitting again.
+In no run's identity and not among the digests of summary.json: it changes no reuse decision."""
 RESULT_FILES: tuple[str, ...] = (FOLDS_CSV, EPOCHS_CSV, THRESHOLDS_CSV)
 """The files summary.json records (rows and SHA-256), so that a damaged one is noticed."""
 PARTS_DIR = "parts"
@@ -324,6 +330,10 @@ class RunFolder:
     def summary_json(self) -> Path:
         return self.path / SUMMARY_JSON
 
+    @property
+    def splits_json(self) -> Path:
+        return self.path / SPLITS_JSON
+
     def checkpoint(self, fold: int) -> Path:
         return self.path / CHECKPOINTS_DIR / f"fold{fold}.pt"
 
@@ -346,8 +356,8 @@ class RunFolder:
         nor finished folds beside them (someone else's ``folds.csv``)."""
         if not self.path.is_dir():
             return []
-        own = {*RESULT_FILES, SUMMARY_JSON, PARTS_DIR, CHECKPOINTS_DIR, LOCKS_DIR, MODELS_DIR}
-        own.add(".hydra")
+        own = {*RESULT_FILES, SUMMARY_JSON, SPLITS_JSON, PARTS_DIR, CHECKPOINTS_DIR, LOCKS_DIR}
+        own |= {MODELS_DIR, ".hydra"}
         foreign = sorted(
             p.name
             for p in self.path.iterdir()
@@ -387,6 +397,16 @@ class RunFolder:
         if summary.get("status") == "ok":
             summary["files"] = self.file_records()
         write_json(summary, self.summary_json)
+
+    def write_splits(
+        self, cases: np.ndarray, folds: Sequence[Fold], seed: int, shuffle: bool
+    ) -> None:
+        """splits.json: per fold, the names of the cases it held out (``cases[fold.val]``); the
+        seed and shuffle the split was made with, for the reader's eye."""
+        held_out = [
+            {"fold": fold.index, "held_out": np.unique(cases[fold.val]).tolist()} for fold in folds
+        ]
+        write_json({"seed": seed, "shuffle": shuffle, "folds": held_out}, self.splits_json)
 
     def write_failure(self, summary: dict[str, Any], keys: dict[str, Any]) -> None:
         """summary.json says failed, and folds.csv gains a failed row (numbered after the ok
@@ -454,6 +474,32 @@ class RunFolder:
                 )
                 return None
         return summary if set(RESULT_FILES) <= set(summary.get("files", {})) else None
+
+    def held_out(
+        self, fold: int, cases: np.ndarray, n_folds: int, seed: int, shuffle: bool
+    ) -> np.ndarray:
+        """The image indices fold ``fold`` held out: the images of the cases splits.json names
+        for it. A run folder from before splits.json (none there, as every run under
+        results/runs/) splits again as its run did (``case_folds`` with the run's folds, seed
+        and shuffle), which gives the same cases: this is the only place a split is redone."""
+        try:
+            recorded = {f["fold"]: f["held_out"] for f in read_json(self.splits_json)["folds"]}
+            names = [str(case) for case in recorded[fold]]
+        except FileNotFoundError:  # an older run: split as it did
+            return case_folds(cases, n_folds, seed, shuffle)[fold].val
+        except (OSError, ValueError, LookupError, TypeError) as error:
+            raise ModelError(
+                f"{self.splits_json} cannot be read ({type(error).__name__}: {error}): delete "
+                "it, and the run's split is made again from its seed"
+            ) from None
+        spelled = np.asarray(cases).astype(str)
+        missing = sorted(set(names) - set(spelled))
+        if missing:
+            raise ModelError(
+                f"{self.splits_json}: fold {fold} held out cases the dataset has no longer "
+                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
+            )
+        return np.flatnonzero(np.isin(spelled, names))
 
     def superseded_identity(self, config_hash: str) -> dict[str, Any] | None:
         """The identity of a finished run of *another* configuration in this folder, if any."""
