@@ -36,7 +36,7 @@ import pandas as pd
 from segact.data.splits import Fold, case_folds
 from segact.errors import ModelError, ReportError
 from segact.io import read_json, remove_temporaries_of, write_csv, write_json
-from segact.runs import schema
+from segact.runs import legacy, schema
 from segact.runs.identity import predates
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,9 @@ def summary_numbers(
 
 def summary_mean(summary: dict[str, Any], metric: str) -> Any:
     """A summary.json's mean of ``metric`` over folds (``summary_numbers``), under its former
-    name (``schema.RENAMED_METRICS``) where an older run recorded that; None without either."""
-    former = [old for old, new in schema.RENAMED_METRICS.items() if new == metric]
-    return next((summary[f"{m}_mean"] for m in (metric, *former) if f"{m}_mean" in summary), None)
+    name (``legacy.former_names``) where an older run recorded that; None without either."""
+    names = (metric, *legacy.former_names(metric))
+    return next((summary[f"{m}_mean"] for m in names if f"{m}_mean" in summary), None)
 
 
 FLAG_SPELLINGS = frozenset({"true", "false", "1", "0", "1.0", "0.0"})
@@ -96,8 +96,9 @@ folds x epochs; a results.csv: runs x folds): beyond, the file is refused as not
 
 
 def _declared(column: str) -> schema.Column | None:
-    """How the readers type ``column`` (``schema.read_as``); None: it is not read."""
-    return None if "." in column else schema.read_as(column)
+    """How the readers type ``column`` (``schema.read_as``, a former name as its current one);
+    None: it is not read."""
+    return None if "." in column else schema.read_as(legacy.current_name(column))
 
 
 def _is_read(column: str) -> bool:
@@ -194,7 +195,7 @@ def read_result_csv(path: Path) -> pd.DataFrame:
     """A result CSV, only the columns ``segact.runs.schema`` declares (and the dotted identity
     columns; any other is named in a warning), text columns as written, numbers typed and
     checked chunk by chunk, so that a file of junk fails fast with one line naming its row and
-    column; the columns of older versions under today's names (``schema.LEGACY_NAMES``)."""
+    column; the columns of older versions under today's names (``legacy.LEGACY_NAMES``)."""
     return read_hashed_result_csv(path)[0]
 
 
@@ -222,7 +223,7 @@ def read_hashed_result_csv(path: Path) -> tuple[pd.DataFrame, str]:
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise ReportError(f"cannot read {path}: {error}") from None
     frame = pd.concat(chunks) if len(chunks) > 1 else chunks[0]
-    return frame.rename(columns=schema.LEGACY_NAMES), hashing.sha256.hexdigest()
+    return legacy.current_columns(frame), hashing.sha256.hexdigest()
 
 
 def recorded_sha256(summary: dict[str, Any], name: str) -> str | None:
