@@ -198,6 +198,15 @@ def test_the_schema_declares_each_name_once_and_alike_in_every_file():
     assert all(schema.read_as(new) for new in legacy.LEGACY_NAMES.values())
 
 
+def test_the_code_map_lists_every_module_once():
+    """docs/reference.md's code map: a row per module (packages' __init__ aside), no other."""
+    reference = (SRC.parents[1] / "docs" / "reference.md").read_text()
+    rows = [line.split("`")[1] for line in reference.splitlines() if line.startswith("| `")]
+    modules = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py")]
+    listed = {m for m in modules if m == "__init__.py" or not m.endswith("__init__.py")}
+    assert len(rows) == len(set(rows)) and set(rows) == listed, set(rows) ^ listed
+
+
 @pytest.mark.parametrize(
     ("graph", "cyclic"),
     [({"a": {"b"}, "b": {"c"}, "c": set()}, False), ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, True)],
