@@ -12,13 +12,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig
 
 from segact.config import config_dir
+from segact.hydra_private import apply_overrides
 from segact.runs.registration import register
 
 TINY = (
@@ -53,7 +53,7 @@ def compose_config(*overrides: str, tiny: bool = True) -> DictConfig:
     parsed = _PARSER.parse_overrides([*(TINY if tiny else ()), *overrides])
     groups = tuple(o.input_line for o in parsed if not _is_value_override(o))
     cfg = copy.deepcopy(composed(*groups))
-    ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if _is_value_override(o)], cfg)
+    apply_overrides([o for o in parsed if _is_value_override(o)], cfg)
     return cfg
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
+from segact.config import config_dir
 from segact.train import _overrides_to_check, _typo
 from tests.helpers import composed
 
@@ -113,3 +115,9 @@ def test_options_of_an_added_config_search_path_count(tmp_path):
     search = f"hydra.searchpath=[file://{tmp_path}]"
     assert typo("-m", search, "activation=sigmoid,log") is None
     assert "did you mean log?" in str(typo("-m", search, "activation=sigmoid,lgo"))
+
+
+def test_the_primary_config_adds_no_search_path():
+    """The typo check lists config groups without reading config.yaml's hydra.searchpath."""
+    primary = OmegaConf.load(config_dir() / "config.yaml")
+    assert OmegaConf.select(primary, "hydra.searchpath") is None

@@ -1,8 +1,9 @@
-"""The package layout (DESIGN.md "Layout"): imports go one way, CLIs -> report -> runs -> config
--> training -> (evaluation, nn, data) -> base, with no cycle between modules or packages; no
-function over 60 lines; a run folder's file names spelled in runs/folder.py only, its result
-columns' names in runs/schema.py only. Read from the source (``ast``); only the schema is
-imported (for the names to look for)."""
+"""The package layout (docs/reference.md, "Code map"): imports go one way, CLIs -> report ->
+runs -> config -> training -> (evaluation, nn, data) -> base, with no cycle between modules or
+packages; no function over 60 lines; a run folder's file names spelled in runs/folder.py only,
+its result columns' names in runs/schema.py only (their former names in runs/legacy.py). Read
+from the source (``ast``); only the schema and its former names are imported (the names to look
+for)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from segact.runs import schema
+from segact.runs import legacy, schema
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "segact"
 LAYERS: tuple[frozenset[str], ...] = (
@@ -25,14 +26,16 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"config"}),  # the schemas: they import each layer's Enums
     frozenset({"training"}),
     frozenset({"evaluation", "nn", "data"}),
-    frozenset({"choices", "errors", "io", "schema"}),  # the base
+    frozenset({"choices", "errors", "io", "schema", "legacy", "hydra_private"}),  # the base
 )
 """Top to bottom: a unit (top-level module or package) imports only units of lower layers, or
 of its own layer where that makes no cycle."""
-LEAVES: dict[str, str] = {"segact.runs.schema": "schema"}
+LEAVES: dict[str, str] = {"segact.runs.schema": "schema", "segact.runs.legacy": "legacy"}
 """Modules of a package that belong to a lower layer than it (their own unit): the result
-columns' names, which every layer that writes or reads a column spells, importing nothing."""
-RUN_FOLDER_NAMES = {"folds.csv", "epochs.csv", "thresholds.csv", "summary.json", "sweep_folds.csv"}
+columns' names, which every layer that writes or reads a column spells, importing nothing, and
+their former names, which every layer that reads an old file renames."""
+RUN_FOLDER_NAMES = {"folds.csv", "epochs.csv", "thresholds.csv", "summary.json", "splits.json",
+                    "sweep_folds.csv"}  # fmt: skip
 PLAIN_WORDS = frozenset({schema.TP, schema.FP, schema.FN, schema.TN, schema.DICE, schema.LR,
                          schema.N_IMAGES})  # fmt: skip
 """Column names that are also ordinary words of segact's code, free to spell: the confusion
@@ -160,13 +163,13 @@ def test_run_folder_file_names_are_spelled_in_one_module():
 
 
 def _result_columns() -> frozenset[str]:
-    """The result columns whose names only runs/schema.py spells: every metric, count, flag,
-    timing and training number of the three files (identities and settings are config words),
-    and their former names."""
+    """The result columns whose names only runs/schema.py spells (and runs/legacy.py, their
+    former names): every metric, count, flag, timing and training number of the three files
+    (identities and settings are config words), and their former names."""
     kinds = {schema.Kind.METRIC, schema.Kind.COUNT, schema.Kind.FLAG, schema.Kind.TIMING,
              schema.Kind.TRAINING}  # fmt: skip
     names = {c.name for table in schema.TABLES for c in table if c.kind in kinds}
-    return frozenset(names | set(schema.LEGACY_NAMES)) - PLAIN_WORDS
+    return frozenset(names | set(legacy.LEGACY_NAMES)) - PLAIN_WORDS
 
 
 def test_result_columns_are_spelled_in_the_schema_only():
@@ -176,7 +179,7 @@ def test_result_columns_are_spelled_in_the_schema_only():
         for name, tree in _modules().items()
         for node in ast.walk(tree)
         if isinstance(node, ast.Constant) and node.value in columns
-        if name != schema.__name__
+        if name not in (schema.__name__, legacy.__name__)
     }
     assert not spelled, f"spell these by their segact.runs.schema constant: {sorted(spelled)}"
     assert {"best_dice", "nll", "epoch_selected", "mean_dice", "val_nll"} <= columns
@@ -192,7 +195,16 @@ def test_the_schema_declares_each_name_once_and_alike_in_every_file():
         assert (column.range is None) == (column.dtype in (schema.Dtype.TEXT, schema.Dtype.FLAG))
         assert column.direction is None or column.kind is schema.Kind.METRIC, column.name
     assert set(schema.SELECTED_METRICS) | set(schema.PAPER_METRICS) <= set(schema.FOLDS.names())
-    assert all(schema.read_as(new) for new in schema.LEGACY_NAMES.values())
+    assert all(schema.read_as(new) for new in legacy.LEGACY_NAMES.values())
+
+
+def test_the_code_map_lists_every_module_once():
+    """docs/reference.md's code map: a row per module (packages' __init__ aside), no other."""
+    reference = (SRC.parents[1] / "docs" / "reference.md").read_text()
+    rows = [line.split("`")[1] for line in reference.splitlines() if line.startswith("| `")]
+    modules = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py")]
+    listed = {m for m in modules if m == "__init__.py" or not m.endswith("__init__.py")}
+    assert len(rows) == len(set(rows)) and set(rows) == listed, set(rows) ^ listed
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ masks disagree most (and a typical one), drawn into overlays.png."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -222,3 +223,22 @@ def test_data_changed_since_the_run_is_a_skip_note(sweep, tmp_path):
     lines = overlays.overlay_sections(_used(copy), [PAIR], tmp_path / "out")
     assert any("skipped" in line and "changed since the run" in line for line in lines), lines
     assert not (tmp_path / "out" / "overlays.png").exists()
+
+
+@pytest.mark.slow
+def test_the_validation_images_are_the_cases_the_runs_splits_json_names(sweep, tmp_path):
+    """The run recorded its split; without the file (a run folder from before it) the split is
+    made again from the seed, to the same images; a file naming other cases decides."""
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep[0], copy)
+    row = _used(copy).query("fold == 0").iloc[0]
+    run = Path(row["run_path"])
+    data, recorded = overlays.validation_data(row)
+    cfg = _config(sweep[1], sweep[0].parent / "cache", "sigmoid")
+    val = case_folds(data.cases, 2, cfg.trainer.seed, cfg.trainer.shuffle_folds)[0].val
+    assert np.array_equal(recorded, val)
+    (run / "splits.json").unlink()
+    assert np.array_equal(overlays.validation_data(row)[1], val)
+    others = sorted(set(data.cases.tolist()) - set(data.cases[val].tolist()))[:2]
+    (run / "splits.json").write_text(json.dumps({"folds": [{"fold": 0, "held_out": others}]}))
+    assert set(data.cases[overlays.validation_data(row)[1]].tolist()) == set(others)

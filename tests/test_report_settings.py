@@ -53,8 +53,8 @@ def test_a_setting_that_follows_the_rows_is_a_column(tmp_path):
     """Both sweeps at 48 px: one table, whose rows (loss) each have their own epoch cap."""
     sweep = write_mixed_sweeps(tmp_path / "sweep", bce_size=48)
     text = _build(sweep, tmp_path / "out")
-    section = text.split("## Table: dataset toy")[1].split("\n\n")[2]  # title, caption, table
-    lines = section.splitlines()
+    section = text.split("## Table: dataset toy")[1]
+    lines = section[section.index("\n|") + 1 :].split("\n\n")[0].splitlines()  # its table
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     assert header[:3] == ["loss", "activation", "max_epochs"]
     rows = [[cell.strip() for cell in line.strip("|").split("|")][:3] for line in lines[2:]]

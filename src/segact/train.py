@@ -18,9 +18,7 @@ from typing import Any
 
 import hydra
 from hydra import initialize_config_dir
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
-from hydra._internal.config_repository import IConfigRepository
-from hydra._internal.utils import get_args_parser
+from hydra.core.config_loader import ConfigLoader
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.object_type import ObjectType
@@ -33,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from segact.config import ConfigError, check_known_keys, closest, config_dir, unknown_key
 from segact.data.pairs import hydra_override, shell_word
+from segact.hydra_private import apply_overrides, args_parser
 from segact.io import describe, naming
 from segact.report.tables import dice_table, format_table
 from segact.runs import schema
@@ -199,7 +198,7 @@ MAX_VALUE_CHARS = 60
 
 
 @functools.cache
-def _default_choices(loader: ConfigLoaderImpl) -> dict[str, str | None]:
+def _default_choices(loader: ConfigLoader) -> dict[str, str | None]:
     """The config groups' options when nothing is overridden (configs/config.yaml)."""
     cfg = loader.load_configuration("config", [], RunMode.RUN)
     return dict(cfg.hydra.runtime.choices)
@@ -299,7 +298,7 @@ def _overrides_to_check(argv: list[str]) -> list[str] | None:
     None for the others (--help, --info, another config) and for what Hydra's parser refuses."""
     if "--version" in argv:
         return None
-    parser = get_args_parser()
+    parser = args_parser()
 
     def refuse(message: str) -> None:
         raise ValueError(message)
@@ -315,7 +314,31 @@ def _overrides_to_check(argv: list[str]) -> list[str] | None:
     return list(args.overrides)
 
 
-def _option_typo(repo: IConfigRepository, override: Override) -> str | None:
+class _Groups:
+    """The config groups as the command line's ``hydra.searchpath`` makes them, through Hydra's
+    public ``ConfigLoader``, each listing asked once. No primary config is read for its search
+    path (``config_name`` None: reading it is most of a listing's time), since
+    configs/config.yaml sets none (tests/test_cli_typos.py checks it)."""
+
+    def __init__(self, loader: ConfigLoader, overrides: list[str]) -> None:
+        self.loader, self.overrides = loader, overrides
+        self._cache: dict[tuple[str, ObjectType], list[str]] = {}
+
+    def _listed(self, parent: str, kind: ObjectType) -> list[str]:
+        if (parent, kind) not in self._cache:
+            listed = self.loader.get_group_options(parent, kind, None, self.overrides)
+            self._cache[parent, kind] = listed
+        return self._cache[parent, kind]
+
+    def options(self, group: str) -> list[str]:
+        return self._listed(group, ObjectType.CONFIG)
+
+    def exists(self, group: str) -> bool:
+        parent, _, name = group.rpartition("/")
+        return name in self._listed(parent, ObjectType.GROUP)
+
+
+def _option_typo(groups: _Groups, override: Override) -> str | None:
     """Each option a config group override names must be one of the group's."""
     group = override.key_or_group
     if override.is_delete() or isinstance(override.value(), dict):
@@ -325,7 +348,7 @@ def _option_typo(repo: IConfigRepository, override: Override) -> str | None:
     else:
         value = override.value()
         values = value if isinstance(value, list) else [value]
-    options = repo.get_group_options(group, ObjectType.CONFIG)
+    options = groups.options(group)
     for value in values:
         if value is None or str(value) in ("null", *options) or "/" in str(value):
             continue
@@ -337,7 +360,7 @@ def _option_typo(repo: IConfigRepository, override: Override) -> str | None:
     return None
 
 
-def _key_typo(loader: ConfigLoaderImpl, cfg: DictConfig, override: Override) -> str | None:
+def _key_typo(loader: ConfigLoader, cfg: DictConfig, override: Override) -> str | None:
     """An override Hydra cannot apply: its key is missing (a mistyped key or group name), or
     None (another kind of error, Hydra's to report)."""
     key = override.key_or_group
@@ -394,7 +417,7 @@ def _variants(
 
 
 def _composition_typo(
-    loader: ConfigLoaderImpl, concrete: list[Override], is_group: list[bool]
+    loader: ConfigLoader, concrete: list[Override], is_group: list[bool]
 ) -> str | None:
     """Compose the groups, then apply each value override: the first that names no key."""
     first = [g or _path(o) for o, g in zip(concrete, is_group, strict=True)]  # then the values
@@ -402,7 +425,7 @@ def _composition_typo(
     cfg = loader.load_configuration("config", choices, RunMode.RUN)
     for override in (o for o, f in zip(concrete, first, strict=True) if not f):
         try:
-            ConfigLoaderImpl._apply_overrides_to_config([override], cfg)
+            apply_overrides([override], cfg)
         except ConfigCompositionException:
             return _key_typo(loader, cfg, override)
     try:
@@ -412,15 +435,16 @@ def _composition_typo(
     return None
 
 
-def _typo(loader: ConfigLoaderImpl, argv_overrides: list[str]) -> str | None:
+def _typo(loader: ConfigLoader, argv_overrides: list[str]) -> str | None:
     """The first mistyped override, as one line naming the closest existing name; None when
     every key, group and option exists (or a check cannot tell: Hydra decides)."""
     parser = OverridesParser.create(config_loader=loader)
     overrides = parser.parse_overrides(argv_overrides)
-    _, repo = loader._parse_overrides_and_create_caching_repo("config", argv_overrides)
-    is_group = [repo.group_exists(o.key_or_group) for o in overrides]  # hydra.searchpath's too
+    searchpath = [o.input_line for o in overrides if o.get_key_element() == "hydra.searchpath"]
+    groups = _Groups(loader, searchpath)  # the only override that changes where groups are
+    is_group = [groups.exists(o.key_or_group) for o in overrides]  # hydra.searchpath's too
     for override, group in zip(overrides, is_group, strict=True):
-        message = _option_typo(repo, override) if group else None
+        message = _option_typo(groups, override) if group else None
         if message is not None:
             return message
     if any(o.is_sweep_override() and not o.is_discrete_sweep() for o in overrides):

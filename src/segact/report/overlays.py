@@ -26,7 +26,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from segact.data.base import Raw, SegmentationData
 from segact.data.fingerprint import dataset_fingerprint
-from segact.data.splits import case_folds
 from segact.errors import ConfigError, ModelError
 from segact.io import write_figure
 from segact.nn.activations import EPS
@@ -112,7 +111,8 @@ def run_config(row: pd.Series) -> DictConfig:
 
 
 def validation_data(row: pd.Series) -> tuple[SegmentationData, np.ndarray]:
-    """The run's dataset, read as training read it, and fold 0's validation image indices."""
+    """The run's dataset, read as training read it, and fold 0's validation image indices (the
+    cases the run's splits.json names)."""
     cfg = run_config(row)
     try:
         recorded = row.get(DATA_FINGERPRINT)
@@ -124,8 +124,8 @@ def validation_data(row: pd.Series) -> tuple[SegmentationData, np.ndarray]:
     except (ConfigError, OSError) as error:
         raise Skipped(f"its data cannot be read here ({error})") from None
     trainer = cfg.trainer
-    folds = case_folds(data.cases, trainer.folds, trainer.seed, trainer.shuffle_folds)
-    return data, folds[FOLD].val
+    run = RunFolder(Path(row["run_path"]))
+    return data, run.held_out(FOLD, data.cases, trainer.folds, trainer.seed, trainer.shuffle_folds)
 
 
 def raw_rows(raw: Raw, indices: np.ndarray) -> np.ndarray:

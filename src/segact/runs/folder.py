@@ -7,6 +7,7 @@ one place (as nnU-Net keeps its output folder's builder next to its parser).
 <run_dir>/thresholds.csv   one row per fold x threshold at the selected epoch
 <run_dir>/folds.csv        one row per fold: its numbers, the run's keys, config_hash, status
 <run_dir>/summary.json     mean/std over folds, status (ok | failed), identity, files' digests
+<run_dir>/splits.json      the cases each fold held out, as the run split them
 <run_dir>/parts/           each finished fold's row and frames (joined into the files above)
 <run_dir>/models/          each finished fold's weights (fold<k>.safetensors) and card (.json)
 <run_dir>/checkpoints/     the fold in flight (removed when it finishes)
@@ -32,9 +33,10 @@ from typing import Any, BinaryIO
 import numpy as np
 import pandas as pd
 
-from segact.errors import ReportError
+from segact.data.splits import Fold, case_folds
+from segact.errors import ModelError, ReportError
 from segact.io import read_json, remove_temporaries_of, write_csv, write_json
-from segact.runs import schema
+from segact.runs import legacy, schema
 from segact.runs.identity import predates
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,10 @@ FOLDS_CSV = "folds.csv"
 EPOCHS_CSV = "epochs.csv"
 THRESHOLDS_CSV = "thresholds.csv"
 SUMMARY_JSON = "summary.json"
+SPLITS_JSON = "splits.json"
+"""The case names each fold held out (validated on), as the run split them: the report's
+overlays and anything else that needs a fold's cases read them here instead of splitting again.
+In no run's identity and not among the digests of summary.json: it changes no reuse decision."""
 RESULT_FILES: tuple[str, ...] = (FOLDS_CSV, EPOCHS_CSV, THRESHOLDS_CSV)
 """The files summary.json records (rows and SHA-256), so that a damaged one is noticed."""
 PARTS_DIR = "parts"
@@ -74,9 +80,9 @@ def summary_numbers(
 
 def summary_mean(summary: dict[str, Any], metric: str) -> Any:
     """A summary.json's mean of ``metric`` over folds (``summary_numbers``), under its former
-    name (``schema.RENAMED_METRICS``) where an older run recorded that; None without either."""
-    former = [old for old, new in schema.RENAMED_METRICS.items() if new == metric]
-    return next((summary[f"{m}_mean"] for m in (metric, *former) if f"{m}_mean" in summary), None)
+    name (``legacy.former_names``) where an older run recorded that; None without either."""
+    names = (metric, *legacy.former_names(metric))
+    return next((summary[f"{m}_mean"] for m in names if f"{m}_mean" in summary), None)
 
 
 FLAG_SPELLINGS = frozenset({"true", "false", "1", "0", "1.0", "0.0"})
@@ -90,8 +96,9 @@ folds x epochs; a results.csv: runs x folds): beyond, the file is refused as not
 
 
 def _declared(column: str) -> schema.Column | None:
-    """How the readers type ``column`` (``schema.read_as``); None: it is not read."""
-    return None if "." in column else schema.read_as(column)
+    """How the readers type ``column`` (``schema.read_as``, a former name as its current one);
+    None: it is not read."""
+    return None if "." in column else schema.read_as(legacy.current_name(column))
 
 
 def _is_read(column: str) -> bool:
@@ -188,7 +195,7 @@ def read_result_csv(path: Path) -> pd.DataFrame:
     """A result CSV, only the columns ``segact.runs.schema`` declares (and the dotted identity
     columns; any other is named in a warning), text columns as written, numbers typed and
     checked chunk by chunk, so that a file of junk fails fast with one line naming its row and
-    column; the columns of older versions under today's names (``schema.LEGACY_NAMES``)."""
+    column; the columns of older versions under today's names (``legacy.LEGACY_NAMES``)."""
     return read_hashed_result_csv(path)[0]
 
 
@@ -216,7 +223,7 @@ def read_hashed_result_csv(path: Path) -> tuple[pd.DataFrame, str]:
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise ReportError(f"cannot read {path}: {error}") from None
     frame = pd.concat(chunks) if len(chunks) > 1 else chunks[0]
-    return frame.rename(columns=schema.LEGACY_NAMES), hashing.sha256.hexdigest()
+    return legacy.current_columns(frame), hashing.sha256.hexdigest()
 
 
 def recorded_sha256(summary: dict[str, Any], name: str) -> str | None:
@@ -324,6 +331,10 @@ class RunFolder:
     def summary_json(self) -> Path:
         return self.path / SUMMARY_JSON
 
+    @property
+    def splits_json(self) -> Path:
+        return self.path / SPLITS_JSON
+
     def checkpoint(self, fold: int) -> Path:
         return self.path / CHECKPOINTS_DIR / f"fold{fold}.pt"
 
@@ -346,8 +357,8 @@ class RunFolder:
         nor finished folds beside them (someone else's ``folds.csv``)."""
         if not self.path.is_dir():
             return []
-        own = {*RESULT_FILES, SUMMARY_JSON, PARTS_DIR, CHECKPOINTS_DIR, LOCKS_DIR, MODELS_DIR}
-        own.add(".hydra")
+        own = {*RESULT_FILES, SUMMARY_JSON, SPLITS_JSON, PARTS_DIR, CHECKPOINTS_DIR, LOCKS_DIR}
+        own |= {MODELS_DIR, ".hydra"}
         foreign = sorted(
             p.name
             for p in self.path.iterdir()
@@ -387,6 +398,16 @@ class RunFolder:
         if summary.get("status") == "ok":
             summary["files"] = self.file_records()
         write_json(summary, self.summary_json)
+
+    def write_splits(
+        self, cases: np.ndarray, folds: Sequence[Fold], seed: int, shuffle: bool
+    ) -> None:
+        """splits.json: per fold, the names of the cases it held out (``cases[fold.val]``); the
+        seed and shuffle the split was made with, for the reader's eye."""
+        held_out = [
+            {"fold": fold.index, "held_out": np.unique(cases[fold.val]).tolist()} for fold in folds
+        ]
+        write_json({"seed": seed, "shuffle": shuffle, "folds": held_out}, self.splits_json)
 
     def write_failure(self, summary: dict[str, Any], keys: dict[str, Any]) -> None:
         """summary.json says failed, and folds.csv gains a failed row (numbered after the ok
@@ -454,6 +475,32 @@ class RunFolder:
                 )
                 return None
         return summary if set(RESULT_FILES) <= set(summary.get("files", {})) else None
+
+    def held_out(
+        self, fold: int, cases: np.ndarray, n_folds: int, seed: int, shuffle: bool
+    ) -> np.ndarray:
+        """The image indices fold ``fold`` held out: the images of the cases splits.json names
+        for it. A run folder from before splits.json (none there, as every run under
+        results/runs/) splits again as its run did (``case_folds`` with the run's folds, seed
+        and shuffle), which gives the same cases: this is the only place a split is redone."""
+        try:
+            recorded = {f["fold"]: f["held_out"] for f in read_json(self.splits_json)["folds"]}
+            names = [str(case) for case in recorded[fold]]
+        except FileNotFoundError:  # an older run: split as it did
+            return case_folds(cases, n_folds, seed, shuffle)[fold].val
+        except (OSError, ValueError, LookupError, TypeError) as error:
+            raise ModelError(
+                f"{self.splits_json} cannot be read ({type(error).__name__}: {error}): delete "
+                "it, and the run's split is made again from its seed"
+            ) from None
+        spelled = np.asarray(cases).astype(str)
+        missing = sorted(set(names) - set(spelled))
+        if missing:
+            raise ModelError(
+                f"{self.splits_json}: fold {fold} held out cases the dataset has no longer "
+                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
+            )
+        return np.flatnonzero(np.isin(spelled, names))
 
     def superseded_identity(self, config_hash: str) -> dict[str, Any] | None:
         """The identity of a finished run of *another* configuration in this folder, if any."""

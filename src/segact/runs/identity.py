@@ -24,7 +24,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from segact.choices import plain
-from segact.runs.schema import MOVED_MODULES, RENAMED_VALUES
+from segact.runs.legacy import as_recorded
 from segact.training.memory_format import uses_channels_last
 
 RUNTIME_NODE = "runtime"
@@ -139,18 +139,6 @@ def _excluded(key: str) -> bool:
     return any(key == skip or key.startswith(f"{skip}.") for skip in NOT_IN_IDENTITY)
 
 
-def _as_recorded(key: str, value: Any) -> Any:
-    """A ``_target_`` in a moved module by its former path (``MOVED_MODULES``), a renamed
-    value by its former name (``RENAMED_VALUES``)."""
-    if isinstance(value, str) and (key, value) in RENAMED_VALUES:
-        return RENAMED_VALUES[key, value]
-    if key.endswith("_target_") and isinstance(value, str):
-        for now, before in MOVED_MODULES.items():
-            if value.startswith(now):
-                return before + value[len(now) :]
-    return value
-
-
 def identity(
     cfg: DictConfig, device_type: str, threads: int, data_fingerprint: str | None = None
 ) -> dict[str, Any]:
@@ -160,7 +148,7 @@ def identity(
     flat = {k: v for k, v in _flatten(container).items() if not _excluded(k)}
     if CHANNELS_LAST in flat:
         flat[CHANNELS_LAST] = uses_channels_last(flat[CHANNELS_LAST], device_type)
-    flat = {k: _as_recorded(k, v) for k, v in flat.items()}
+    flat = {k: as_recorded(k, v) for k, v in flat.items()}  # former spellings
     if data_fingerprint is not None:
         flat[DATA_FINGERPRINT] = data_fingerprint
     flat["resolved.device"] = device_type

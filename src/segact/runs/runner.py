@@ -275,6 +275,7 @@ def train(cfg: DictConfig, run_dir: Path, label: str | None = None) -> dict[str,
     )
     records = FoldRecords(ctx.folder, ctx.config_hash)
     compute_folds(setup, ctx, records, folds if trainer.fold is None else [folds[trainer.fold]])
+    ctx.folder.write_splits(data.cases, folds, trainer.seed, trainer.shuffle_folds)
     summary = assemble(ctx, records, len(folds), float(cfg.runtime.lock_stale_s))
     if summary["status"] == "ok":
         reuse.record(root, ctx.folder, ctx.config_hash)

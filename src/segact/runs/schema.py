@@ -1,6 +1,6 @@
 """Every column of a run's result files, declared once: ``folds.csv`` (``FOLDS``), ``epochs.csv``
 (``EPOCHS``) and ``thresholds.csv`` (``THRESHOLDS``), each with its kind, dtype, range, direction
-(for metrics) and what fills it; and the names older segact versions wrote (``LEGACY_NAMES``).
+(for metrics) and what fills it (the names older segact versions wrote: ``runs/legacy.py``).
 
 Writers spell a column by its constant here (``schema.BEST_DICE``), readers type and check it by
 its declaration (``read_as``), the report ranks it by its ``direction``. A name means the same in
@@ -15,7 +15,6 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Any
 
 
 class Kind(str, Enum):
@@ -329,33 +328,6 @@ PAPER_METRICS: tuple[str, ...] = tuple(paper(m) for m in SELECTED_METRICS if pap
 FLAGS: tuple[str, ...] = tuple(c.name for c in FOLDS if c.dtype is Dtype.FLAG)
 """folds.csv's boolean flags of a fold."""
 
-# --- former names ---------------------------------------------------------------------------
-
-RENAMED_METRICS: dict[str, str] = {"mean_dice": THRESHOLD_AVERAGED_DICE}
-"""Metrics renamed since files and checkpoints recorded them (2026-12-01): former -> current."""
-LEGACY_NAMES: dict[str, str] = {
-    DICE_PER_IMAGE: DICE_PER_IMAGE_AT_BEST_THRESHOLD,
-    **{
-        f"{prefix}{old}": f"{prefix}{new}"
-        for old, new in RENAMED_METRICS.items()
-        for prefix in ("", VALIDATION_PREFIX, PAPER_PREFIX)
-    },
-    **{f"{NLL}_{cell}": mean_nll(cell) for cell in CELLS},
-}
-"""Columns older segact versions wrote under another name: renamed on reading (every file's,
-thresholds.csv's ``dice_per_image`` too)."""
-RENAMED_VALUES: dict[tuple[str, str], Any] = {
-    ("eval.select_metric", THRESHOLD_AVERAGED_DICE): "mean_dice",
-}
-"""Values renamed since runs recorded them (``mean_dice`` became ``threshold_averaged_dice`` on
-2026-12-01): the identity spells them by their former name, so that a rename, which changes no
-number, leaves every finished run finished and its ``config_hash`` as it was.
-(``trainer.channels_last=auto`` is no rename: the identity records what it resolves to,
-``runs/identity.py``.)"""
-MOVED_MODULES: dict[str, str] = {"segact.nn.losses.": "segact.losses."}
-"""Modules that moved since runs recorded a ``_target_`` in them (the package layout of
-2026-11-30): the identity spells such a target by its former path, for the same reason."""
-
 # --- lookups --------------------------------------------------------------------------------
 
 
@@ -372,9 +344,9 @@ COLUMNS: Mapping[str, Column] = _by_name()
 
 
 def read_as(name: str) -> Column | None:
-    """How a reader types column ``name`` of any result file (a former name as its current
-    one); None: segact writes no such column."""
-    return COLUMNS.get(name) or COLUMNS.get(LEGACY_NAMES.get(name, ""))
+    """How a reader types column ``name`` of any result file (by its current name:
+    ``legacy.current_name``); None: segact writes no such column."""
+    return COLUMNS.get(name)
 
 
 def lower_is_better(name: str) -> bool:

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from segact.io import atomic_path, remove_temporaries_of
-from segact.runs.schema import RENAMED_METRICS, validation
+from segact.runs import legacy
+from segact.runs.schema import VALIDATION_PREFIX
 from segact.training.fitting import Augment, FoldProgress, Trainable
 
 log = logging.getLogger(__name__)
@@ -88,14 +89,12 @@ def _augment_state(augment: Augment | None) -> Any:
 
 
 def renamed_metrics(progress: FoldProgress) -> FoldProgress:
-    """A checkpoint saved before a metric was renamed (``RENAMED_METRICS``) resumes under the
-    current names, so its epoch rows and best sweep join the new ones."""
-    for old, new in RENAMED_METRICS.items():
-        for row in progress.rows:
-            if validation(old) in row:
-                row[validation(new)] = row.pop(validation(old))
-        if progress.best_sweep is not None and old in progress.best_sweep.metrics:
-            progress.best_sweep.metrics[new] = progress.best_sweep.metrics.pop(old)
+    """A checkpoint saved before a metric was renamed (``legacy.RENAMED_METRICS``) resumes under
+    the current names, so its epoch rows and best sweep join the new ones."""
+    for row in progress.rows:
+        legacy.rename_metrics(row, VALIDATION_PREFIX)
+    if progress.best_sweep is not None:
+        legacy.rename_metrics(progress.best_sweep.metrics)
     return progress
 
 

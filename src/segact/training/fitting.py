@@ -46,7 +46,7 @@ class SelectMetric(Choice):
 
     # the Dice averaged over the threshold grid (the paper's "total dice")
     threshold_averaged_dice = schema.THRESHOLD_AVERAGED_DICE
-    mean_dice = schema.THRESHOLD_AVERAGED_DICE  # its former name (schema.RENAMED_METRICS)
+    mean_dice = schema.THRESHOLD_AVERAGED_DICE  # its former name (legacy.RENAMED_METRICS)
     best_dice = schema.BEST_DICE
     dice_at_05 = schema.DICE_AT_05
     nll = schema.NLL
