@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from segact.choices import Choice
+from segact.data import preprocess
 from segact.data.base import Meta, SegmentationData, checked_dataset
 from segact.data.cache import Writer, cached
 from segact.data.format import FileDatasetConfig, Sample
@@ -31,15 +32,6 @@ from segact.data.pairs import (
     pair_files,
     resolve_root,
     same_file,
-)
-from segact.data.preprocess import (
-    binarize_mask,
-    check_finite,
-    check_int,
-    parse_size,
-    resize_image,
-    resize_mask,
-    resize_plane,
 )
 from segact.data.source import MAX_PIXELS, MAX_PIXELS_KEY, Source
 from segact.errors import DatasetError
@@ -151,11 +143,11 @@ def _slices(
             f"{images[0]} has shape {volume.shape[:3]} (+ {volume.shape[3:]} channels) but its "
             f"label {label} has shape {labels.shape}: they must cover the same voxels"
         )
-    foreground = binarize_mask(labels, label, None, foreground_labels, LABEL_RULES)
+    foreground = preprocess.binarize_mask(labels, label, None, foreground_labels, LABEL_RULES)
     foreground = np.moveaxis(foreground, axis, 0)
     return (
         volume_slices(volume, images[0], axis, size, modalities, volume_norm),
-        np.stack([resize_mask(plane, size) for plane in foreground]),
+        np.stack([preprocess.resize_mask(plane, size) for plane in foreground]),
     )
 
 
@@ -165,7 +157,7 @@ def read_channels(images: list[Path], source: Source | None = None, axis: int = 
     parts = []
     for path in images:
         part = read_volume(path, source, axis).astype(np.float32)
-        check_finite(part, path, 3, "voxels")
+        preprocess.check_finite(part, path, 3, "voxels")
         parts.append(part[..., None] if part.ndim == 3 else part)
     return np.concatenate(parts, axis=-1)
 
@@ -188,7 +180,7 @@ def volume_slices(
             )
         volume = volume[..., list(modalities)]
     planes = np.moveaxis(_normalize_volume(volume, volume_norm), axis, 0)
-    return np.stack([resize_image(plane, size) for plane in planes])
+    return np.stack([preprocess.resize_image(plane, size) for plane in planes])
 
 
 def _check_options(axis: int, volume_norm: str, modalities: Sequence[int] | None) -> None:
@@ -248,8 +240,8 @@ def load_nifti(
     mods = None if modalities is None else [int(v) for v in modalities]
     _check_options(axis, volume_norm, mods)
     check_normalize(normalize)
-    size = parse_size(image_size)
-    source = Source(check_int(MAX_PIXELS_KEY, max_pixels, minimum=1))
+    size = preprocess.parse_size(image_size)
+    source = Source(preprocess.check_int(MAX_PIXELS_KEY, max_pixels, minimum=1))
     path, cases = nifti_cases(root, default_root, images_dir, labels_dir)
     fg = None if foreground_labels is None else [int(v) for v in foreground_labels]
 
@@ -302,7 +294,7 @@ def read_input(path: Path, settings: Mapping[str, Any], size: tuple[int, int]) -
     plane = tuple(s for i, s in enumerate(volume.shape[:3]) if i != axis)
 
     def restore(probability: np.ndarray) -> np.ndarray:
-        stacked = np.stack([resize_plane(p, plane) for p in probability])
+        stacked = np.stack([preprocess.resize_plane(p, plane) for p in probability])
         return np.moveaxis(stacked, 0, axis)
 
     return Sample(slices, restore, header)

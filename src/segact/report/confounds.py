@@ -41,12 +41,7 @@ T_COLUMNS: tuple[str, ...] = ("mean_difference", "ci_low", "ci_high", "t_test_p"
 MATCHED_COLUMNS: tuple[str, ...] = (
     "budget",
     "budget_epoch_median",
-    "n",
-    "mean_a",
-    "mean_b",
-    "mean_difference",
-    "ci_low",
-    "ci_high",
+    *stats.PAIRED_MEANS,
     "t_test_p",
     "epoch_a_median",
     "epoch_b_median",

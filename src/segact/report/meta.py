@@ -56,6 +56,10 @@ T_METHODS: tuple[str, ...] = (HKSJ, "equal")
 METHODS: tuple[str, ...] = (HKSJ, "random_dl", "fixed", "equal")
 HKSJ_BELOW = 10
 """Below this many datasets the headline is ``random_hksj``, else ``random_dl``."""
+POOLED_INTERVALS: tuple[str, ...] = (
+    "ci_low", "ci_high", "tau2", "i2", "pi_low", "pi_high"
+)  # fmt: skip
+"""A pooled estimate's interval, heterogeneity and prediction interval."""
 META_COLUMNS: tuple[str, ...] = (
     "scope",
     "method",
@@ -64,12 +68,7 @@ META_COLUMNS: tuple[str, ...] = (
     "datasets",
     "estimate",
     "se",
-    "ci_low",
-    "ci_high",
-    "tau2",
-    "i2",
-    "pi_low",
-    "pi_high",
+    *POOLED_INTERVALS,
     "baseline_mean",
     "relative_percent",
     "relative_ci_low",

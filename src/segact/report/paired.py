@@ -22,12 +22,7 @@ from segact.report.tables import METRIC_NAMES, loss_label
 from segact.runs import schema
 
 SHOWN = (
-    "n",
-    "mean_a",
-    "mean_b",
-    "mean_difference",
-    "ci_low",
-    "ci_high",
+    *stats.PAIRED_MEANS,
     "p_holm",
     "wilcoxon_p_holm",
     *meta.JUDGEMENT_COLUMNS,
@@ -37,12 +32,7 @@ POOLED_SHOWN = (
     "method",
     "k",
     "estimate",
-    "ci_low",
-    "ci_high",
-    "tau2",
-    "i2",
-    "pi_low",
-    "pi_high",
+    *meta.POOLED_INTERVALS,
     "relative_percent",
     "margin",
     "claimed",

@@ -46,6 +46,8 @@ POWER = 0.8
 CI_METHOD = "corrected_t"
 LEFT_OUT: tuple[str, ...] = ("synthetic",)
 """Datasets that enter no Holm family and no pooled estimate: generated data, not a task."""
+PAIRED_MEANS: tuple[str, ...] = ("n", "mean_a", "mean_b", "mean_difference", "ci_low", "ci_high")
+"""The columns of a paired comparison's means and interval, in every table that has them."""
 COMPARISON: tuple[str, ...] = ("factor", "a", "b")
 """The first columns of every paired file: the factor (its Hydra key) and its two levels."""
 RATIO = "test_train_ratio"
