@@ -135,6 +135,33 @@ def test_packages_import_only_downward_and_without_cycles():
     assert _cycle(units) is None
 
 
+BELOW_THE_RUNNER = frozenset({"training", "evaluation", "nn", "data"})
+"""Units that get typed settings from the runner (``segact.config.run_settings``), never a
+config object."""
+
+
+def _third_party_imports(tree: ast.Module) -> set[str]:
+    """The top-level packages a module imports (at the top, in functions or for type checking)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_nothing_below_the_runner_imports_omegaconf():
+    """No DictConfig below segact.runs: the runner turns the composed config into typed settings
+    once and passes those down (``_target_`` objects are instantiated from plain dicts)."""
+    importing = sorted(
+        name
+        for name, tree in _modules().items()
+        if _unit(name) in BELOW_THE_RUNNER and "omegaconf" in _third_party_imports(tree)
+    )
+    assert not importing, f"these modules import omegaconf: {importing}"
+
+
 def _functions() -> list[tuple[str, str, int]]:
     return [
         (name, node.name, node.end_lineno - node.lineno + 1)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from segact.config import validate
+from segact.config import run_settings, validate
 from segact.errors import ConfigError
 from segact.io import read_json
 from segact.runs import identity
 from segact.runs.folder import RunFolder
+from segact.runs.models import forward_of
 from segact.runs.runner import run_context, train
 from segact.training.fitting import build_model
 from segact.training.forward import Forward
@@ -34,9 +34,10 @@ def test_auto_is_contiguous_on_cpu_and_channels_last_on_cuda(setting, device, ex
 def test_the_default_trains_contiguous_on_cpu():
     cfg = compose_config()
     assert cfg.trainer.channels_last == "auto"
-    model = build_model(cfg.model, 3, 1)
-    assert Forward(model, cfg.trainer, CPU).memory_format == torch.contiguous_format
-    chosen = Forward(model, OmegaConf.create({"channels_last": True}), CPU)  # an older card
+    settings = run_settings(cfg)
+    model = build_model(settings.model, 3, 1)
+    assert Forward(model, settings.trainer.forward, CPU).memory_format == torch.contiguous_format
+    chosen = Forward(model, forward_of({"forward": {"channels_last": True}}), CPU)  # an older card
     assert chosen.memory_format == torch.channels_last
 
 

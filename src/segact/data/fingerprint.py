@@ -13,8 +13,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
 from segact.data.cache import cache_folder
 from segact.data.folder import folder_pairs
 from segact.data.hashing import files_fingerprint
@@ -30,7 +28,7 @@ LISTERS: dict[str, Lister] = {
 its config (``root``, ``default_root``, its folders)."""
 
 
-def dataset_fingerprint(dataset_cfg: DictConfig | Mapping, rehash: bool = False) -> str | None:
+def dataset_fingerprint(dataset_cfg: Mapping[str, Any], rehash: bool = False) -> str | None:
     """The data fingerprint (32 hex characters) of the files the dataset's loader reads, or None
     for a dataset that reads no file. Each file's hash is kept in the cache folder
     (``dataset.cache_dir``, else the default; not with ``dataset.cache=false``), keyed by its

@@ -6,14 +6,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from segact.choices import Choice
@@ -91,22 +90,20 @@ def argmax_counts(logits: Tensor) -> Tensor:
     return torch.stack([torch.as_tensor(c, device=logits.device) for c in counts])
 
 
-def build_activation(cfg: DictConfig | dict[str, Any]) -> Activation:
+def build_activation(cfg: Mapping[str, Any]) -> Activation:
     """An activation from its config: a registered ``name``, or any callable via ``_target_``."""
-    cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
     if cfg.get("_target_") is None:
-        return activations.get(cfg.name)
-    container = OmegaConf.to_container(cfg, resolve=True)
-    fn = instantiate({k: v for k, v in container.items() if k != "name"})
+        return activations.get(cfg["name"])
+    fn = instantiate({k: v for k, v in cfg.items() if k != "name"})
     if not callable(fn):
         raise TypeError(
-            f"activation._target_={cfg._target_} gave a {type(fn).__name__}, not a callable "
+            f"activation._target_={cfg['_target_']} gave a {type(fn).__name__}, not a callable "
             "(set activation._partial_=true for a plain function)"
         )
-    return activations.custom(cfg.name, fn)
+    return activations.custom(cfg["name"], fn)
 
 
-HEADS: dict[HeadName, Callable[[DictConfig], Head]] = {
+HEADS: dict[HeadName, Callable[[Mapping[str, Any]], Head]] = {
     HeadName.sigmoid1: lambda activation_cfg: Sigmoid1(build_activation(activation_cfg)),
     HeadName.softmax2: lambda activation_cfg: Softmax2(),  # takes no output activation
 }
@@ -116,9 +113,9 @@ def names() -> list[str]:
     return sorted(name.value for name in HEADS)
 
 
-def build_head(head_cfg: DictConfig, activation_cfg: DictConfig) -> Head:
+def build_head(head_cfg: Mapping[str, Any], activation_cfg: Mapping[str, Any]) -> Head:
     """The head named by ``head.name``; only sigmoid1 takes an output activation."""
-    name = str(head_cfg.name)
+    name = str(head_cfg["name"])
     if name not in names():
         raise KeyError(f"unknown head {name!r}; choose one of {', '.join(names())}")
     return HEADS[HeadName(name)](activation_cfg)
