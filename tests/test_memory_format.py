@@ -5,6 +5,8 @@ which every committed run used, keeps true: committed runs keep their hashes and
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -13,10 +15,10 @@ from segact.errors import ConfigError
 from segact.io import read_json
 from segact.runs import identity
 from segact.runs.folder import RunFolder
-from segact.runs.models import forward_of
+from segact.runs.models import forward_entry, forward_of, model_entry, model_of
 from segact.runs.runner import run_context, train
 from segact.training.fitting import build_model
-from segact.training.forward import Forward
+from segact.training.forward import Forward, ForwardOptions, Precision
 from segact.training.memory_format import uses_channels_last
 from tests.helpers import compose_config
 
@@ -39,6 +41,20 @@ def test_the_default_trains_contiguous_on_cpu():
     assert Forward(model, settings.trainer.forward, CPU).memory_format == torch.contiguous_format
     chosen = Forward(model, forward_of({"forward": {"channels_last": True}}), CPU)  # an older card
     assert chosen.memory_format == torch.channels_last
+
+
+def test_a_model_card_round_trips_through_the_typed_settings():
+    """The card's model and forward entries are written from the run's typed settings and read
+    back into the same types; a card older than an option means what training did then."""
+    settings = run_settings(compose_config("trainer.channels_last=auto", "trainer.precision=bf16"))
+    card = {
+        "model": model_entry(settings.model),
+        "forward": forward_entry(settings.trainer.forward, CPU),
+    }
+    assert model_of(card) == dataclasses.replace(settings.model, encoder_weights=None)
+    assert forward_of(card) == ForwardOptions(False, Precision.bf16, compile=False)
+    older = forward_of({"forward": {"channels_last": True}})
+    assert older == ForwardOptions(True, Precision.fp32, compile=False)
 
 
 def _hash(device_type: str, *overrides: str) -> str:
