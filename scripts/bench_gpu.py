@@ -29,11 +29,11 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import Options, Setup, bare_epochs, steady
-from segact.config import config_dir
+from segact.config import config_dir, run_settings
 from segact.data.splits import case_folds
 from segact.runs.runner import configure_torch
 from segact.training import group
-from segact.training.engine import FoldRun, FoldSetup, run_epoch
+from segact.training.engine import FoldRun, FoldSetup
 from segact.training.fitting import launch_train_epoch
 from segact.training.forward import uses_bf16
 from segact.training.interrupt import StopRequest
@@ -92,7 +92,7 @@ def timed(device: torch.device, fn: Callable[[], object]) -> float:
 def fold_setup(cfg: DictConfig, bench: Setup) -> FoldSetup:
     """The runner's objects for a run of ``cfg`` on the data already loaded (no augmentation,
     no checkpoints)."""
-    return FoldSetup(cfg, bench.data, bench.head, bench.loss_fn, bench.device)
+    return FoldSetup(run_settings(cfg), bench.data, bench.head, bench.loss_fn, bench.device)
 
 
 def runner_steps(args: argparse.Namespace, bench: Setup, report: Report) -> None:
@@ -124,17 +124,17 @@ def runner_steps(args: argparse.Namespace, bench: Setup, report: Report) -> None
 def fold_epochs(args: argparse.Namespace, bench: Setup, report: Report, graphs: str) -> None:
     """s per fold-epoch of a fold alone and of ``--group`` folds side by side."""
     setup = fold_setup(compose_config(args, graphs), bench)
-    trainer = setup.cfg.trainer
+    trainer = setup.settings.trainer
     folds = case_folds(setup.data.cases, trainer.folds, trainer.seed, trainer.shuffle_folds)
-    run = FoldRun.start(setup, folds[0])
+    stop = StopRequest()
+    single = [group.join(setup, folds[0], None, lambda: None, alone=True)]
 
     def alone_epoch() -> None:
-        run_epoch(run.setup, run.trainable, run.progress, 0, run.progress.epoch + 1, *run.split)
+        group.run_round(single, stop)
 
     alone = steady([timed(setup.device, alone_epoch) for _ in range(args.epochs)])
     report.row(f"fold-epoch, one fold alone, cuda_graphs={graphs}", f"{alone:.3f} s")
     members = [group.join(setup, fold, None, lambda: None) for fold in folds[: args.group]]
-    stop = StopRequest()
     n_rounds = args.epochs if graphs != "off" else 2  # eager rounds are long: 2 (1 measured)
     rounds = [timed(setup.device, lambda: group.run_round(members, stop)) for _ in range(n_rounds)]
     per_fold = steady(rounds) / len(members)
@@ -160,7 +160,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     cfg = compose_config(args)
-    configure_torch(cfg)
+    configure_torch(run_settings(cfg).trainer)
     bench = Setup(cfg)
     device = bench.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)

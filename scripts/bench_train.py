@@ -5,7 +5,7 @@ Three loops train the same model (same config, same seed) on the same synthetic 
 - bare: forward + loss + backward + optimizer step, reading each batch with ``data.batch`` as
   the runner does, then a forward pass over the validation images (the least any
   train-and-validate epoch costs);
-- segact: one epoch of ``segact.training.engine.fit_fold`` (batching, threshold sweep of the
+- segact: one epoch of ``segact.training.group.fit_fold`` (batching, threshold sweep of the
   validation fold, early-stopping state, checkpoints, logging), read from its epochs.csv timings;
 - reference: the paper's code style: a Dataset reading one .npy file per item through a
   DataLoader with num_workers=1, ``loss.item()`` every step, and a float64 NumPy evaluation of
@@ -40,13 +40,14 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from segact.config import config_dir, instantiate_named, plain
+from segact.config import config_dir, instantiate_named, plain, run_settings
 from segact.data.splits import case_folds
 from segact.nn.heads import build_head
 from segact.runs.runner import configure_torch, load_dataset
-from segact.training.engine import FoldSetup, fit_fold
+from segact.training.engine import FoldSetup
 from segact.training.fitting import build_model
 from segact.training.forward import uses_bf16
+from segact.training.group import fit_fold
 from segact.training.memory_format import uses_channels_last
 
 THRESHOLDS = np.round(np.linspace(0, 1, 21), 10)
@@ -108,7 +109,8 @@ class Setup:
 
     def model(self) -> torch.nn.Module:
         torch.manual_seed(0)
-        model = build_model(self.cfg.model, self.data.in_channels, self.head.out_channels)
+        model_cfg = run_settings(self.cfg).model
+        model = build_model(model_cfg, self.data.in_channels, self.head.out_channels)
         return model.to(self.device)
 
     def batches(self, generator: torch.Generator) -> Iterator[np.ndarray]:
@@ -181,7 +183,8 @@ def bare_epochs(setup: Setup, epochs: int, options: Options = Options()) -> list
 
 def segact_epochs(setup: Setup) -> list[float]:
     """Epoch times of the runner, checkpointing as ``segact.train`` does."""
-    fold_setup = FoldSetup(setup.cfg, setup.data, setup.head, setup.loss_fn, setup.device)
+    settings = run_settings(setup.cfg)
+    fold_setup = FoldSetup(settings, setup.data, setup.head, setup.loss_fn, setup.device)
     with tempfile.TemporaryDirectory() as folder:
         result = fit_fold(fold_setup, setup.fold, checkpoint_path=Path(folder) / "fold0.pt")
     return result.epochs["epoch_seconds"].tolist()
@@ -406,7 +409,7 @@ def gpu_loops(args: argparse.Namespace, device: str = "cuda") -> None:
         print("no CUDA device: GPU rows skipped")
         return
     cfg = compose_config(args, Scale(args.gpu_model, args.gpu_size, args.gpu_batch_size, device))
-    configure_torch(cfg)  # deterministic algorithms, as segact-train runs
+    configure_torch(run_settings(cfg).trainer)  # deterministic algorithms, as segact-train runs
     setup = Setup(cfg)
     bf16 = uses_bf16(str(plain(cfg.trainer.precision)), setup.device)
     name = torch.cuda.get_device_name(setup.device) if setup.device.type == "cuda" else device

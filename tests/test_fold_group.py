@@ -15,6 +15,7 @@ from segact.runs import monitor
 from segact.runs.folder import EPOCHS_CSV, FOLDS_CSV, THRESHOLDS_CSV
 from segact.runs.runner import train
 from segact.training import group
+from segact.training.engine import FoldRun
 from segact.training.interrupt import Interrupted, StopRequest
 from tests.helpers import compose_config, numbers
 
@@ -75,15 +76,15 @@ def stop_at(monkeypatch, fold: int, epoch: int) -> None:
     def stop_request():
         yield request
 
-    close = group.close_epoch
+    close = FoldRun.close_epoch
 
-    def close_and_stop(setup, trainable, progress, fold_index, flight, *rest):
-        close(setup, trainable, progress, fold_index, flight, *rest)
-        if (fold_index, flight.epoch) == (fold, epoch):
+    def close_and_stop(run, flight, *rest):
+        close(run, flight, *rest)
+        if (run.fold.index, flight.epoch) == (fold, epoch):
             request.requested = True
 
     monkeypatch.setattr(group, "stop_after_epoch_on_sigint", stop_request)
-    monkeypatch.setattr(group, "close_epoch", close_and_stop)
+    monkeypatch.setattr(FoldRun, "close_epoch", close_and_stop)
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from segact.config import instantiate_named
+from segact.config import instantiate_named, run_settings
 from segact.nn.heads import build_head
 from segact.runs.runner import load_dataset, train
 from segact.training import graphs
@@ -97,7 +97,7 @@ def _parts():
 def fresh() -> Trainable:
     cfg, data, head, _ = _parts()
     torch.manual_seed(0)
-    return Trainable.build(cfg, (data.in_channels, head.out_channels), CPU, 0)
+    return Trainable.build(run_settings(cfg), (data.in_channels, head.out_channels), CPU, 0)
 
 
 def graphed(trainable: Trainable, capture=graphs.eager_capture) -> TrainGraph:
@@ -205,6 +205,6 @@ def test_batches_gathered_on_the_device_equal_data_batch():
 
 def test_the_cpu_optimizer_keeps_a_float_lr():
     cfg = compose_config()
-    optimizer = build_optimizer(cfg.optimizer, torch.nn.Linear(2, 1), CPU)
+    optimizer = build_optimizer(run_settings(cfg).optimizer, torch.nn.Linear(2, 1), CPU)
     assert optimizer.param_groups[0]["lr"] == cfg.trainer.lr
     assert not optimizer.param_groups[0]["capturable"]

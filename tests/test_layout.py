@@ -138,6 +138,38 @@ def test_packages_import_only_downward_and_without_cycles():
     assert _cycle(units) is None
 
 
+BELOW_THE_RUNNER = frozenset({"training", "evaluation", "nn", "data"})
+"""Units that get typed settings from the runner (``segact.config.run_settings``), never a
+config object."""
+
+
+SCHEMA_SENTINELS = frozenset({"MISSING"})
+"""What a schema dataclass below the runner may take from omegaconf: the "no default" marker of
+structured configs (a loss's or dataset format's schema sits with its implementation)."""
+
+
+def _omegaconf_names(tree: ast.Module) -> set[str]:
+    """What a module takes from omegaconf (at the top, in functions or for type checking)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "omegaconf"}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("omegaconf"):
+            found |= {a.name for a in node.names}
+    return found
+
+
+def test_nothing_below_the_runner_imports_omegaconf():
+    """No DictConfig below segact.runs: the runner turns the composed config into typed settings
+    once and passes those down (``_target_`` objects are instantiated from plain dicts)."""
+    importing = sorted(
+        name
+        for name, tree in _modules().items()
+        if _unit(name) in BELOW_THE_RUNNER and _omegaconf_names(tree) - SCHEMA_SENTINELS
+    )
+    assert not importing, f"these modules import omegaconf: {importing}"
+
+
 def _functions() -> list[tuple[str, str, int]]:
     return [
         (name, node.name, node.end_lineno - node.lineno + 1)

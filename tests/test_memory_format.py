@@ -5,18 +5,20 @@ which every committed run used, keeps true: committed runs keep their hashes and
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from segact.config import validate
+from segact.config import run_settings, validate
 from segact.errors import ConfigError
 from segact.io import read_json
 from segact.runs import identity
 from segact.runs.folder import RunFolder
+from segact.runs.models import forward_entry, forward_of, model_entry, model_of
 from segact.runs.runner import run_context, train
 from segact.training.fitting import build_model
-from segact.training.forward import Forward
+from segact.training.forward import Forward, ForwardOptions, Precision
 from segact.training.memory_format import uses_channels_last
 from tests.helpers import compose_config
 
@@ -34,10 +36,25 @@ def test_auto_is_contiguous_on_cpu_and_channels_last_on_cuda(setting, device, ex
 def test_the_default_trains_contiguous_on_cpu():
     cfg = compose_config()
     assert cfg.trainer.channels_last == "auto"
-    model = build_model(cfg.model, 3, 1)
-    assert Forward(model, cfg.trainer, CPU).memory_format == torch.contiguous_format
-    chosen = Forward(model, OmegaConf.create({"channels_last": True}), CPU)  # an older card
+    settings = run_settings(cfg)
+    model = build_model(settings.model, 3, 1)
+    assert Forward(model, settings.trainer.forward, CPU).memory_format == torch.contiguous_format
+    chosen = Forward(model, forward_of({"forward": {"channels_last": True}}), CPU)  # an older card
     assert chosen.memory_format == torch.channels_last
+
+
+def test_a_model_card_round_trips_through_the_typed_settings():
+    """The card's model and forward entries are written from the run's typed settings and read
+    back into the same types; a card older than an option means what training did then."""
+    settings = run_settings(compose_config("trainer.channels_last=auto", "trainer.precision=bf16"))
+    card = {
+        "model": model_entry(settings.model),
+        "forward": forward_entry(settings.trainer.forward, CPU),
+    }
+    assert model_of(card) == dataclasses.replace(settings.model, encoder_weights=None)
+    assert forward_of(card) == ForwardOptions(False, Precision.bf16, compile=False)
+    older = forward_of({"forward": {"channels_last": True}})
+    assert older == ForwardOptions(True, Precision.fp32, compile=False)
 
 
 def _hash(device_type: str, *overrides: str) -> str:

@@ -16,6 +16,7 @@ from safetensors import safe_open
 from torch import Tensor, nn
 
 import segact.training.fitting as fitting
+from segact.config import run_settings
 from segact.nn.prune import drop_unused_modules, dropped_modules
 from segact.report.sweep_callback import saved_models
 from segact.runs.folder import RunFolder
@@ -37,7 +38,7 @@ def whole(model: nn.Module, in_channels: int) -> tuple[str, ...]:
 def tiny_model(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     cfg = compose_config()
-    return build_model(cfg.model, 3, 1)
+    return build_model(run_settings(cfg).model, 3, 1)
 
 
 def test_tiny_model_drops_the_stages_beyond_its_depth():
@@ -87,7 +88,7 @@ def test_a_model_the_probe_cannot_run_is_kept_whole():
 def test_a_checkpoint_of_the_whole_model_starts_the_fold_again(monkeypatch, tmp_path, caplog):
     """A checkpoint written before the unused stages were dropped does not fit the model: the
     fold starts from the beginning (the same numbers), with one warning, instead of failing."""
-    cfg = compose_config()
+    cfg = run_settings(compose_config())
     monkeypatch.setattr(fitting, "drop_unused_modules", whole)
     old = Trainable.build(cfg, (3, 1), torch.device("cpu"), 0)
     fresh = FoldProgress(fitting.EarlyStopping(2))

@@ -9,7 +9,8 @@ from segact.evaluation.sweep import SweepResult
 from segact.runs import identity
 from segact.runs.folder import read_result_csv
 from segact.training.checkpoint import renamed_metrics
-from segact.training.fitting import EarlyStopping, FoldProgress, SelectMetric
+from segact.training.fitting import EarlyStopping, FoldProgress
+from segact.training.selection import SelectMetric
 from tests.helpers import composed
 
 

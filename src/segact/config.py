@@ -13,9 +13,9 @@ import dataclasses
 import difflib
 import itertools
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_method, instantiate
@@ -24,14 +24,16 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from segact.choices import plain
 from segact.data import formats
 from segact.errors import ConfigError
-from segact.evaluation.sweep import DEFAULT_THRESHOLDS
 from segact.nn import activations, heads, losses
 from segact.nn.heads import HeadName
-from segact.training.fitting import SelectMetric
-from segact.training.forward import Precision
-from segact.training.graphs import CudaGraphs
 from segact.training.memory_format import AUTO as CHANNELS_LAST_AUTO
-from segact.training.protocol import ProtocolName
+from segact.training.settings import (
+    EvalConfig,
+    ModelConfig,
+    RunSettings,
+    RuntimeConfig,
+    TrainerConfig,
+)
 
 
 def config_dir() -> Path:
@@ -72,62 +74,6 @@ GROUP_NOTES: dict[str, str] = {
     ),
 }
 """A line under a group whose purpose its options do not tell, in ``--help``."""
-
-
-@dataclass
-class TrainerConfig:
-    folds: int = 5
-    fold: int | None = None  # run only this fold (a fold as a job); null: every fold
-    shuffle_folds: bool = True  # false: contiguous folds in case order (sklearn KFold, the paper)
-    max_epochs: int = 30
-    patience: int = 5  # stop after this many epochs without improvement of eval.select_metric
-    batch_size: int = 16
-    lr: float = 1e-3
-    lr_factor: float = 0.5  # scheduler=plateau: lr *= lr_factor when the metric stalls ...
-    lr_patience: int = 3  # ... for this many epochs
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    threads: int = 0  # torch threads; 0: one per available core (changes float sums on CPU)
-    # auto: channels_last on CUDA, contiguous on CPU (uses_channels_last); true or false to choose.
-    # Any, not bool | str: OmegaConf 2.3 takes no unions (check_trainer checks the value).
-    channels_last: Any = CHANNELS_LAST_AUTO
-    precision: Precision = Precision.auto
-    compile: bool = False  # torch.compile the model
-    # Capture each fold's training step and evaluation forward pass as CUDA graphs (auto: on CUDA
-    # where possible, else eager with one log line saying why); changes no number.
-    cuda_graphs: CudaGraphs = CudaGraphs.auto
-    # Train this many folds of a run in one process, side by side epoch by epoch (on CUDA each
-    # on its own stream); 1: one after another. Changes no number.
-    fold_group: int = 1
-
-
-@dataclass
-class RuntimeConfig:
-    """Settings that change no number: the run's identity and folder name skip this node."""
-
-    progress: bool = True
-    checkpoint_every_s: float = 60.0  # save a fold checkpoint at most this often (0: every epoch)
-    lock_stale_s: float = 1800.0  # a lock without a heartbeat for this long is taken over
-    save_models: bool = True  # keep each finished fold's weights in <run>/models (segact-predict)
-    reuse: bool = True  # copy a run finished in another sweep of the output root (runs/reuse.py)
-
-
-@dataclass
-class EvalConfig:
-    thresholds: list[float] = field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
-    protocol: ProtocolName = ProtocolName.paper
-    select_metric: SelectMetric = SelectMetric.threshold_averaged_dice
-    inner_val_fraction: float = 0.2
-    calibration_bins: int = 15
-    batch_size: int = 64
-
-
-@dataclass
-class ModelConfig:
-    arch: str = "Unet"
-    encoder: str = "resnet34"
-    encoder_weights: str | None = None  # no download at run time; 'imagenet' where cached
-    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -187,6 +133,29 @@ def instantiate_named(cfg: DictConfig, **kwargs: Any) -> Any:
     """``instantiate`` a ``_target_`` config minus its ``name`` (a label for the result files)."""
     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     return instantiate({k: v for k, v in container.items() if k != "name"}, **kwargs)
+
+
+Schema = TypeVar("Schema")
+
+
+def typed(node: DictConfig, schema: type[Schema]) -> Schema:
+    """``node`` as an instance of its ``schema`` (values resolved, checked and converted by the
+    schema's types; a key the node lacks takes the schema's default)."""
+    values = OmegaConf.to_container(node, resolve=True)
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+
+
+def run_settings(cfg: DictConfig) -> RunSettings:
+    """The composed config as the typed settings that the runner passes below it, built once:
+    nothing below ``segact.runs`` sees a DictConfig (``segact.training.settings``)."""
+    return RunSettings(
+        trainer=typed(cfg.trainer, TrainerConfig),
+        eval=typed(cfg.eval, EvalConfig),
+        model=typed(cfg.model, ModelConfig),
+        runtime=typed(cfg.runtime, RuntimeConfig),
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True, enum_to_str=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True, enum_to_str=True),
+    )
 
 
 def _fail(key: str, value: Any, fix: str) -> None:

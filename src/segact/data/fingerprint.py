@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-
-from omegaconf import DictConfig
+from typing import Any
 
 from segact.data import formats
 from segact.data.cache import cache_folder
@@ -20,7 +19,7 @@ from segact.data.hashing import files_fingerprint
 from segact.data.pairs import pair_files
 
 
-def dataset_fingerprint(dataset_cfg: DictConfig | Mapping, rehash: bool = False) -> str | None:
+def dataset_fingerprint(dataset_cfg: Mapping[str, Any], rehash: bool = False) -> str | None:
     """The data fingerprint (32 hex characters) of the files the dataset's loader reads, or None
     for a dataset that reads no file. Each file's hash is kept in the cache folder
     (``dataset.cache_dir``, else the default; not with ``dataset.cache=false``), keyed by its

@@ -9,13 +9,13 @@ check and the result files' ``head`` column read it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from segact.choices import Choice, Registry
@@ -95,19 +95,17 @@ def argmax_counts(logits: Tensor) -> Tensor:
     return torch.stack([torch.as_tensor(c, device=logits.device) for c in counts])
 
 
-def build_activation(cfg: DictConfig | dict[str, Any]) -> Activation:
+def build_activation(cfg: Mapping[str, Any]) -> Activation:
     """An activation from its config: a registered ``name``, or any callable via ``_target_``."""
-    cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
     if cfg.get("_target_") is None:
-        return activations.get(cfg.name)
-    container = OmegaConf.to_container(cfg, resolve=True)
-    fn = instantiate({k: v for k, v in container.items() if k != "name"})
+        return activations.get(cfg["name"])
+    fn = instantiate({k: v for k, v in cfg.items() if k != "name"})
     if not callable(fn):
         raise TypeError(
-            f"activation._target_={cfg._target_} gave a {type(fn).__name__}, not a callable "
+            f"activation._target_={cfg['_target_']} gave a {type(fn).__name__}, not a callable "
             "(set activation._partial_=true for a plain function)"
         )
-    return activations.custom(cfg.name, fn)
+    return activations.custom(cfg["name"], fn)
 
 
 HEADS = Registry("head")
@@ -120,6 +118,6 @@ def names() -> list[str]:
     return HEADS.names()
 
 
-def build_head(head_cfg: DictConfig, activation_cfg: DictConfig) -> Head:
+def build_head(head_cfg: Mapping[str, Any], activation_cfg: Mapping[str, Any]) -> Head:
     """The head named by ``head.name``; only sigmoid1 takes an output activation."""
-    return HEADS.get_named(str(head_cfg.name))(activation_cfg)
+    return HEADS.get_named(str(head_cfg["name"]))(activation_cfg)

@@ -31,8 +31,9 @@ from segact.nn.prune import without_dropped
 from segact.runs.folder import FoldRecords, RunFolder, file_digest
 from segact.training.engine import FoldSetup
 from segact.training.fitting import build_model
-from segact.training.forward import Forward
+from segact.training.forward import Forward, ForwardOptions, Precision
 from segact.training.memory_format import uses_channels_last
+from segact.training.settings import ModelConfig
 
 CARD_VERSION = 1
 SHOWN = 3  # tensor names listed in an error, per kind of difference
@@ -63,12 +64,43 @@ def input_card(dataset: DictConfig) -> dict[str, Any]:
     return fmt.card_input(_plain(dataset))
 
 
-def model_card(setup: FoldSetup, fold: int, threshold: float) -> dict[str, Any]:
-    """The card of fold ``fold``'s model: everything ``load_fold`` and ``segact-predict`` need."""
-    cfg, data, norm = setup.cfg, setup.data, setup.data.normalization
-    model = {"arch": cfg.model.arch, "encoder": cfg.model.encoder}
-    if cfg.model.kwargs:
-        model["kwargs"] = _plain(cfg.model.kwargs)
+def model_entry(model: ModelConfig) -> dict[str, Any]:
+    """A card's ``model``: what ``model_of`` builds the model from again (no pretrained weights:
+    the card's own replace them)."""
+    entry: dict[str, Any] = {"arch": model.arch, "encoder": model.encoder}
+    if model.kwargs:
+        entry["kwargs"] = model.kwargs
+    return entry
+
+
+def model_of(card: dict[str, Any]) -> ModelConfig:
+    spec = card["model"]
+    kwargs = spec.get("kwargs", {})
+    return ModelConfig(spec["arch"], spec["encoder"], encoder_weights=None, kwargs=kwargs)
+
+
+def forward_entry(options: ForwardOptions, device: torch.device) -> dict[str, Any]:
+    """A card's ``forward``: the options of the model call as training used them (``auto``
+    resolved for its device); segact-predict calls the model without ``torch.compile``."""
+    return {
+        "channels_last": uses_channels_last(options.channels_last, device.type),
+        "precision": plain(options.precision),
+    }
+
+
+FORWARD_BEFORE_OPTIONS = {"channels_last": False, "precision": Precision.fp32.value}
+"""What a card saved before segact recorded an option of the model call was trained with."""
+
+
+def forward_of(card: dict[str, Any]) -> ForwardOptions:
+    recorded = {**FORWARD_BEFORE_OPTIONS, **card["forward"]}
+    return ForwardOptions(recorded["channels_last"], recorded["precision"], compile=False)
+
+
+def run_card(setup: FoldSetup, cfg: DictConfig) -> dict[str, Any]:
+    """The card of the run's models but for each fold's own ``fold`` and ``threshold``
+    (``fold_card``): everything ``load_fold`` and ``segact-predict`` need."""
+    settings, data, norm = setup.settings, setup.data, setup.data.normalization
     activation = {k: v for k, v in _plain(cfg.activation).items() if v is not None}
     if "_target_" not in activation:
         activation.pop("_partial_", None)
@@ -77,8 +109,8 @@ def model_card(setup: FoldSetup, fold: int, threshold: float) -> dict[str, Any]:
     return {
         "version": CARD_VERSION,
         "config_hash": setup.config_hash,
-        "fold": fold,
-        "model": model,
+        "fold": None,
+        "model": model_entry(settings.model),
         "head": setup.head.name,
         "activation": activation,
         "in_channels": data.in_channels,
@@ -87,13 +119,15 @@ def model_card(setup: FoldSetup, fold: int, threshold: float) -> dict[str, Any]:
         "input": input_card(cfg.dataset),
         "pixels": _dtype_name(data.images),
         "normalization": {"mode": plain(mode), "scale": norm.scale, **stats},
-        "threshold": float(threshold),
-        "eval_batch_size": int(cfg.eval.batch_size),  # CPU kernels' sums vary with the batch
-        "forward": {
-            "channels_last": uses_channels_last(cfg.trainer.channels_last, setup.device.type),
-            "precision": plain(cfg.trainer.precision),
-        },
+        "threshold": None,
+        "eval_batch_size": settings.eval.batch_size,  # CPU kernels' sums vary with the batch
+        "forward": forward_entry(settings.trainer.forward, setup.device),
     }
+
+
+def fold_card(card: dict[str, Any], fold: int, threshold: float) -> dict[str, Any]:
+    """The card of fold ``fold``'s model, from the run's (``run_card``; its keys in order)."""
+    return {**card, "fold": fold, "threshold": float(threshold)}
 
 
 def model_hash(card: dict[str, Any]) -> str:
@@ -138,9 +172,7 @@ def normalization_of(card: dict[str, Any]) -> Normalization:
 
 
 def fresh_model(card: dict[str, Any]) -> nn.Module:
-    spec = card["model"]
-    cfg = OmegaConf.create({**spec, "encoder_weights": None, "kwargs": spec.get("kwargs", {})})
-    return build_model(cfg, int(card["in_channels"]), int(card["out_channels"]))
+    return build_model(model_of(card), int(card["in_channels"]), int(card["out_channels"]))
 
 
 def _listed(names: Sequence[str]) -> str:
@@ -314,8 +346,6 @@ def load_ensemble(run_dir: Path, fold: int | None, device: torch.device) -> Ense
     for k, saved_hash in hashes.items():
         card, model = load_fold(run, k, summary["config_hash"], saved_hash)
         cards.append(card)
-        forwards.append(Forward(model.to(device), OmegaConf.create(card["forward"]), device))
-    head = build_head(
-        OmegaConf.create({"name": cards[0]["head"]}), OmegaConf.create(cards[0]["activation"])
-    )
+        forwards.append(Forward(model.to(device), forward_of(card), device))
+    head = build_head({"name": cards[0]["head"]}, cards[0]["activation"])
     return Ensemble(cards, forwards, head, normalization_of(cards[0]).to(device))

@@ -20,9 +20,15 @@ from typing import Any
 import pandas as pd
 import torch
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from segact.config import ConfigError, instantiate_named, validate, validate_against_data
+from segact.config import (
+    ConfigError,
+    instantiate_named,
+    run_settings,
+    validate,
+    validate_against_data,
+)
 from segact.data.base import SegmentationData
 from segact.data.fingerprint import dataset_fingerprint
 from segact.data.splits import Fold, case_folds
@@ -34,10 +40,11 @@ from segact.runs.folder import FoldRecords, RunFolder, summary_numbers
 from segact.runs.locks import Lock, acquire, holding
 from segact.runs.provenance import hardware, provenance
 from segact.training import checkpoint
-from segact.training.engine import FoldResult, FoldSetup, fit_fold, resolve_device
+from segact.training.engine import FoldResult, FoldSetup, resolve_device
 from segact.training.fitting import Augment
 from segact.training.group import fit_group
 from segact.training.memory_format import uses_channels_last
+from segact.training.settings import TrainerConfig
 
 log = logging.getLogger("segact")
 
@@ -47,11 +54,11 @@ def threads_per_job(n_jobs: int) -> int:
     return max(1, len(os.sched_getaffinity(0)) // n_jobs) if n_jobs > 0 else 1
 
 
-def configure_torch(cfg: DictConfig) -> tuple[torch.device, int]:
-    threads = cfg.trainer.threads or len(os.sched_getaffinity(0))
+def configure_torch(trainer: TrainerConfig) -> tuple[torch.device, int]:
+    threads = trainer.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    return resolve_device(cfg.trainer.device), threads
+    return resolve_device(trainer.device), threads
 
 
 def load_dataset(cfg: DictConfig) -> SegmentationData:
@@ -62,6 +69,11 @@ def load_dataset(cfg: DictConfig) -> SegmentationData:
             raise error.__cause__ from None
         raise
     return dataclasses.replace(data, name=cfg.dataset.name)
+
+
+def _container(node: DictConfig) -> dict[str, Any]:
+    """A config node as plain values (resolved; Enums as their names), for the layers below."""
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
 
 
 def build_augment(cfg: DictConfig) -> Augment | None:
@@ -84,6 +96,7 @@ class RunContext:
     device: torch.device
     data_error: DatasetError | None = None  # the dataset could not be read (to fingerprint)
     resolved: dict[str, Any] = dataclasses.field(default_factory=dict)  # provenance: auto's pick
+    card: dict[str, Any] | None = None  # models.run_card; None: runtime.save_models=false
 
     @property
     def columns(self) -> dict[str, Any]:
@@ -93,8 +106,8 @@ class RunContext:
 def run_context(
     cfg: DictConfig, run_dir: Path, label: str | None, device: torch.device, threads: int
 ) -> RunContext:
-    try:
-        fingerprint = dataset_fingerprint(cfg.dataset)  # a folder's content: fast once hashed
+    try:  # a folder's content: fast once hashed
+        fingerprint = dataset_fingerprint(_container(cfg.dataset))
         missing = None
     except DatasetError as error:  # no data here: only a run that predates fingerprints is found
         fingerprint, missing = None, error
@@ -132,8 +145,8 @@ def record_fold(
     row = {**ctx.columns, "fold": fold.index, **result.row, "hardware": hardware(ctx.device)}
     row |= {"status": "ok", "error": ""}
     saved: dict[str, str] = {}
-    if setup.cfg.runtime.save_models and result.state is not None:  # before the fold's record
-        card = models.model_card(setup, fold.index, row[schema.BEST_THRESHOLD])
+    if ctx.card is not None and result.state is not None:  # before the fold's record
+        card = models.fold_card(ctx.card, fold.index, row[schema.BEST_THRESHOLD])
         saved[models.MODEL_HASH] = models.save_fold(ctx.folder, fold.index, result.state, card)
     records.save(fold.index, (result.epochs, result.thresholds), row, result.notes, saved)
     checkpoint.remove(ctx.folder.checkpoint(fold.index))
@@ -147,25 +160,13 @@ def record_fold(
     )
 
 
-def compute_fold(setup: FoldSetup, ctx: RunContext, records: FoldRecords, fold: Fold) -> bool:
-    """Train ``fold`` unless it is finished or another process holds it; True if it ran."""
-    lock = claim_fold(ctx, records, fold, float(setup.cfg.runtime.lock_stale_s))
-    if lock is None:
-        return False
-    try:
-        result = fit_fold(setup, fold, ctx.folder.checkpoint(fold.index), heartbeat=lock.refresh)
-        record_fold(setup, ctx, records, fold, result)
-    finally:
-        lock.release()
-    return True
-
-
 def compute_group(
     setup: FoldSetup, ctx: RunContext, records: FoldRecords, folds: list[Fold]
 ) -> None:
-    """Train ``folds`` side by side in this process (``trainer.fold_group``), each under its own
-    lock; a fold is recorded, and its lock released, as soon as it finishes."""
-    stale_s = float(setup.cfg.runtime.lock_stale_s)
+    """Train ``folds`` (one, or several side by side: ``trainer.fold_group``) in this process,
+    each under its own lock, unless it is finished or another process holds it; a fold is
+    recorded, and its lock released, as soon as it finishes."""
+    stale_s = setup.settings.runtime.lock_stale_s
     locks: dict[int, Lock] = {}
     try:
         for fold in folds:
@@ -189,16 +190,12 @@ def compute_folds(
     setup: FoldSetup, ctx: RunContext, records: FoldRecords, folds: list[Fold]
 ) -> None:
     """The unfinished ``folds``: one after another, or ``trainer.fold_group`` at a time."""
-    group = int(setup.cfg.trainer.get("fold_group", 1))
+    group = setup.settings.trainer.fold_group
     if group < 1:
         raise ConfigError(f"trainer.fold_group={group}: train at least 1 fold at a time")
     todo = [fold for fold in folds if records.load(fold.index) is None]
     for start in range(0, len(todo), group):
-        chunk = todo[start : start + group]
-        if len(chunk) == 1:  # a fold alone, as without groups (progress bar included)
-            compute_fold(setup, ctx, records, chunk[0])
-        else:
-            compute_group(setup, ctx, records, chunk)
+        compute_group(setup, ctx, records, todo[start : start + group])
 
 
 def assemble(ctx: RunContext, records: FoldRecords, n_folds: int, stale_s: float) -> dict[str, Any]:
@@ -238,15 +235,16 @@ def train(cfg: DictConfig, run_dir: Path, label: str | None = None) -> dict[str,
     """Run the folds of one configuration (``trainer.fold``: only that one); returns the run's
     summary (as summary.json holds it once every fold is finished)."""
     validate(cfg)
-    device, threads = configure_torch(cfg)
+    settings = run_settings(cfg)
+    device, threads = configure_torch(settings.trainer)
     ctx = run_context(cfg, run_dir, label, device, threads)
     finished = ctx.folder.finished_summary(ctx.config_hash, ctx.identity)
     if finished is not None:
         log.info("skipped %s: finished already (summary.json says ok)", ctx.folder.path)
         return finished
-    root = reuse.output_root(run_dir, ctx.label) if cfg.runtime.get("reuse", True) else None
+    root = reuse.output_root(run_dir, ctx.label) if settings.runtime.reuse else None
     if root is not None:
-        with_models = bool(cfg.runtime.save_models)
+        with_models = settings.runtime.save_models
         source = reuse.finished_elsewhere(
             root, ctx.folder, ctx.config_hash, ctx.identity, with_models
         )
@@ -259,11 +257,14 @@ def train(cfg: DictConfig, run_dir: Path, label: str | None = None) -> dict[str,
     warn_if_superseding(ctx)
     data = load_dataset(cfg).on_device(device)
     validate_against_data(cfg, data.n_cases)
-    head = build_head(cfg.head, cfg.activation)
+    head = build_head(_container(cfg.head), _container(cfg.activation))
     loss = instantiate_named(cfg.loss)
     listeners = monitor.epoch_listeners(cfg, ctx, data)  # log lines, estimates, logger=
-    setup = FoldSetup(cfg, data, head, loss, device, build_augment(cfg), ctx.config_hash, listeners)
-    trainer = cfg.trainer
+    augment = build_augment(cfg)
+    setup = FoldSetup(settings, data, head, loss, device, augment, ctx.config_hash, listeners)
+    if settings.runtime.save_models:
+        ctx = dataclasses.replace(ctx, card=models.run_card(setup, cfg))
+    trainer = settings.trainer
     folds = case_folds(data.cases, trainer.folds, trainer.seed, trainer.shuffle_folds)
     log.info(
         "%s: %d images, %d cases, %d folds on %s",
@@ -276,7 +277,7 @@ def train(cfg: DictConfig, run_dir: Path, label: str | None = None) -> dict[str,
     records = FoldRecords(ctx.folder, ctx.config_hash)
     compute_folds(setup, ctx, records, folds if trainer.fold is None else [folds[trainer.fold]])
     ctx.folder.write_splits(data.cases, folds, trainer.seed, trainer.shuffle_folds)
-    summary = assemble(ctx, records, len(folds), float(cfg.runtime.lock_stale_s))
+    summary = assemble(ctx, records, len(folds), settings.runtime.lock_stale_s)
     if summary["status"] == "ok":
         reuse.record(root, ctx.folder, ctx.config_hash)
     else:

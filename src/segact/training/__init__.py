@@ -1,2 +1,2 @@
-"""Training one fold: the orchestrator (engine), the epoch and early stopping (fitting), the
-reporting protocols, the model call, checkpoints and Ctrl-C."""
+"""Training the folds of a run from its typed settings (settings): one fold in flight (engine),
+the one epoch loop (group), the epoch and early stopping (fitting), protocols, checkpoints."""

@@ -1,5 +1,6 @@
-"""Fit and evaluate one fold: a short orchestrator over the training epoch, the threshold sweep
-after every epoch, early stopping, checkpoints, and the protocol that says what is reported."""
+"""A fold in flight (``FoldRun``): the training epoch, the threshold sweep after every epoch,
+early stopping, checkpoints, and the protocol that says what is reported. The loop over the
+epochs, of a fold alone or of several side by side, is ``segact.training.group``'s."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import dataclasses
 import functools
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,9 +18,6 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig
-from tqdm.auto import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from segact.choices import plain
 from segact.data.base import SegmentationData
@@ -43,11 +40,11 @@ from segact.training.fitting import (
     eager_step,
     launch_evaluate,
     launch_train_epoch,
-    selection_score,
 )
 from segact.training.graphs import EvalGraph, GraphPlan, TrainGraph, announce, graph_plan
-from segact.training.interrupt import Interrupted, stop_after_epoch_on_sigint
 from segact.training.protocol import ReportProtocol, build_protocol
+from segact.training.selection import selection_score
+from segact.training.settings import RunSettings
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +71,7 @@ def resolve_device(name: str) -> torch.device:
 class FoldSetup:
     """What every fold of a run shares."""
 
-    cfg: DictConfig
+    settings: RunSettings
     data: SegmentationData
     head: Head
     loss_fn: LossFn
@@ -86,20 +83,20 @@ class FoldSetup:
 
     @property
     def protocol(self) -> ReportProtocol:
-        evaluation = self.cfg.eval
+        evaluation = self.settings.eval
         return build_protocol(plain(evaluation.protocol), evaluation.inner_val_fraction)
 
     def graph_plan(self) -> GraphPlan:
         """Decided (and logged, in one line) once per run, by its first fold."""
         if self.graphs is None:
-            trainer = self.cfg.trainer
-            mode = str(plain(trainer.get("cuda_graphs", "auto")))
+            trainer = self.settings.trainer
+            mode = str(plain(trainer.cuda_graphs))
             self.graphs = graph_plan(
                 mode,
                 self.device,
-                compile=bool(trainer.get("compile", False)),
+                compile=trainer.compile,
                 augment=self.augment is not None,
-                optimizer=self.cfg.optimizer.get("_target_"),
+                optimizer=self.settings.optimizer.get("_target_"),
             )
             announce(self.graphs, mode, self.device)
         return self.graphs
@@ -117,41 +114,28 @@ class FoldResult:
     state: dict[str, torch.Tensor] | None = None  # the weights of the reported epoch
 
 
-def fit_fold(
-    setup: FoldSetup,
-    fold: Fold,
-    checkpoint_path: Path | None = None,
-    heartbeat: Callable[[], None] = lambda: None,
-) -> FoldResult:
-    """Train one fold; with ``checkpoint_path``, save now and then and resume from it."""
-    run = FoldRun.start(setup, fold, checkpoint_path, heartbeat)
-    progress = run.progress
-    # a bar only on a terminal: a log file (2>&1 > run.log, SLURM, nohup) gets the epoch lines
-    bar = tqdm(
-        range(progress.epoch + 1, setup.cfg.trainer.max_epochs + 1),
-        desc=f"fold {fold.index}",
-        disable=not (setup.cfg.runtime.progress and sys.stderr.isatty()) or progress.stopped,
-        leave=False,
-        dynamic_ncols=True,
-    )
-    # log lines (one per epoch) go through tqdm.write, above the bar instead of through it
-    with stop_after_epoch_on_sigint() as stop, logging_redirect_tqdm():
-        for epoch in bar:
-            if progress.stopped:
-                break
-            run_epoch(run.setup, run.trainable, progress, fold.index, epoch, *run.split)
-            bar.set_postfix(loss=f"{progress.rows[-1][schema.TRAIN_LOSS]:.4f}")
-            run.after_epoch(force_save=stop.requested)
-            if stop.requested:
-                raise Interrupted(f"fold {fold.index} stopped after epoch {epoch}")
-    bar.close()
-    return run.finish()
+@dataclass
+class EpochInFlight:
+    """An epoch whose training is queued on the device, its numbers not yet read back."""
+
+    epoch: int
+    started: float
+    stats: PendingStats
+
+    def checked(self) -> EpochStats:
+        """The epoch's training numbers (the host waits for its training here)."""
+        stats = self.stats.result()
+        if not math.isfinite(stats.train_loss):
+            raise NonFiniteLossError(self.epoch, stats.train_loss)
+        return stats
 
 
 @dataclass
 class FoldRun:
-    """A fold in flight: built (and resumed) by ``start``, trained epoch by epoch, reported by
-    ``finish``; what ``fit_fold`` runs alone and ``segact.training.group`` side by side."""
+    """A fold in flight: built (and resumed) by ``start``; an epoch is ``launch_epoch``, then
+    ``launch_sweep`` once its training numbers are checked, then ``close_epoch`` and
+    ``after_epoch``; reported by ``finish``. ``segact.training.group`` holds the one loop over
+    the epochs, of a fold alone (a group of one) or of several side by side."""
 
     setup: FoldSetup  # the run's, with this fold's own copy of the augmentation
     fold: Fold
@@ -173,15 +157,15 @@ class FoldRun:
         """Seeded from ``trainer.seed`` and the fold alone, and with the augmentation's random
         stream from its start, so a fold's numbers do not depend on which folds ran before it
         in the process (or beside it, in a fold group)."""
-        trainer, runtime = setup.cfg.trainer, setup.cfg.runtime
+        trainer, runtime = setup.settings.trainer, setup.settings.runtime
         plan = setup.graph_plan()
-        seed = int(trainer.seed) * 1000 + fold.index
+        seed = trainer.seed * 1000 + fold.index
         torch.manual_seed(seed)
         own = dataclasses.replace(setup, augment=copy.deepcopy(setup.augment))
         split = own.protocol.split(own.data.cases, fold, seed)
         channels = (own.data.in_channels, own.head.out_channels)
-        trainable = Trainable.build(own.cfg, channels, own.device, seed)
-        progress = FoldProgress(EarlyStopping(int(trainer.patience)))
+        trainable = Trainable.build(own.settings, channels, own.device, seed)
+        progress = FoldProgress(EarlyStopping(trainer.patience))
         saver = checkpoint.Saver(checkpoint_path, runtime.checkpoint_every_s, own.config_hash)
         progress = saver.resume(trainable, own.augment, progress, fold.index)
         trainable.keep_lr_on_device()
@@ -194,8 +178,46 @@ class FoldRun:
     @property
     def done(self) -> bool:
         """Stopped early, or at ``trainer.max_epochs``."""
-        max_epochs = int(self.setup.cfg.trainer.max_epochs)
+        max_epochs = self.setup.settings.trainer.max_epochs
         return self.progress.stopped or self.progress.epoch >= max_epochs
+
+    def launch_epoch(self) -> EpochInFlight:
+        """Shuffle the training images (the fold's generator) and queue the next epoch."""
+        started = time.perf_counter()
+        train_idx, setup = self.split[0], self.setup
+        shuffled = torch.randperm(len(train_idx), generator=self.trainable.generator)
+        order = train_idx[shuffled.numpy()]
+        batch_size = setup.settings.trainer.batch_size
+        stats = launch_train_epoch(
+            self.trainable, setup.head, setup.loss_fn, setup.data, order, batch_size, setup.augment
+        )
+        return EpochInFlight(self.progress.epoch + 1, started, stats)
+
+    def launch_sweep(self, indices: np.ndarray | None = None) -> PendingSweep:
+        """Queue the threshold sweep of ``indices`` (None: the images the epoch is chosen on)."""
+        evaluation = self.setup.settings.eval
+        return launch_evaluate(
+            self.trainable.forward,
+            self.setup.head,
+            self.setup.data,
+            self.split[1] if indices is None else indices,
+            list(evaluation.thresholds),
+            evaluation.batch_size,
+            evaluation.calibration_bins,
+            self.trainable.eval_graph,
+        )
+
+    def close_epoch(self, flight: EpochInFlight, stats: EpochStats, sweep: SweepResult) -> None:
+        """Score the epoch, step the schedule, record its row, keep it if best, tell listeners."""
+        trainable, progress = self.trainable, self.progress
+        score = selection_score(sweep, plain(self.setup.settings.eval.select_metric))
+        trainable.step_scheduler(score)
+        lr = float(trainable.optimizer.param_groups[0]["lr"])
+        seconds = time.perf_counter() - flight.started
+        progress.record(self.fold.index, flight.epoch, stats, sweep, lr, seconds)
+        progress.keep_if_best(score, trainable.model, sweep)
+        for listener in self.setup.listeners:
+            listener(progress.rows[-1])
 
     def after_epoch(self, force_save: bool = False) -> None:
         """The training time so far, a checkpoint when one is due (or forced), a heartbeat."""
@@ -208,13 +230,43 @@ class FoldRun:
         self.saver.maybe_save(self.trainable, self.setup.augment, self.progress, force=True)
 
     def finish(self) -> FoldResult:
-        """The fold's result; the listeners are told it has ended."""
-        result = finish_fold(
-            self.setup, self.trainable, self.progress, self.fold, self.setup.protocol, self.split
-        )
+        """The fold's result, at the protocol's epoch and threshold; the listeners are told it
+        has ended."""
+        result = self.result()
         for listener in self.setup.listeners:
             listener.fold_finished(self.fold.index, self.progress.epoch)
         return result
+
+    def sweep_of(self, indices: np.ndarray) -> SweepResult:
+        return self.launch_sweep(indices).result()
+
+    def result(self) -> FoldResult:
+        """The fold's folds.csv row and thresholds table, at the protocol's epoch and threshold."""
+        progress, fold = self.progress, self.fold
+        assert progress.best_state is not None and progress.best_sweep is not None
+        self.trainable.model.load_state_dict(progress.best_state)
+        reported = self.setup.protocol.report(fold, progress.best_sweep, self.sweep_of)
+        epochs = pd.DataFrame(progress.rows)
+        threshold = reported.metrics[schema.BEST_THRESHOLD]
+        row = {
+            schema.EPOCH_SELECTED: progress.stopping.best_epoch,
+            schema.EPOCHS_RUN: len(progress.rows),
+            **reported.metrics,
+            **aggregation.paper_aggregates(epochs),
+            schema.HIT_MAX_EPOCHS: not progress.stopped,
+            schema.DEGENERATE: aggregation.is_degenerate(reported.sweep.table, threshold),
+            schema.N_TRAIN: len(self.split[0]),
+            schema.N_SELECT: len(self.split[1]),
+            schema.N_REPORT: len(fold.val),
+            schema.TRAIN_SECONDS: progress.seconds,
+            schema.ZERO_GRADIENT: progress.zero_gradient,
+        }
+        row[schema.DICE_PER_IMAGE_AT_BEST_THRESHOLD] = row.pop(schema.DICE_PER_IMAGE)
+        table = reported.sweep.table.copy()
+        table.insert(0, "fold", fold.index)
+        return FoldResult(
+            epochs, table, row, progress.zero_gradient, progress.notes, progress.best_state
+        )
 
 
 def attach_graphs(setup: FoldSetup, trainable: Trainable, fold: int) -> None:
@@ -228,124 +280,6 @@ def attach_graphs(setup: FoldSetup, trainable: Trainable, fold: int) -> None:
         return logits, head.probability(logits)
 
     step = functools.partial(eager_step, forward, head, setup.loss_fn, trainable.optimizer)
-    batch_size = int(setup.cfg.trainer.batch_size)
+    batch_size = setup.settings.trainer.batch_size
     trainable.train_graph = TrainGraph(step, trainable.model, trainable.optimizer, batch_size, fold)
-    trainable.eval_graph = EvalGraph(predict, int(setup.cfg.eval.batch_size), fold)
-
-
-@dataclass
-class EpochInFlight:
-    """An epoch whose training is queued on the device, its numbers not yet read back."""
-
-    epoch: int
-    started: float
-    stats: PendingStats
-
-    def checked(self) -> EpochStats:
-        """The epoch's training numbers (the host waits for its training here)."""
-        stats = self.stats.result()
-        if not math.isfinite(stats.train_loss):
-            raise NonFiniteLossError(self.epoch, stats.train_loss)
-        return stats
-
-
-def run_epoch(
-    setup: FoldSetup,
-    trainable: Trainable,
-    progress: FoldProgress,
-    fold_index: int,
-    epoch: int,
-    train_idx: np.ndarray,
-    select_idx: np.ndarray,
-) -> None:
-    """Train one epoch, sweep the selection images, step the schedule, keep the best epoch."""
-    flight = launch_epoch(setup, trainable, epoch, train_idx)
-    stats = flight.checked()
-    sweep = launch_sweep(setup, trainable, select_idx).result()
-    close_epoch(setup, trainable, progress, fold_index, flight, stats, sweep)
-
-
-def launch_epoch(
-    setup: FoldSetup, trainable: Trainable, epoch: int, train_idx: np.ndarray
-) -> EpochInFlight:
-    """Shuffle (the fold's generator) and queue the epoch's training."""
-    started = time.perf_counter()
-    order = train_idx[torch.randperm(len(train_idx), generator=trainable.generator).numpy()]
-    batch_size = int(setup.cfg.trainer.batch_size)
-    stats = launch_train_epoch(
-        trainable, setup.head, setup.loss_fn, setup.data, order, batch_size, setup.augment
-    )
-    return EpochInFlight(epoch, started, stats)
-
-
-def close_epoch(
-    setup: FoldSetup,
-    trainable: Trainable,
-    progress: FoldProgress,
-    fold_index: int,
-    flight: EpochInFlight,
-    stats: EpochStats,
-    sweep: SweepResult,
-) -> None:
-    """Score the epoch, step the schedule, record its row, keep it if best, tell listeners."""
-    score = selection_score(sweep, plain(setup.cfg.eval.select_metric))
-    trainable.step_scheduler(score)
-    lr = float(trainable.optimizer.param_groups[0]["lr"])
-    seconds = time.perf_counter() - flight.started
-    progress.record(fold_index, flight.epoch, stats, sweep, lr, seconds)
-    progress.keep_if_best(score, trainable.model, sweep)
-    for listener in setup.listeners:
-        listener(progress.rows[-1])
-
-
-def launch_sweep(setup: FoldSetup, trainable: Trainable, indices: np.ndarray) -> PendingSweep:
-    evaluation = setup.cfg.eval
-    return launch_evaluate(
-        trainable.forward,
-        setup.head,
-        setup.data,
-        indices,
-        list(evaluation.thresholds),
-        int(evaluation.batch_size),
-        int(evaluation.calibration_bins),
-        trainable.eval_graph,
-    )
-
-
-def sweep_of(setup: FoldSetup, trainable: Trainable, indices: np.ndarray) -> SweepResult:
-    return launch_sweep(setup, trainable, indices).result()
-
-
-def finish_fold(
-    setup: FoldSetup,
-    trainable: Trainable,
-    progress: FoldProgress,
-    fold: Fold,
-    protocol: ReportProtocol,
-    split: tuple[np.ndarray, np.ndarray],
-) -> FoldResult:
-    """The fold's folds.csv row and thresholds table, at the protocol's epoch and threshold."""
-    assert progress.best_state is not None and progress.best_sweep is not None
-    trainable.model.load_state_dict(progress.best_state)
-    reported = protocol.report(fold, progress.best_sweep, lambda i: sweep_of(setup, trainable, i))
-    epochs = pd.DataFrame(progress.rows)
-    threshold = reported.metrics[schema.BEST_THRESHOLD]
-    row = {
-        schema.EPOCH_SELECTED: progress.stopping.best_epoch,
-        schema.EPOCHS_RUN: len(progress.rows),
-        **reported.metrics,
-        **aggregation.paper_aggregates(epochs),
-        schema.HIT_MAX_EPOCHS: not progress.stopped,
-        schema.DEGENERATE: aggregation.is_degenerate(reported.sweep.table, threshold),
-        schema.N_TRAIN: len(split[0]),
-        schema.N_SELECT: len(split[1]),
-        schema.N_REPORT: len(fold.val),
-        schema.TRAIN_SECONDS: progress.seconds,
-        schema.ZERO_GRADIENT: progress.zero_gradient,
-    }
-    row[schema.DICE_PER_IMAGE_AT_BEST_THRESHOLD] = row.pop(schema.DICE_PER_IMAGE)
-    table = reported.sweep.table.copy()
-    table.insert(0, "fold", fold.index)
-    return FoldResult(
-        epochs, table, row, progress.zero_gradient, progress.notes, progress.best_state
-    )
+    trainable.eval_graph = EvalGraph(predict, setup.settings.eval.batch_size, fold)

@@ -7,17 +7,15 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from segact.choices import Choice
 from segact.data.base import SegmentationData
 from segact.evaluation.sweep import SweepResult, ThresholdSweep
 from segact.nn.activations import EPS
@@ -26,6 +24,7 @@ from segact.nn.prune import drop_unused_modules
 from segact.runs import schema
 from segact.training.forward import Forward
 from segact.training.graphs import EvalGraph, TrainGraph, capturable_optimizer
+from segact.training.settings import ModelConfig, RunSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,33 +39,20 @@ ZERO_GRADIENT_MESSAGE = (
 )
 
 
-class SelectMetric(Choice):
-    """``eval.select_metric``: the sweep metric that picks a fold's epoch, and that early
-    stopping and the LR schedule follow."""
-
-    # the Dice averaged over the threshold grid (the paper's "total dice")
-    threshold_averaged_dice = schema.THRESHOLD_AVERAGED_DICE
-    mean_dice = schema.THRESHOLD_AVERAGED_DICE  # its former name (legacy.RENAMED_METRICS)
-    best_dice = schema.BEST_DICE
-    dice_at_05 = schema.DICE_AT_05
-    nll = schema.NLL
-
-
-def build_model(model_cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module:
+def build_model(model_cfg: ModelConfig, in_channels: int, out_channels: int) -> nn.Module:
     """The smp model, without the modules it never runs (``segact.nn.prune``: an encoder's
     stages beyond ``encoder_depth``), removed after every random draw of its initialisation."""
     # Imported here: smp pulls in timm, torchvision and torch._dynamo (~150 MB, 2-3 s), which
     # config errors, --help and the report never need.
     import segmentation_models_pytorch as smp
 
-    kwargs = OmegaConf.to_container(model_cfg.kwargs, resolve=True) if model_cfg.kwargs else {}
     model = smp.create_model(
         model_cfg.arch,
         encoder_name=model_cfg.encoder,
         encoder_weights=model_cfg.encoder_weights,
         in_channels=in_channels,
         classes=out_channels,
-        **kwargs,
+        **model_cfg.kwargs,
     )
     drop_unused_modules(model, in_channels)
     return model
@@ -86,13 +72,13 @@ class Trainable:
 
     @classmethod
     def build(
-        cls, cfg: DictConfig, channels: tuple[int, int], device: torch.device, seed: int
+        cls, settings: RunSettings, channels: tuple[int, int], device: torch.device, seed: int
     ) -> Trainable:
         """``channels``: (the images' channels, the head's output channels)."""
-        model = build_model(cfg.model, *channels).to(device)
-        optimizer = build_optimizer(cfg.optimizer, model, device)
-        scheduler = instantiate(cfg.scheduler)(optimizer)
-        forward = Forward(model, cfg.trainer, device)
+        model = build_model(settings.model, *channels).to(device)
+        optimizer = build_optimizer(settings.optimizer, model, device)
+        scheduler = instantiate(settings.scheduler)(optimizer)
+        forward = Forward(model, settings.trainer.forward, device)
         return cls(model, forward, optimizer, scheduler, torch.Generator().manual_seed(seed))
 
     def step_scheduler(self, score: float) -> None:
@@ -112,7 +98,7 @@ class Trainable:
 
 
 def build_optimizer(
-    optimizer_cfg: DictConfig, model: nn.Module, device: torch.device
+    optimizer_cfg: Mapping[str, Any], model: nn.Module, device: torch.device
 ) -> torch.optim.Optimizer:
     """On CUDA, Adam and AdamW step with ``capturable=True`` and their lr in a device tensor,
     graphs or not (segact.training.graphs): a graphed and an eager fold compute the same step."""
@@ -299,12 +285,6 @@ class EarlyStopping:
     @property
     def should_stop(self) -> bool:
         return self.stale >= self.patience
-
-
-def selection_score(sweep: SweepResult, metric: str) -> float:
-    """The epoch's score for early stopping and the LR schedule: higher is better."""
-    value = sweep.metrics[metric]
-    return -value if schema.lower_is_better(metric) else value
 
 
 @dataclass

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from segact.choices import Choice, plain
@@ -33,19 +33,27 @@ def uses_bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16"
 
 
+@dataclass(frozen=True)
+class ForwardOptions:
+    """The trainer's options of the model call (``trainer.channels_last``, ``.precision``,
+    ``.compile``; their defaults: ``segact.training.settings.TrainerConfig``), or a model card's."""
+
+    channels_last: bool | str  # true, false or auto (uses_channels_last)
+    precision: Precision | str
+    compile: bool
+
+
 class Forward:
     """Calls the model on a batch moved to the device, returns float32 logits."""
 
-    def __init__(self, model: nn.Module, trainer: DictConfig, device: torch.device) -> None:
+    def __init__(self, model: nn.Module, options: ForwardOptions, device: torch.device) -> None:
         self.device = device
         self.model = model
-        channels_last = uses_channels_last(trainer.get("channels_last", False), device.type)
+        channels_last = uses_channels_last(options.channels_last, device.type)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model.to(memory_format=self.memory_format)
-        self._call: Callable[[Tensor], Tensor] = (
-            torch.compile(model) if trainer.get("compile", False) else model
-        )
-        self.bf16 = uses_bf16(str(plain(trainer.get("precision", "fp32"))), device)
+        self._call: Callable[[Tensor], Tensor] = torch.compile(model) if options.compile else model
+        self.bf16 = uses_bf16(str(plain(options.precision)), device)
         # Off where CUDA graphs are captured (torch.cuda.graph asks for it); the same numbers.
         self.autocast_cache = True
 
