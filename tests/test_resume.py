@@ -12,6 +12,7 @@ import pytest
 
 from segact.runs.folder import EPOCHS_CSV, FOLDS_CSV, THRESHOLDS_CSV, RunFolder
 from segact.runs.runner import train
+from segact.training import checkpoint
 from segact.training.interrupt import Interrupted, warned_before_training
 from tests.helpers import TINY, compose_config, numbers
 
@@ -135,3 +136,25 @@ def test_a_time_limit_warning_before_training_stops_after_one_epoch(tmp_path, ca
     uninterrupted = tmp_path / "uninterrupted"
     train(compose_config(*LONGER), uninterrupted)
     _assert_same_results(uninterrupted, run_dir)
+
+
+def test_a_stop_request_after_the_epochs_save_decision_still_saves(tmp_path, caplog, monkeypatch):
+    """SLURM's warning can land between an epoch's checkpoint decision and the check that stops
+    the fold (it did in CI: the next attempt resumed 29 epochs back, from the last periodic save):
+    the fold stops after that epoch all the same, with its checkpoint."""
+    real = checkpoint.Saver.maybe_save
+
+    def then_warned(self, trainable, augment, progress, force=False):
+        real(self, trainable, augment, progress, force=force)
+        if progress.epoch == 2 and not force:
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+    monkeypatch.setattr(checkpoint.Saver, "maybe_save", then_warned)
+    run_dir = tmp_path / "run"
+    config = compose_config(*LONGER, "runtime.checkpoint_every_s=3600")
+    with pytest.raises(Interrupted, match="fold 0 stopped after epoch 2"):
+        train(config, run_dir)
+    monkeypatch.setattr(checkpoint.Saver, "maybe_save", real)
+    caplog.set_level("INFO")
+    assert train(config, run_dir)["status"] == "ok"
+    assert "resumed after epoch 2" in caplog.text
