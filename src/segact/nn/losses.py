@@ -3,32 +3,28 @@
 Every loss takes the head and its raw logits, so that BCE can use stable with-logits forms, and
 the probability-based losses see exactly the activation under study (nothing re-applies one).
 
-Each loss is registered once, by its options' schema (``@register`` on a ``LossConfig``
-subclass whose ``_target_`` names the loss and whose ``name`` is the option): the config option
-``loss=<name>``, its checks and the result files' ``loss`` column all read ``LOSSES``.
+Each loss is registered once, by its options' schema (``segact.nn.loss_options``: ``@register``
+on a ``LossConfig`` subclass whose ``_target_`` names the loss class here and whose ``name`` is
+the option): the config option ``loss=<name>``, its checks and the result files' ``loss`` column
+all read ``LOSSES``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import MISSING
 from torch import Tensor, nn
 
-from segact.choices import Choice, Registry
 from segact.nn.activations import EPS, LogProbs
 from segact.nn.heads import Head
-
-
-class Binarize(Choice):
-    """``loss.binarize``: whether the probability is thresholded before the loss."""
-
-    none = "none"
-    hard = "hard"  # p >= t: the gradient is exactly zero
-    ste = "ste"  # straight-through: forward hard, backward identity
+from segact.nn.loss_options import (  # noqa: F401  (re-exported: losses.register, ...)
+    LOSSES,
+    Binarize,
+    LossConfig,
+    register,
+)
 
 
 def binarize_probability(prob: Tensor, mode: str, threshold: float = 0.5) -> Tensor:
@@ -215,87 +211,3 @@ class CrossEntropyLoss(SegmentationLoss):
 
     def loss_from_prob(self, prob: Tensor, target: Tensor) -> Tensor:
         return bce_from_log_probs(*clamped_log_probs(prob), target)
-
-
-# --- the options of each loss (``loss=<name>``), registered once --------------------------------
-
-LOSSES = Registry("loss")
-"""name -> the options' schema (a LossConfig subclass): every registered loss."""
-
-
-def register(schema: type[LossConfig]) -> type[LossConfig]:
-    """Class decorator: register a loss by its options' schema, under its ``name`` default."""
-    LOSSES.register(str(schema.name), schema)
-    return schema
-
-
-@dataclass
-class LossConfig:
-    label: ClassVar[str] = ""  # how figures and headings name it ("Dice": "Dice loss"); "": name
-
-    _target_: str = MISSING
-    name: str = MISSING
-    binarize: Binarize = Binarize.none  # threshold the probability before the loss
-    threshold: float = 0.5
-
-
-@register
-@dataclass
-class DiceLossConfig(LossConfig):
-    _target_: str = "segact.nn.losses.DiceLoss"
-    name: str = "dice"
-    label: ClassVar[str] = "Dice"
-    smooth: float = 0.0
-    eps: float = 1e-7
-    per_image: bool = False  # false: one Dice over the whole batch, like the paper
-
-
-@register
-@dataclass
-class TverskyLossConfig(DiceLossConfig):
-    _target_: str = "segact.nn.losses.TverskyLoss"
-    name: str = "tversky"
-    label: ClassVar[str] = "Tversky"
-    alpha: float = 0.3  # weight of false positives
-    beta: float = 0.7  # weight of false negatives
-
-
-@register
-@dataclass
-class BCELossConfig(LossConfig):
-    _target_: str = "segact.nn.losses.BCELoss"
-    name: str = "bce"
-    label: ClassVar[str] = "BCE"
-    eps: float = 1e-7
-
-
-@register
-@dataclass
-class BoundaryLossConfig(DiceLossConfig):
-    """Region Dice + weight x Dice of the boundary maps (segact.nn.losses.soft_boundary)."""
-
-    _target_: str = "segact.nn.losses.BoundaryLoss"
-    name: str = "boundary"
-    label: ClassVar[str] = "boundary"
-    weight: float = 1.0  # weight of the boundary Dice term (0: plain Dice)
-    width: int = 1  # boundary thickness in pixels on each side of the edge (kernel 2 width + 1)
-
-
-@register
-@dataclass
-class MSELossConfig(LossConfig):
-    """Mean squared error between the probability and the mask."""
-
-    _target_: str = "segact.nn.losses.MSELoss"
-    name: str = "mse"
-    label: ClassVar[str] = "MSE"
-
-
-@register
-@dataclass
-class CrossEntropyLossConfig(LossConfig):
-    """Two-class cross-entropy; needs head=softmax2."""
-
-    _target_: str = "segact.nn.losses.CrossEntropyLoss"
-    name: str = "ce"
-    label: ClassVar[str] = "CE"

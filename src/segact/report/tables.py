@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from segact.nn import losses
+from segact.nn import loss_options
 from segact.runs import schema
 from segact.runs.identity import ROW_ORDER, row_keys, setting_columns, varies_within
 
@@ -50,7 +50,7 @@ METRIC_NAMES: dict[str, str] = {
 
 def loss_label(name: object) -> str:
     """A loss by what it is, never a bare name that reads as a metric: "Dice loss"."""
-    registered = losses.LOSSES.get(str(name))
+    registered = loss_options.LOSSES.get(str(name))
     return f"{(registered.label if registered is not None else '') or name} loss"
 
 

@@ -28,16 +28,18 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import pandas as pd
 
-from segact.data.splits import Fold, case_folds
 from segact.errors import ModelError, ReportError
 from segact.io import read_json, remove_temporaries_of, write_csv, write_json
 from segact.runs import legacy, schema
 from segact.runs.identity import predates
+
+if TYPE_CHECKING:  # segact.data loads torch: the report reads run folders without it
+    from segact.data.splits import Fold
 
 log = logging.getLogger(__name__)
 
@@ -487,6 +489,8 @@ class RunFolder:
             recorded = {f["fold"]: f["held_out"] for f in read_json(self.splits_json)["folds"]}
             names = [str(case) for case in recorded[fold]]
         except FileNotFoundError:  # an older run: split as it did
+            from segact.data.splits import case_folds  # torch: only for this
+
             return case_folds(cases, n_folds, seed, shuffle)[fold].val
         except (OSError, ValueError, LookupError, TypeError) as error:
             raise ModelError(
