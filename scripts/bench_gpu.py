@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import Options, Setup, bare_epochs, steady
 from segact.config import config_dir, run_settings
 from segact.data.splits import case_folds
+from segact.runs.registration import register
 from segact.runs.runner import configure_torch
 from segact.training import group
 from segact.training.engine import FoldRun, FoldSetup
@@ -56,6 +57,7 @@ def compose_config(args: argparse.Namespace, graphs: str = "auto") -> DictConfig
     if args.quick:
         overrides += ["model=tiny", "dataset.image_size=32", "trainer.device=cpu"]
         overrides += ["trainer.threads=1", "trainer.batch_size=4", "eval.batch_size=4"]
+    register()  # segact's schemas and resolvers, as the entry points do
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose("config", overrides=overrides)
 

@@ -43,6 +43,7 @@ from omegaconf import DictConfig
 from segact.config import config_dir, instantiate_named, plain, run_settings
 from segact.data.splits import case_folds
 from segact.nn.heads import build_head
+from segact.runs.registration import register
 from segact.runs.runner import configure_torch, load_dataset
 from segact.training.engine import FoldSetup
 from segact.training.fitting import build_model
@@ -65,6 +66,7 @@ class Scale:
 
 
 def compose_config(args: argparse.Namespace, scale: Scale) -> DictConfig:
+    register()  # segact's schemas and resolvers, as the entry points do
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(
             "config",

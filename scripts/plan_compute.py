@@ -28,6 +28,7 @@ from hydra import compose, initialize_config_dir
 
 from segact.config import config_dir
 from segact.runs.folder import RunFolder
+from segact.runs.registration import register
 from segact.runs.runner import train
 
 DATASETS = ("synthetic", "kvasir_seg", "cvc_clinicdb", "isbi2012", "ph2", "drive_vessels")
@@ -64,6 +65,7 @@ def seconds_per_epoch(
         "runtime.progress=false",
         "runtime.checkpoint_every_s=1e9",
     ]
+    register()  # segact's schemas and resolvers, as the entry points do
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     with tempfile.TemporaryDirectory() as folder:
