@@ -521,3 +521,11 @@ def test_a_report_of_the_synthetic_set_alone_compares_without_a_forest(tmp_path)
     summary = pd.read_csv(out / "paired_summary.csv")
     assert summary["dataset"].unique().tolist() == ["synthetic"]
     assert not (out / "forest.png").exists()
+
+
+def test_a_report_of_a_results_csv_compares_without_run_folders(built, tmp_path):
+    """A results.csv (an earlier report's) as the only source: no run folder, so no saved model
+    to draw overlays from; the comparison is made all the same."""
+    out = _report(tmp_path / "again", built[0] / "results.csv", "--pair", "sigmoid", "arctan")
+    assert pd.read_csv(out / "paired_summary.csv")["b"].unique().tolist() == ["arctan"]
+    assert not (out / "overlays.png").exists()

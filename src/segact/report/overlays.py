@@ -69,7 +69,10 @@ class Block:
     disagreements: list[int] = field(default_factory=list)
 
 
-def _has_model(run_path: str) -> bool:
+def _has_model(run_path: object) -> bool:
+    """Whether the run folder has fold 0's model (no folder: rows read from a results.csv)."""
+    if not isinstance(run_path, str):
+        return False
     run = RunFolder(Path(run_path))
     return run.model_card(FOLD).exists() and run.model_weights(FOLD).exists()
 
