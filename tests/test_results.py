@@ -26,8 +26,11 @@ def test_identity_columns_come_from_summary_json(tmp_path):
     folds, thresholds = results.load_results([tmp_path])
     assert folds["dataset.root"].tolist() == ["/data/a"] * 5
     assert folds["eval.thresholds"].iloc[0] == "[0.0, 0.5, 1.0]"  # lists kept as JSON text
-    assert "trainer.lr" in setting_columns(folds)
-    assert "trainer.seed" not in setting_columns(folds)  # seeds are replicates
+    assert "dataset.root" in setting_columns(folds)
+    # each setting once: folds.csv's own column stores trainer.lr, activation.name, trainer.seed
+    stored = ("trainer.lr", "activation.name", "trainer.seed", "loss.name", "dataset.name")
+    assert not set(stored) & set(folds.columns)
+    assert folds["lr"].tolist() == [0.001] * 5 and "lr" in setting_columns(folds)
     # every threshold row carries its run's identity
     assert len(thresholds) == 15
     assert set(thresholds["dataset.root"]) == {"/data/a"}
@@ -133,8 +136,23 @@ def test_a_failed_run_needs_no_names_or_metrics(tmp_path):
 def test_collect_sweep_for_the_callback(sweep, tmp_path):
     folds = results.collect_sweep(sweep)
     assert len(folds) == 11
-    assert folds["trainer.lr"].notna().all()
+    assert folds["lr"].notna().all() and "trainer.lr" not in folds.columns
     assert results.collect_sweep(tmp_path / "empty").empty
+
+
+def test_a_setting_is_read_once_from_files_that_stored_it_twice(sweep, tmp_path):
+    """A results.csv of an older version kept ``trainer.lr`` beside ``lr``: read as one ``lr``.
+    A folds.csv without ``lr`` keeps the identity's ``trainer.lr``: nothing is lost."""
+    folds, _ = results.load_results([sweep])
+    old = tmp_path / "old_results.csv"
+    copies = {"trainer.lr": folds["lr"].astype(str), "activation.name": folds["activation"]}
+    folds.assign(**copies).to_csv(old, index=False)
+    again, _ = results.load_results([old])
+    assert "trainer.lr" not in again.columns and "activation.name" not in again.columns
+    assert again["lr"].tolist() == folds["lr"].tolist()
+    run = next(RunFolder(p.parent) for p in sorted(sweep.rglob(FOLDS_CSV)))
+    pd.read_csv(run.folds_csv).drop(columns="lr").to_csv(run.folds_csv, index=False)
+    assert set(run.read_folds()["trainer.lr"]) == {"0.001"}
 
 
 @pytest.mark.slow

@@ -52,15 +52,10 @@ COMPARISON: tuple[str, ...] = ("factor", "a", "b")
 """The first columns of every paired file: the factor (its Hydra key) and its two levels."""
 RATIO = "test_train_ratio"
 FACTOR_NAMES: dict[str, str] = {
-    "arch": "model.arch",
-    "encoder": "model.encoder",
-    "binarize": "loss.binarize",
-    "protocol": "eval.protocol",
-    "lr": "trainer.lr",
-    "max_epochs": "trainer.max_epochs",
-    "batch_size": "trainer.batch_size",
+    column: key for key, column in schema.STORED_AS.items() if not key.endswith(".name")
 }
-"""A folds.csv column -> the key a user sweeps it by (``model.encoder=resnet18,resnet34``)."""
+"""A folds.csv column -> the key a user sweeps it by (``model.encoder=resnet18,resnet34``); a
+config group's name column is swept by the group's own name (``loss=dice,bce``)."""
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "n",
     "seeds",

@@ -69,7 +69,7 @@ NAMED_BY: dict[str, tuple[str, ...]] = {"model": ("arch", "encoder"), "eval": ("
 
 def _follows_its_name(folds: pd.DataFrame, column: str) -> bool:
     """Whether a dotted setting only follows a column that names it or its group:
-    ``trainer.lr`` with ``lr``, ``activation.eps`` with the activation, ``dataset.root`` with
+    ``optimizer.lr`` with ``lr``, ``activation.eps`` with the activation, ``dataset.root`` with
     the dataset, ``loss.binarize`` with ``binarize``."""
     group, name = column.split(".")[0], column.split(".")[-1]
     names = (*NAMED_BY.get(group, (group,)), name)
@@ -82,7 +82,7 @@ def _follows_its_name(folds: pd.DataFrame, column: str) -> bool:
 def hidden_settings(folds: pd.DataFrame, keys: Sequence[str]) -> list[str]:
     """The choices and settings that differ between the runs of ``folds`` but are not among
     the ``keys`` (the columns a table shows), less those that only follow a column that names
-    them (``trainer.lr`` next to ``lr``, ``activation.eps``, ``head.name``, ``dataset.root``
+    them (``optimizer.lr`` next to ``lr``, ``activation.eps``, ``head.name``, ``dataset.root``
     where each dataset has one): each one a table must show some other way. Unset (NaN) is no
     value of its own: a run that predates a setting, or a loss without ``loss.smooth``."""
     candidates = [c for c in (*ROW_ORDER, *setting_columns(folds)) if c in folds.columns]

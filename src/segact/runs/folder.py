@@ -25,7 +25,7 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -107,6 +107,13 @@ def _is_read(column: str) -> bool:
     """The columns the report reads: every declared one, and the dotted identity columns
     (``trainer.lr``), as text."""
     return "." in column or _declared(column) is not None
+
+
+def _is_copy(key: str, columns: Iterable[str]) -> bool:
+    """Whether ``key`` is a dotted copy of a setting that one of ``columns`` stores
+    (``trainer.lr`` beside ``lr``; results.csv files written before 2026-12-08 kept both): each
+    setting is read once, as the column."""
+    return schema.STORED_AS.get(key) in set(columns)
 
 
 _NOT_READ: set[tuple[str, ...]] = set()
@@ -208,6 +215,7 @@ def read_hashed_result_csv(path: Path) -> tuple[pd.DataFrame, str]:
         read = [c for c in header if _is_read(c)]
         if len(read) < len(header):
             _not_read(tuple(c for c in header if not _is_read(c)), Path(path))
+        read = [c for c in read if not _is_copy(c, header)]
         text = {c: str for c in read if (d := _declared(c)) is None or d.dtype is schema.Dtype.TEXT}
         chunks = []
         with open(path, "rb") as raw:
@@ -521,11 +529,13 @@ class RunFolder:
         With ``edits``, the file is checked against its digest in summary.json (so are the
         other readers' files)."""
         summary = self.read_summary()
+        folds = self._read(FOLDS_CSV, edits, summary)
         identity = {
             key if "." in key else f"config.{key}": _as_text(value)  # a top-level key: no clash
             for key, value in summary.get("identity", {}).items()
+            if not _is_copy(key, folds.columns)  # folds.csv's own column stores it (``lr``)
         }
-        folds = self._read(FOLDS_CSV, edits, summary).assign(run_path=self.run_path, **identity)
+        folds = folds.assign(run_path=self.run_path, **identity)
         if summary.get("config_hash"):
             folds["config_hash"] = column_or_nan(folds, "config_hash").fillna(
                 summary["config_hash"]

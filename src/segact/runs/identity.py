@@ -299,7 +299,7 @@ def row_keys(
     """What makes two runs different kinds (rows of a table): ``always`` plus every other choice
     or setting that differs between runs alike in the keys before it, so each run is counted
     once, in a row of its own kind. A setting that only follows the keys already there
-    (``trainer.lr`` next to ``lr``, ``dataset.root`` with the dataset) adds no row."""
+    (``optimizer.lr`` next to ``lr``, ``dataset.root`` with the dataset) adds no row."""
     keys = [k for k in always if k in folds.columns]
     for candidate in (*ROW_ORDER, *setting_columns(folds)):
         present = candidate in folds.columns and candidate not in keys

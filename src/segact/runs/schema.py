@@ -72,6 +72,7 @@ class Column:
     range: Range | None = None  # numbers only; NaN (an empty cell) is always allowed
     direction: Direction | None = None  # metrics that rank
     values: frozenset[str] | None = None  # text with a closed vocabulary
+    config_key: str | None = None  # the run's setting this column stores (its identity key)
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,12 @@ def _text(name: str, kind: Kind, fills: str, values: frozenset[str] | None = Non
     return Column(name, kind, Dtype.TEXT, fills, values=values)
 
 
-def _int(name: str, kind: Kind, fills: str) -> Column:
-    return Column(name, kind, Dtype.INT, fills, COUNTED)
+def _int(name: str, kind: Kind, fills: str, config_key: str | None = None) -> Column:
+    return Column(name, kind, Dtype.INT, fills, COUNTED, config_key=config_key)
+
+
+def _choice(name: str, config_key: str) -> Column:
+    return Column(name, Kind.IDENTITY, Dtype.TEXT, _CHOICE, config_key=config_key)
 
 
 def _metric(
@@ -215,18 +220,26 @@ sweep in folds.csv, and each epoch its selection sweep (``validation``) in epoch
 STATUSES = frozenset({"ok", "failed", "inconsistent"})
 """A fold row's status: finished, failed, or left out by a report (summary.json disagrees)."""
 _CHOICE = "a named choice of the run (segact.runs.identity.CHOICES)"
-_CHOICES_AS_WRITTEN = (
-    "dataset", "arch", "encoder", "head", "activation", "loss", "binarize", "protocol",
-)  # fmt: skip
+_CHOICES_AS_WRITTEN: dict[str, str] = {
+    "dataset": "dataset.name",
+    "arch": "model.arch",
+    "encoder": "model.encoder",
+    "head": "head.name",
+    "activation": "activation.name",
+    "loss": "loss.name",
+    "binarize": "loss.binarize",
+    "protocol": "eval.protocol",
+}
+"""The choices as folds.csv writes them -> the setting each one stores."""
 
 FOLDS = Table(
     (
         _text("experiment", Kind.IDENTITY, "the experiment's name (experiment_name)"),
-        *(_text(name, Kind.IDENTITY, _CHOICE) for name in _CHOICES_AS_WRITTEN),
-        _int("seed", Kind.IDENTITY, "trainer.seed"),
-        _int("max_epochs", Kind.SETTING, "trainer.max_epochs"),
-        Column(LR, Kind.SETTING, Dtype.FLOAT, "trainer.lr", NONNEGATIVE),
-        _int("batch_size", Kind.SETTING, "trainer.batch_size"),
+        *(_choice(name, key) for name, key in _CHOICES_AS_WRITTEN.items()),
+        _int("seed", Kind.IDENTITY, "trainer.seed", "trainer.seed"),
+        _int("max_epochs", Kind.SETTING, "trainer.max_epochs", "trainer.max_epochs"),
+        Column(LR, Kind.SETTING, Dtype.FLOAT, "trainer.lr", NONNEGATIVE, config_key="trainer.lr"),
+        _int("batch_size", Kind.SETTING, "trainer.batch_size", "trainer.batch_size"),
         _text("run_dir", Kind.RECORD, "the run folder relative to its sweep folder"),
         _text("config_hash", Kind.RECORD, "the hash of the run's identity"),
         _int(FOLD, Kind.IDENTITY, "the fold's index"),
@@ -327,6 +340,9 @@ PAPER_METRICS: tuple[str, ...] = tuple(paper(m) for m in SELECTED_METRICS if pap
 """folds.csv's numbers under the paper's aggregation over epochs."""
 FLAGS: tuple[str, ...] = tuple(c.name for c in FOLDS if c.dtype is Dtype.FLAG)
 """folds.csv's boolean flags of a fold."""
+STORED_AS: Mapping[str, str] = {c.config_key: c.name for c in FOLDS if c.config_key}
+"""A run's setting (its identity key, ``trainer.lr``) -> the folds.csv column that stores it
+(``lr``): each setting is stored once, so a result frame has no dotted copy of these."""
 
 # --- lookups --------------------------------------------------------------------------------
 
