@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from segact.runs.folder import RunFolder
+from segact.train import _job_overrides, _sweep_overrides
 from tests.helpers import TINY, numbers, segact_train
 
 pytestmark = pytest.mark.slow
@@ -287,3 +289,24 @@ def test_the_guard_checks_the_default_run_folder_quietly(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Callback RunDirGuard" not in done.stderr
     assert list((tmp_path / "outputs").rglob("summary.json"))
+
+
+def test_a_multiruns_jobs_are_the_sweepers_product_parsed_once():
+    """The jobs whose folders are checked before a multirun starts: ``hydra.sweeper.params``
+    first, then the command line, as Hydra's basic sweeper makes them (one parse serves the
+    folder-name check and the jobs)."""
+    config = OmegaConf.create(
+        {
+            "hydra": {
+                "sweeper": {"params": {"loss": "dice,bce"}},
+                "overrides": {"task": ["activation=sigmoid,arctan", "trainer.seed=0"]},
+            }
+        }
+    )
+    overrides = _sweep_overrides(config)
+    assert [o.get_key_element() for o in overrides] == ["loss", "activation", "trainer.seed"]
+    assert _job_overrides(overrides) == [
+        [f"loss={loss}", f"activation={activation}", "trainer.seed=0"]
+        for loss in ("dice", "bce")
+        for activation in ("sigmoid", "arctan")
+    ]

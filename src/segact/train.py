@@ -81,14 +81,16 @@ def _refuse_os(error: OSError) -> None:
 class RunDirGuard(Callback):
     """Before Hydra creates any folder: the run or sweep folder must not be ``/`` or a home
     directory, and the values that name a run's folders must be plain folder names (in a
-    multirun those given on the command line are checked here, the rest as each job starts)."""
+    multirun those of the command line and ``hydra.sweeper.params`` are checked here, the rest
+    as each job starts)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
         HydraConfig.instance().set_config(config)  # as run_job does next: ${hydra:...} resolves
         self._check(config.hydra.run.dir, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
-        for override in OverridesParser.create().parse_overrides(list(config.hydra.overrides.task)):
+        overrides = _sweep_overrides(config)
+        for override in overrides:
             key = override.get_key_element().lstrip("+~")
             if key in SEGMENT_KEYS and not override.is_delete():
                 sweep = override.is_sweep_override()
@@ -97,7 +99,7 @@ class RunDirGuard(Callback):
         existed = Path(config.hydra.sweep.dir).is_dir()
         self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
         if existed:  # a folder made now holds nothing of anyone's
-            _refuse_foreign_run_folders(config)
+            _refuse_foreign_run_folders(config, _job_overrides(overrides))
 
     @staticmethod
     def _check(folder: str, key: str) -> None:
@@ -124,28 +126,34 @@ class RunDirGuard(Callback):
             _refuse_os(error)
 
 
-def _job_overrides(config: DictConfig) -> list[list[str]]:
-    """Each job's overrides, as Hydra's basic sweeper makes them (the cartesian product of the
-    swept values, ``hydra.sweeper.params`` first)."""
+def _sweep_overrides(config: DictConfig) -> list[Override]:
+    """The multirun's overrides, parsed once: ``hydra.sweeper.params`` first, then the command
+    line's, as Hydra's basic sweeper takes them."""
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     arguments = [*(f"{k}={v}" for k, v in params.items()), *config.hydra.overrides.task]
+    return OverridesParser.create().parse_overrides(arguments)
+
+
+def _job_overrides(overrides: list[Override]) -> list[list[str]]:
+    """Each job's overrides, as Hydra's basic sweeper makes them (the cartesian product of the
+    swept values)."""
     choices = [
         [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
         if o.is_sweep_override()
         else [f"{o.get_key_element()}={o.get_value_element_as_str()}"]
-        for o in OverridesParser.create().parse_overrides(arguments)
+        for o in overrides
     ]
     return [list(job) for job in itertools.product(*choices)]
 
 
-def _refuse_foreign_run_folders(config: DictConfig) -> None:
+def _refuse_foreign_run_folders(config: DictConfig, jobs: list[list[str]]) -> None:
     """In a multirun Hydra writes each job's .hydra/ and log before segact sees the job: a run
     folder that holds someone else's files is refused here, before the first job starts (issue
     30, item 12). Only for a sweep folder that existed: composing every job costs ~0.1 s each."""
     loader = GlobalHydra.instance().config_loader()
     hydra_config = HydraConfig.instance()
     try:
-        for overrides in _job_overrides(config):
+        for overrides in jobs:
             job = loader.load_sweep_config(config, overrides)
             hydra_config.set_config(job)  # ${hydra:...} in the subdir resolves to this job's
             refused = refused_folder(Path(job.hydra.sweep.dir) / job.hydra.sweep.subdir)
