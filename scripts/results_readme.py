@@ -325,18 +325,36 @@ def other_grids(results: Path) -> list[str]:
     ]
 
 
-CLEAN_RUNS_PLANNED = 60  # results/PLAN.md: 5 datasets x 2 claims x 2 activations x 3 seeds
+CLEAN_DATASETS = ("ph2", "cvc_clinicdb", "kvasir_seg", "isbi2012", "drive_vessels")
+"""results/PLAN.md: the five real datasets of the clean-protocol grid."""
+CLEAN_RUNS_PER_CELL = 6  # 2 activations x 3 seeds per dataset and loss
+CLEAN_RUNS_PLANNED = len(CLEAN_DATASETS) * 2 * CLEAN_RUNS_PER_CELL  # 2 claims: 60
+
+
+def _claim_progress(runs: pd.DataFrame) -> str:
+    """Per claim (loss), its finished runs and the datasets still short of theirs."""
+    per_cell = runs.groupby(["loss", "dataset"])["run_dir"].nunique()
+    parts = []
+    for loss in sorted(runs["loss"].unique()):
+        done = {d: int(per_cell.get((loss, d), 0)) for d in CLEAN_DATASETS}
+        short = [
+            f"{d} {n} of {CLEAN_RUNS_PER_CELL}" for d, n in done.items() if n < CLEAN_RUNS_PER_CELL
+        ]
+        state = f"still training: {', '.join(short)}" if short else "complete"
+        planned = len(CLEAN_DATASETS) * CLEAN_RUNS_PER_CELL
+        parts.append(f"{loss} {sum(done.values())} of {planned} ({state})")
+    return "; ".join(parts)
 
 
 def primary_words(results: Path) -> list[str]:
     """How far the clean-protocol grid is, and what its pooled comparisons say so far."""
-    runs = _csv(results, "clean_protocol", "results.csv")
-    per_dataset = runs.groupby("dataset")["run_dir"].nunique()
-    done = ", ".join(f"{d} {n}" for d, n in per_dataset.items())
+    runs = _csv(results, "clean_protocol", "results.csv").query("status == 'ok'")
     pooled = _pooled(results, "clean_protocol")
+    total = runs["run_dir"].nunique()
+    complete = total == CLEAN_RUNS_PLANNED
     lines = [
-        f"{int(per_dataset.sum())} of the {CLEAN_RUNS_PLANNED} planned runs are done ({done}; "
-        "the rest are training): every number here is provisional until the grid is complete.",
+        f"{total} of the {CLEAN_RUNS_PLANNED} planned runs are done: {_claim_progress(runs)}."
+        + ("" if complete else " A claim still training has provisional numbers."),
         "",
     ]
     if not pooled[pooled["headline"]].empty:
