@@ -387,6 +387,49 @@ def threshold_optimism(results: Path) -> list[str]:
     ]
 
 
+def _at_claim(results: Path, grid: str) -> float:
+    """The TOST p of the Dice-loss claim against the paper's claimed size (headline pooling)."""
+    claims = _csv(results, grid, "paper_claims.csv")
+    row = claims[
+        (claims["b"] == "arctan")
+        & (claims["method"] == "random_hksj")
+        & (claims["scope"] == "learned")
+    ]
+    return float(row["tost_p_at_claim"].iloc[0])
+
+
+def protocol_change(results: Path) -> list[str]:
+    """What the clean protocol changed against the paper's, per claim, and why."""
+    clean = _pooled(results, "clean_protocol")
+    paper = _pooled(results, "sigmoid_vs_arctan")
+    rows = []
+    for loss in ("dice", "bce"):
+        now = clean[clean["headline"] & (clean["loss"] == loss)]
+        before = paper[paper["headline"] & (paper["loss"] == loss)]
+        if now.empty or before.empty:
+            continue
+        a, b = now.iloc[0], before.iloc[0]
+        half_width = (a["ci_high"] - a["ci_low"]) / 2
+        rows.append(
+            f"{a['a']} - {a['b']} ({loss} loss) {a['estimate']:+.4f} {_ci(a)} on {a['k']} "
+            f"datasets, against {b['estimate']:+.4f} {_ci(b)} on {b['k']} under the paper's "
+            f"protocol: moved by {a['estimate'] - b['estimate']:+.4f}, "
+            f"{'less' if abs(a['estimate'] - b['estimate']) < half_width else 'more'} than its "
+            f"interval's half-width {half_width:.4f} ({a['verdict']}; before: {b['verdict']})"
+        )
+    return [
+        "**What the clean protocol changed, and why.** The paper's protocol has two confounds "
+        "the size of the effects it measures: its early stopping lets arctan train longer than "
+        "sigmoid (the training time follows the activation), and each fold's epoch and "
+        "threshold are chosen on the very images it reports (optimism). The clean protocol "
+        "gives both activations of a pair the same fixed number of epochs and chooses epoch "
+        "and threshold on an inner split. Pooled, best Dice: " + "; ".join(rows) + ". Against "
+        "the paper's +2 % for arctan (TOST with the claimed size as the margin): p = "
+        f"{_at_claim(results, 'clean_protocol'):.2g} under the clean protocol, "
+        f"{_at_claim(results, 'sigmoid_vs_arctan'):.2g} under the paper's."
+    ]
+
+
 SECTIONS: tuple[tuple[str, Callable[[Path], list[str]]], ...] = (
     ("**Primary analysis: the clean protocol** (declared in `results/PLAN.md`, issue 34: "
      "`eval.protocol=holdout`, epoch and threshold chosen on an inner split and Dice read on "
@@ -396,6 +439,7 @@ SECTIONS: tuple[tuple[str, Callable[[Path], list[str]]], ...] = (
     ("**Per dataset, clean protocol** (corrected resampled t over 3 seeds x 5 folds; Holm over "
      "the datasets of a comparison):", primary_table),
     ("", threshold_optimism),
+    ("", protocol_change),
     ("**The paper's protocol** (the 228-run replication: epoch and threshold chosen on the "
      "reported fold, the paper's early stopping; pooled by random effects with the "
      "Hartung-Knapp-Sidik-Jonkman interval; each dataset at its headline input size; cells "
