@@ -334,6 +334,7 @@ CLEAN_RUNS_PLANNED = len(CLEAN_DATASETS) * 2 * CLEAN_RUNS_PER_CELL  # 2 claims: 
 def _claim_progress(runs: pd.DataFrame) -> str:
     """Per claim (loss), its finished runs and the datasets still short of theirs."""
     per_cell = runs.groupby(["loss", "dataset"])["run_dir"].nunique()
+    planned = len(CLEAN_DATASETS) * CLEAN_RUNS_PER_CELL
     parts = []
     for loss in sorted(runs["loss"].unique()):
         done = {d: int(per_cell.get((loss, d), 0)) for d in CLEAN_DATASETS}
@@ -341,7 +342,6 @@ def _claim_progress(runs: pd.DataFrame) -> str:
             f"{d} {n} of {CLEAN_RUNS_PER_CELL}" for d, n in done.items() if n < CLEAN_RUNS_PER_CELL
         ]
         state = f"still training: {', '.join(short)}" if short else "complete"
-        planned = len(CLEAN_DATASETS) * CLEAN_RUNS_PER_CELL
         parts.append(f"{loss} {sum(done.values())} of {planned} ({state})")
     return "; ".join(parts)
 
@@ -409,12 +409,12 @@ def protocol_change(results: Path) -> list[str]:
         if now.empty or before.empty:
             continue
         a, b = now.iloc[0], before.iloc[0]
-        half_width = (a["ci_high"] - a["ci_low"]) / 2
+        moved, half_width = a["estimate"] - b["estimate"], (a["ci_high"] - a["ci_low"]) / 2
         rows.append(
             f"{a['a']} - {a['b']} ({loss} loss) {a['estimate']:+.4f} {_ci(a)} on {a['k']} "
             f"datasets, against {b['estimate']:+.4f} {_ci(b)} on {b['k']} under the paper's "
-            f"protocol: moved by {a['estimate'] - b['estimate']:+.4f}, "
-            f"{'less' if abs(a['estimate'] - b['estimate']) < half_width else 'more'} than its "
+            f"protocol: moved by {moved:+.4f}, "
+            f"{'less' if abs(moved) < half_width else 'more'} than its "
             f"interval's half-width {half_width:.4f} ({a['verdict']}; before: {b['verdict']})"
         )
     return [

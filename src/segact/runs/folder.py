@@ -109,11 +109,12 @@ def _is_read(column: str) -> bool:
     return "." in column or _declared(column) is not None
 
 
-def _is_copy(key: str, columns: Iterable[str]) -> bool:
-    """Whether ``key`` is a dotted copy of a setting that one of ``columns`` stores
-    (``trainer.lr`` beside ``lr``; results.csv files written before 2026-12-08 kept both): each
-    setting is read once, as the column."""
-    return schema.STORED_AS.get(key) in set(columns)
+def stored_copies(columns: Iterable[str]) -> set[str]:
+    """The dotted keys that are copies of a setting one of ``columns`` stores (``trainer.lr``
+    beside ``lr``; results.csv files written before 2026-12-08 kept both): each setting is read
+    once, as the column."""
+    present = set(columns)
+    return {key for key, column in schema.STORED_AS.items() if column in present}
 
 
 _NOT_READ: set[tuple[str, ...]] = set()
@@ -215,7 +216,8 @@ def read_hashed_result_csv(path: Path) -> tuple[pd.DataFrame, str]:
         read = [c for c in header if _is_read(c)]
         if len(read) < len(header):
             _not_read(tuple(c for c in header if not _is_read(c)), Path(path))
-        read = [c for c in read if not _is_copy(c, header)]
+        copies = stored_copies(header)
+        read = [c for c in read if c not in copies]
         text = {c: str for c in read if (d := _declared(c)) is None or d.dtype is schema.Dtype.TEXT}
         chunks = []
         with open(path, "rb") as raw:
@@ -530,10 +532,11 @@ class RunFolder:
         other readers' files)."""
         summary = self.read_summary()
         folds = self._read(FOLDS_CSV, edits, summary)
+        copies = stored_copies(folds.columns)  # folds.csv's own column stores them (``lr``)
         identity = {
             key if "." in key else f"config.{key}": _as_text(value)  # a top-level key: no clash
             for key, value in summary.get("identity", {}).items()
-            if not _is_copy(key, folds.columns)  # folds.csv's own column stores it (``lr``)
+            if key not in copies
         }
         folds = folds.assign(run_path=self.run_path, **identity)
         if summary.get("config_hash"):

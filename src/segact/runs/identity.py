@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from segact.choices import plain
+from segact.runs import schema
 from segact.runs.legacy import as_recorded
 from segact.training.memory_format import uses_channels_last
 
@@ -107,23 +108,25 @@ path (``dataset.root=/data/ph2``: ``dataset.root=ph2-1f0c2a9b``): not the data's
 yet two dataset folders with one name (``A/base``, ``B/base``) never share a run folder."""
 
 
+UNSET_SETTINGS: dict[str, str] = {"loss.binarize": "none"}
+"""What a stored setting reads as where the config has no such key (a loss without the option)."""
+_ABSENT = object()
+_TYPED: dict[schema.Dtype, Callable[[Any], Any]] = {
+    schema.Dtype.INT: int,
+    schema.Dtype.FLOAT: float,
+}
+
+
 def run_keys(cfg: DictConfig) -> dict[str, Any]:
-    """The run's main choices and trainer settings, as columns of every result row."""
-    return {
-        "experiment": cfg.get("experiment_name", "default"),
-        "dataset": cfg.dataset.name,
-        "arch": cfg.model.arch,
-        "encoder": cfg.model.encoder,
-        "head": plain(cfg.head.name),
-        "activation": cfg.activation.name,
-        "loss": cfg.loss.name,
-        "binarize": plain(cfg.loss.get("binarize", "none")),
-        "protocol": plain(cfg.eval.protocol),
-        "seed": int(cfg.trainer.seed),
-        "max_epochs": int(cfg.trainer.max_epochs),
-        "lr": float(cfg.trainer.lr),
-        "batch_size": int(cfg.trainer.batch_size),
-    }
+    """The run's experiment and the settings folds.csv stores (``schema.STORED_AS``: choices and
+    trainer settings), as columns of every result row, typed as the schema declares them."""
+    keys: dict[str, Any] = {"experiment": cfg.get("experiment_name", "default")}
+    for key, column in schema.STORED_AS.items():
+        value = OmegaConf.select(cfg, key, default=UNSET_SETTINGS.get(key, _ABSENT))
+        if value is _ABSENT:
+            raise KeyError(f"the run's config has no {key}")
+        keys[column] = _TYPED.get(schema.COLUMNS[column].dtype, plain)(plain(value))
+    return keys
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
